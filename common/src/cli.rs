@@ -1,0 +1,87 @@
+//! Pieces both binaries share: Redis connection flags, logging setup, signal handling.
+//! Behind the `cli` feature so library users do not pull in clap.
+
+use crate::queue::RedisQueue;
+use crate::{Backoff, Result};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How to reach the queue. Flattened into every binary's arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisArgs {
+    /// Redis server URL.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true
+    )]
+    pub redis_url: String,
+    /// Namespace of the queue; every key lives under the Redis Cluster hash tag `{NAMESPACE}`.
+    #[arg(long, env = "GPUQ_NAMESPACE", default_value = "gpuq", global = true)]
+    pub namespace: String,
+}
+
+impl RedisArgs {
+    /// Opens the queue and waits for Redis to answer, retrying with backoff up to `patience`.
+    /// Bad arguments fail at once; an unreachable server fails once patience runs out.
+    pub async fn connect(&self, pool_size: usize, patience: Duration) -> Result<RedisQueue> {
+        let queue = RedisQueue::open(&self.redis_url, &self.namespace, pool_size)?;
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut n = 0;
+        loop {
+            match queue.ping().await {
+                Ok(()) => return Ok(queue),
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                    n += 1;
+                    tracing::warn!(url = %queue.display_url(), error = %e, attempt = n, "Redis not reachable yet; retrying");
+                    tokio::time::sleep(backoff.jittered(n)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Installs the global `tracing` subscriber: `RUST_LOG`-style filter (default `info`),
+/// written to stderr so stdout stays free for command output.
+pub fn init_telemetry(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; a second one exits at once with
+/// status 130 (whatever was in flight is recovered by the reaper).
+pub fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("shutdown requested; a second signal exits immediately");
+        shutdown.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,120 @@
+//! The one error type of this crate. Callers decide their reaction from the variant:
+//! bad input is the user's to fix (exit code 2), infrastructure faults are retried.
+
+use crate::JobId;
+
+/// Convenient alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, grouped by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A job spec (or a batch) is invalid; nothing was changed.
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
+    /// Some other argument is invalid (an id, a namespace, a URL).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The named job does not exist.
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// The request conflicts with the job's current state (e.g. retrying a running job).
+    #[error("job {id}: {detail}")]
+    Conflict {
+        /// The job concerned.
+        id: JobId,
+        /// What about its state prevents the request.
+        detail: String,
+    },
+    /// Redis refused or failed a command, or could not be reached. Retryable.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// No pooled Redis connection could be had. Retryable.
+    #[error("redis connection pool: {0}")]
+    Pool(String),
+    /// A record in Redis could not be decoded; a bug or a foreign writer.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+impl Error {
+    /// True when the caller gave bad input (CLI exit code 2); false for faults of the system.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidSpec(_) | Error::InvalidInput(_) | Error::NotFound(_) | Error::Conflict { .. }
+        )
+    }
+
+    /// True when retrying the same call later may succeed (Redis unreachable, pool exhausted).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Redis(_) | Error::Pool(_))
+    }
+
+    /// A short stable name for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict { .. } => "conflict",
+            Error::Redis(_) => "redis",
+            Error::Pool(_) => "pool",
+            Error::Corrupt(_) => "corrupt",
+        }
+    }
+}
+
+impl From<deadpool_redis::PoolError> for Error {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        match e {
+            deadpool_redis::PoolError::Backend(e) => Error::Redis(e),
+            other => Error::Pool(other.to_string()),
+        }
+    }
+}
+
+/// A job spec failed validation. Names the field and, in a batch, the line (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecError {
+    /// Line of the batch input the spec came from, when it came from a batch.
+    pub line: Option<usize>,
+    /// Dotted path of the offending field (`resources.gpus`), or empty when the whole spec is unreadable.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl SpecError {
+    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError {
+            line: None,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn at_line(mut self, line: usize) -> Self {
+        self.line = Some(line);
+        self
+    }
+}
+
+impl std::fmt::Display for SpecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if self.field.is_empty() {
+            write!(f, "invalid job spec: {}", self.message)
+        } else {
+            write!(f, "invalid job spec: field `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl From<redis::ParsingError> for Error {
+    fn from(e: redis::ParsingError) -> Self {
+        Error::Redis(e.into())
+    }
+}

@@ -1,0 +1,251 @@
+//! Operator-facing reads and commands: show, list, status, workers, cancel, retry, logs.
+
+use super::{scripts, RedisQueue};
+use crate::{Error, JobEvent, JobId, JobRecord, JobState, Priority, Result, WorkerInfo};
+use redis::AsyncCommands;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Depth and age of one priority list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PriorityStatus {
+    /// The priority.
+    pub priority: Priority,
+    /// Jobs queued.
+    pub depth: u64,
+    /// Enqueue time of the job at the head (ms since epoch), when any is queued.
+    pub oldest_enqueued_at: Option<u64>,
+}
+
+/// A snapshot of the whole queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStatus {
+    /// Per priority, most urgent first.
+    pub priorities: Vec<PriorityStatus>,
+    /// Jobs held by workers right now.
+    pub running: u64,
+    /// Jobs waiting out a retry backoff.
+    pub retrying: u64,
+    /// Jobs in the dead-letter list.
+    pub dead: u64,
+    /// Live workers (heartbeat present).
+    pub workers: Vec<WorkerInfo>,
+}
+
+impl QueueStatus {
+    /// Total queued across priorities.
+    pub fn queued(&self) -> u64 {
+        self.priorities.iter().map(|p| p.depth).sum()
+    }
+}
+
+impl RedisQueue {
+    /// Cancels a job: a queued or retrying job is removed and never starts; a running job's
+    /// worker is asked to stop it. Returns the state the job is in afterwards
+    /// (`Running` means the stop is under way).
+    pub async fn cancel(&self, id: &JobId, reason: &str) -> Result<JobState> {
+        let mut conn = self.conn().await?;
+        let r: String = scripts::CANCEL
+            .key(self.keys.delayed())
+            .arg(self.keys.prefix())
+            .arg(id.as_str())
+            .arg(reason)
+            .invoke_async(&mut conn)
+            .await?;
+        match r.as_str() {
+            "not_found" => Err(Error::NotFound(id.clone())),
+            "cancelling" => Ok(JobState::Running),
+            other => other.parse().map_err(|e: String| Error::Corrupt(e)),
+        }
+    }
+
+    /// Brings a dead, failed or cancelled job back to its queue with a fresh attempt budget.
+    pub async fn retry(&self, id: &JobId) -> Result<()> {
+        let record = self.get(id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
+        let mut conn = self.conn().await?;
+        let r: String = scripts::RETRY
+            .key(self.keys.dead())
+            .arg(self.keys.prefix())
+            .arg(id.as_str())
+            .arg(record.spec.max_attempts)
+            .invoke_async(&mut conn)
+            .await?;
+        match r.as_str() {
+            "queued" => Ok(()),
+            "not_found" => Err(Error::NotFound(id.clone())),
+            state => Err(Error::Conflict {
+                id: id.clone(),
+                detail: format!("is {state}; only dead, failed or cancelled jobs can be retried"),
+            }),
+        }
+    }
+
+    /// The full record of a job with its history and, if queued, its position.
+    pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>> {
+        let mut conn = self.conn().await?;
+        let (hash, events): (HashMap<String, String>, Vec<String>) = redis::pipe()
+            .hgetall(self.keys.job(id))
+            .lrange(self.keys.events(id), 0, -1)
+            .query_async(&mut conn)
+            .await?;
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        let mut record = JobRecord::from_hash(id.clone(), hash)?;
+        record.events = events
+            .iter()
+            .map(|e| {
+                serde_json::from_str::<JobEvent>(e)
+                    .map_err(|err| Error::Corrupt(format!("job {id} event: {err}")))
+            })
+            .collect::<Result<_>>()?;
+        if record.state == JobState::Queued {
+            record.position = self.position(id, record.priority).await?;
+        }
+        Ok(Some(record))
+    }
+
+    /// Jobs ahead of `id`: everything queued at more urgent priorities plus those before it
+    /// in its own list. `None` when it is not in its list.
+    pub async fn position(&self, id: &JobId, priority: Priority) -> Result<Option<u64>> {
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for p in Priority::ALL.iter().filter(|p| **p < priority) {
+            pipe.llen(self.keys.queue(*p));
+        }
+        pipe.cmd("LPOS").arg(self.keys.queue(priority)).arg(id.as_str());
+        let mut reply: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
+        let own = reply.pop().flatten();
+        Ok(own.map(|i| i + reply.into_iter().flatten().sum::<u64>()))
+    }
+
+    /// Newest jobs first, filtered by state and priority, at most `limit`.
+    pub async fn list(
+        &self,
+        state: Option<JobState>,
+        priority: Option<Priority>,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        const PAGE: isize = 200;
+        let mut conn = self.conn().await?;
+        let mut out = Vec::new();
+        let mut start = 0isize;
+        while out.len() < limit {
+            let ids: Vec<String> = conn.zrevrange(self.keys.jobs(), start, start + PAGE - 1).await?;
+            if ids.is_empty() {
+                break;
+            }
+            start += PAGE;
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hgetall(self.keys.job(id));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            for (id, hash) in ids.into_iter().zip(hashes) {
+                if hash.is_empty() {
+                    continue;
+                }
+                let id: JobId = id.parse().map_err(Error::Corrupt)?;
+                let rec = JobRecord::from_hash(id, hash)?;
+                if state.is_some_and(|s| s != rec.state) || priority.is_some_and(|p| p != rec.priority) {
+                    continue;
+                }
+                out.push(rec);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live workers, from their heartbeats. Workers whose heartbeat expired are absent.
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let mut conn = self.conn().await?;
+        let ids: Vec<String> = conn.smembers(self.keys.workers()).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|w| self.keys.heartbeat(w)).collect();
+        let beats: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        let mut workers: Vec<WorkerInfo> = beats
+            .into_iter()
+            .flatten()
+            .filter_map(|b| serde_json::from_str(&b).ok())
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(workers)
+    }
+
+    /// Depth and oldest age per priority, running/retrying/dead counts and live workers.
+    pub async fn status(&self) -> Result<QueueStatus> {
+        let mut conn = self.conn().await?;
+        let mut pipe = redis::pipe();
+        for p in Priority::ALL {
+            pipe.llen(self.keys.queue(p)).lindex(self.keys.queue(p), 0);
+        }
+        pipe.zcard(self.keys.delayed())
+            .llen(self.keys.dead())
+            .smembers(self.keys.workers());
+        let reply: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let mut priorities = Vec::new();
+        let mut heads = Vec::new();
+        for (i, p) in Priority::ALL.into_iter().enumerate() {
+            let depth: u64 = redis::from_redis_value_ref(&reply[2 * i])?;
+            let head: Option<String> = redis::from_redis_value_ref(&reply[2 * i + 1])?;
+            heads.push(head);
+            priorities.push(PriorityStatus {
+                priority: p,
+                depth,
+                oldest_enqueued_at: None,
+            });
+        }
+        let retrying: u64 = redis::from_redis_value_ref(&reply[6])?;
+        let dead: u64 = redis::from_redis_value_ref(&reply[7])?;
+        let lease_holders: Vec<String> = redis::from_redis_value_ref(&reply[8])?;
+
+        let mut pipe = redis::pipe();
+        for head in &heads {
+            // An empty list has no head; ask about a job id that cannot exist to keep positions.
+            pipe.hget(self.keys.job(head.as_deref().unwrap_or(":none")), "enqueued_at");
+        }
+        for w in &lease_holders {
+            pipe.hlen(self.keys.inflight(w));
+        }
+        let (ages, running): (Vec<Option<u64>>, Vec<u64>) = {
+            let all: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let ages = all[..3]
+                .iter()
+                .map(redis::from_redis_value_ref)
+                .collect::<Result<_, _>>()?;
+            let running = all[3..]
+                .iter()
+                .map(redis::from_redis_value_ref)
+                .collect::<Result<_, _>>()?;
+            (ages, running)
+        };
+        for (p, age) in priorities.iter_mut().zip(ages) {
+            p.oldest_enqueued_at = age;
+        }
+        drop(conn);
+        Ok(QueueStatus {
+            priorities,
+            running: running.iter().sum(),
+            retrying,
+            dead,
+            workers: self.workers().await?,
+        })
+    }
+
+    /// The last `n` lines of a job's output.
+    pub async fn logs(&self, id: &JobId, n: usize) -> Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        Ok(conn.lrange(self.keys.log(id), -(n as isize), -1).await?)
+    }
+
+    /// Ids in the dead-letter list, oldest first.
+    pub async fn dead_letters(&self) -> Result<Vec<String>> {
+        let mut conn = self.conn().await?;
+        Ok(conn.lrange(self.keys.dead(), 0, -1).await?)
+    }
+}

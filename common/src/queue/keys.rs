@@ -1,0 +1,143 @@
+//! Redis key names. This is the only place that knows them.
+//!
+//! Every key starts with the namespace in braces (`{gpuq}`): a Redis Cluster hash tag,
+//! so all keys of one namespace live in one slot and the multi-key Lua scripts are valid
+//! on a cluster. Several independent queues can share one Redis under different namespaces.
+//!
+//! | key                         | type   | holds                                              |
+//! |-----------------------------|--------|----------------------------------------------------|
+//! | `{ns}:queue:p0` .. `p2`     | list   | queued job ids, head = next to run                 |
+//! | `{ns}:job:<id>`             | hash   | spec JSON, state, attempt, timestamps, outcome     |
+//! | `{ns}:events:<id>`          | list   | JSON transition history of the job                 |
+//! | `{ns}:log:<id>`             | list   | last lines of the job's output                     |
+//! | `{ns}:jobs`                 | zset   | every job id, scored by enqueue time (ms)          |
+//! | `{ns}:delayed`              | zset   | jobs waiting out a retry backoff, scored by due ms |
+//! | `{ns}:dead`                 | list   | dead-lettered job ids                              |
+//! | `{ns}:inflight:<worker>`    | hash   | job id -> claim time: the worker's leases          |
+//! | `{ns}:workers`              | set    | workers that may hold leases (for the reaper)      |
+//! | `{ns}:worker:<worker>`      | string | heartbeat JSON, with a TTL                         |
+//! | `{ns}:wake`                 | list   | at most one token that wakes an idle worker        |
+
+use crate::{Error, Priority, Result};
+use std::fmt;
+
+/// Key builder for one namespace.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys for `namespace` (letters, digits, `-`, `_`, `.`). The braces are added here.
+    pub fn new(namespace: &str) -> Result<Self> {
+        let ok = !namespace.is_empty()
+            && namespace.len() <= 64
+            && namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            return Err(Error::InvalidInput(format!(
+                "namespace {namespace:?} must be 1 to 64 letters, digits, '-', '_' or '.'"
+            )));
+        }
+        Ok(Keys {
+            prefix: format!("{{{namespace}}}"),
+        })
+    }
+
+    /// The hash-tagged prefix every key starts with; passed to the Lua scripts.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The list of queued job ids of one priority.
+    pub fn queue(&self, p: Priority) -> String {
+        format!("{}:queue:{}", self.prefix, p.as_str())
+    }
+
+    /// A job's record.
+    pub fn job(&self, id: impl fmt::Display) -> String {
+        format!("{}:job:{id}", self.prefix)
+    }
+
+    /// A job's transition history.
+    pub fn events(&self, id: impl fmt::Display) -> String {
+        format!("{}:events:{id}", self.prefix)
+    }
+
+    /// The tail of a job's output.
+    pub fn log(&self, id: impl fmt::Display) -> String {
+        format!("{}:log:{id}", self.prefix)
+    }
+
+    /// Index of all jobs by enqueue time.
+    pub fn jobs(&self) -> String {
+        format!("{}:jobs", self.prefix)
+    }
+
+    /// Jobs waiting out a retry backoff.
+    pub fn delayed(&self) -> String {
+        format!("{}:delayed", self.prefix)
+    }
+
+    /// The dead-letter list.
+    pub fn dead(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+
+    /// A worker's in-flight jobs (its leases).
+    pub fn inflight(&self, w: impl fmt::Display) -> String {
+        format!("{}:inflight:{w}", self.prefix)
+    }
+
+    /// Workers that may hold leases.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
+    /// A worker's heartbeat.
+    pub fn heartbeat(&self, w: impl fmt::Display) -> String {
+        format!("{}:worker:{w}", self.prefix)
+    }
+
+    /// Wake-up token list for idle workers.
+    pub fn wake(&self) -> String {
+        format!("{}:wake", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{JobId, WorkerId};
+
+    #[test]
+    fn every_key_carries_the_hash_tag() {
+        let k = Keys::new("gpuq").unwrap();
+        let id: JobId = "j1".parse().unwrap();
+        let w = WorkerId::from_raw("w1");
+        let all = [
+            k.queue(Priority::Urgent),
+            k.job(&id),
+            k.events(&id),
+            k.log(&id),
+            k.jobs(),
+            k.delayed(),
+            k.dead(),
+            k.inflight(&w),
+            k.workers(),
+            k.heartbeat(&w),
+            k.wake(),
+        ];
+        for key in all {
+            assert!(key.starts_with("{gpuq}:"), "{key}");
+        }
+    }
+
+    #[test]
+    fn rejects_namespaces_that_would_break_the_tag() {
+        assert!(Keys::new("a}b").is_err());
+        assert!(Keys::new("").is_err());
+        assert!(Keys::new("team-a.prod").is_ok());
+    }
+}

@@ -1,0 +1,28 @@
+-- Cancel a job. A queued or retrying job is removed from its list and never starts; a
+-- running job is flagged, and its worker (which watches the flag) stops it and acks it
+-- as cancelled.
+-- KEYS[1]  {ns}:delayed
+-- ARGV[1]  prefix
+-- ARGV[2]  job id
+-- ARGV[3]  reason
+-- Returns  'cancelled', 'cancelling' (running; the worker will stop it), 'not_found',
+--          or the terminal state the job is already in.
+local prefix, id, reason = ARGV[1], ARGV[2], ARGV[3]
+local jk = prefix .. ':job:' .. id
+local st, pri, attempt = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt'))
+if not st then return 'not_found' end
+local ms = now_ms()
+if st == 'queued' or st == 'retrying' then
+  if st == 'queued' then
+    redis.call('LREM', prefix .. ':queue:' .. pri, 1, id)
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+  redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', ms, 'finished_at', ms, 'reason', reason)
+  event(prefix, id, 'cancelled', ms, attempt, '', reason)
+  return 'cancelled'
+elseif st == 'running' then
+  redis.call('HSET', jk, 'cancel_requested', '1', 'reason', reason)
+  return 'cancelling'
+end
+return st

@@ -1,0 +1,30 @@
+-- Enqueue one or many jobs atomically, skipping ids that already exist (idempotent).
+-- KEYS[1]  {ns}:jobs            (index of all jobs; declared for slot routing)
+-- ARGV[1]  prefix               ("{ns}")
+-- ARGV[2]  n, the number of jobs
+-- then per job, 4 values: id, priority ("p0".."p2"), spec JSON, max attempts
+-- Returns  { created_count, existing_id_1, existing_id_2, ... }
+local prefix = ARGV[1]
+local n = tonumber(ARGV[2])
+local ms = now_ms()
+local created = 0
+local existing = {}
+for i = 0, n - 1 do
+  local base = 3 + i * 4
+  local id, pri, spec, max = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
+  local jk = prefix .. ':job:' .. id
+  if redis.call('EXISTS', jk) == 1 then
+    table.insert(existing, id)
+  else
+    redis.call('HSET', jk, 'schema', 'v1', 'spec', spec, 'state', 'queued', 'priority', pri,
+      'attempt', 0, 'attempt_limit', max, 'enqueued_at', ms, 'updated_at', ms)
+    redis.call('RPUSH', prefix .. ':queue:' .. pri, id)
+    redis.call('ZADD', KEYS[1], ms, id)
+    event(prefix, id, 'queued', ms, 0)
+    created = created + 1
+  end
+end
+if created > 0 then wake(prefix) end
+local out = { created }
+for _, id in ipairs(existing) do table.insert(out, id) end
+return out

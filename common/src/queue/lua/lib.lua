@@ -1,0 +1,53 @@
+-- Shared helpers, prepended to every script by queue/scripts.rs.
+-- Every key is built from the namespace prefix (e.g. "{gpuq}"), whose hash tag puts all of
+-- the queue's keys in one Redis Cluster slot, so these scripts are valid on a cluster even
+-- though they derive job keys from ids they read.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Appends one entry to a job's transition history.
+local function event(prefix, id, state, at, attempt, worker, detail)
+  local e = { state = state, at = at, attempt = tonumber(attempt) }
+  if worker and worker ~= '' then e.worker = worker end
+  if detail and detail ~= '' then e.detail = detail end
+  redis.call('RPUSH', prefix .. ':events:' .. id, cjson.encode(e))
+end
+
+-- Leaves one wake-up token for idle workers blocked on BLPOP. At most one token is kept:
+-- the worker that takes it claims a job and, if work remains, leaves a token for the next.
+local function wake(prefix)
+  local k = prefix .. ':wake'
+  if redis.call('LLEN', k) == 0 then
+    redis.call('RPUSH', k, '1')
+  end
+end
+
+local function any_queued(prefix)
+  for _, p in ipairs({ 'p0', 'p1', 'p2' }) do
+    if redis.call('LLEN', prefix .. ':queue:' .. p) > 0 then return true end
+  end
+  return false
+end
+
+-- Moves retries whose backoff has elapsed from the delayed set to the tail of their
+-- priority list (at most 100 per call, to bound the script's run time).
+local function promote_due(prefix, delayed_key, ms)
+  local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', ms, 'LIMIT', 0, 100)
+  local moved = 0
+  for _, id in ipairs(due) do
+    redis.call('ZREM', delayed_key, id)
+    local jk = prefix .. ':job:' .. id
+    local st, pri, attempt = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt'))
+    if st == 'retrying' then
+      redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms)
+      redis.call('RPUSH', prefix .. ':queue:' .. pri, id)
+      event(prefix, id, 'queued', ms, attempt, '', 'backoff elapsed')
+      moved = moved + 1
+    end
+  end
+  return moved
+end
+

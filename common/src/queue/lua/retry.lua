@@ -1,0 +1,20 @@
+-- Bring a dead, failed or cancelled job back: it is queued at the tail of its priority
+-- list with a fresh budget of attempts (attempt numbers keep counting up).
+-- KEYS[1]  {ns}:dead
+-- ARGV[1]  prefix
+-- ARGV[2]  job id
+-- ARGV[3]  attempts to grant
+-- Returns  'queued', 'not_found', or the state that prevents the retry.
+local prefix, id, grant = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local jk = prefix .. ':job:' .. id
+local st, pri, attempt = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt'))
+if not st then return 'not_found' end
+if st ~= 'dead' and st ~= 'failed' and st ~= 'cancelled' then return st end
+local ms = now_ms()
+redis.call('LREM', KEYS[1], 0, id)
+redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'attempt_limit', tonumber(attempt) + grant)
+redis.call('HDEL', jk, 'finished_at', 'cancel_requested', 'exit_code', 'reason')
+redis.call('RPUSH', prefix .. ':queue:' .. pri, id)
+event(prefix, id, 'queued', ms, attempt, '', 'retried by operator')
+wake(prefix)
+return 'queued'

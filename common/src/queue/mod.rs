@@ -1,0 +1,151 @@
+//! The Redis queue protocol: the only module that knows key names and scripts.
+//!
+//! Every operation that touches more than one key is a single Lua script (see `lua/`),
+//! so each is atomic: a process killed at any instant leaves every job either queued,
+//! delayed, in exactly one worker's in-flight hash, or finished. Nothing is in between.
+
+mod admin;
+mod enqueue;
+pub mod keys;
+mod lease;
+mod scripts;
+
+pub use admin::{PriorityStatus, QueueStatus};
+pub use enqueue::EnqueueReport;
+pub use keys::Keys;
+pub use lease::{ClaimedJob, FinishState, Outcome};
+
+use crate::{Error, Result};
+use deadpool_redis::{Manager, Pool, Runtime};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use std::time::Duration;
+
+/// Upper bound for one command's reply on pooled connections; batch enqueue of many
+/// thousands of jobs is one script call, so this is generous.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A connection to one namespace of the queue.
+#[derive(Clone)]
+pub struct RedisQueue {
+    pool: Pool,
+    client: redis::Client,
+    keys: Keys,
+    url: String,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("url", &self.url)
+            .field("prefix", &self.keys.prefix())
+            .finish()
+    }
+}
+
+impl RedisQueue {
+    /// Opens a connection pool for `namespace` on the Redis at `url` and checks that
+    /// the server answers.
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
+        let q = Self::open(url, namespace, 16)?;
+        q.ping().await?;
+        Ok(q)
+    }
+
+    /// Builds the pool without contacting Redis (connections are made on first use).
+    pub fn open(url: &str, namespace: &str, pool_size: usize) -> Result<Self> {
+        let keys = Keys::new(namespace)?;
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::InvalidInput(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let manager = Manager::new_with_config(url, config)?;
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(RESPONSE_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| Error::Pool(e.to_string()))?;
+        Ok(RedisQueue {
+            pool,
+            client,
+            keys,
+            url: url.to_string(),
+        })
+    }
+
+    /// The key builder of this namespace.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// The server URL with any password masked, for messages.
+    pub fn display_url(&self) -> String {
+        mask_url(&self.url)
+    }
+
+    /// Checks that Redis answers.
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// A dedicated connection without a response timeout, for blocking commands
+    /// (BLPOP would otherwise hold up a multiplexed pooled connection and time out).
+    pub async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(None);
+        Ok(self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    /// Blocks on the wake-up list until a job may be available or `timeout` passes.
+    /// Returns true when woken by an enqueue (or a stale token: claiming then finds nothing).
+    pub async fn wait_for_work(&self, conn: &mut MultiplexedConnection, timeout: Duration) -> Result<bool> {
+        let woke: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(self.keys.wake())
+            .arg(timeout.as_secs_f64().max(0.01))
+            .query_async(conn)
+            .await?;
+        Ok(woke.is_some())
+    }
+}
+
+/// Replaces the password in a URL with `***` so it can be logged.
+pub fn mask_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((auth, host)) = rest.rsplit_once('@') {
+            let user = auth.split_once(':').map(|(u, _)| u).unwrap_or(auth);
+            return if auth.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            };
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn masks_passwords() {
+        assert_eq!(
+            super::mask_url("redis://:s3cret@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+        assert_eq!(super::mask_url("redis://u:p@h"), "redis://u:***@h");
+        assert_eq!(super::mask_url("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,21 @@
+//! The Lua scripts that make up the queue protocol, each in its own file under `lua/`
+//! with a header documenting its KEYS and ARGV. `lib.lua` is prepended to each.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+macro_rules! script {
+    ($name:ident, $file:literal) => {
+        pub(crate) static $name: LazyLock<Script> =
+            LazyLock::new(|| Script::new(concat!(include_str!("lua/lib.lua"), include_str!($file))));
+    };
+}
+
+script!(ENQUEUE, "lua/enqueue.lua");
+script!(CLAIM, "lua/claim.lua");
+script!(FINISH, "lua/finish.lua");
+script!(RELEASE, "lua/release.lua");
+script!(REAP, "lua/reap.lua");
+script!(CANCEL, "lua/cancel.lua");
+script!(RETRY, "lua/retry.lua");
+script!(PROMOTE, "lua/promote.lua");

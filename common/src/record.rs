@@ -1,0 +1,122 @@
+//! A job as read back from Redis: its spec plus everything that happened to it.
+
+use crate::{Error, JobId, JobSpec, JobState, Priority, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// One transition in a job's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// The state entered.
+    pub state: JobState,
+    /// When, in milliseconds since the Unix epoch (Redis server time).
+    pub at: u64,
+    /// The attempt number at that moment (0 before the first attempt).
+    pub attempt: u32,
+    /// The worker involved, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Why (exit code, timeout, worker lost, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// The full record of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's id.
+    pub id: JobId,
+    /// Current state.
+    pub state: JobState,
+    /// Priority (also in the spec; kept here for quick filtering).
+    pub priority: Priority,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// Attempts allowed in total (grows when an operator retries a dead job).
+    pub attempt_limit: u32,
+    /// When the job was enqueued (ms since epoch).
+    pub enqueued_at: u64,
+    /// Last change (ms since epoch).
+    pub updated_at: u64,
+    /// Start of the latest attempt (ms since epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    /// When the job reached a terminal state (ms since epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+    /// Worker running (or last to run) the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Exit code of the last finished attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Why the job is in its state (failure reason, cancel reason, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Latest progress reported by the trainer, e.g. `epoch 3/10`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// A cancellation was requested while the job was running.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// Jobs ahead of this one across all priorities, when it is queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// The spec as submitted (with its id filled in).
+    pub spec: JobSpec,
+    /// Transition history, oldest first (empty in listings).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<JobEvent>,
+}
+
+impl JobRecord {
+    /// Decodes the fields of a job hash.
+    pub(crate) fn from_hash(id: JobId, mut h: HashMap<String, String>) -> Result<Self> {
+        let corrupt = |what: &str| Error::Corrupt(format!("job {id}: {what}"));
+        match h.get("schema").map(String::as_str) {
+            Some("v1") => {}
+            other => return Err(corrupt(&format!("unknown schema {other:?}"))),
+        }
+        let spec_json = h.remove("spec").ok_or_else(|| corrupt("no spec"))?;
+        let spec: JobSpec = serde_json::from_str(&spec_json).map_err(|e| corrupt(&e.to_string()))?;
+        let num =
+            |h: &HashMap<String, String>, k: &str| -> Option<u64> { h.get(k).and_then(|v| v.parse().ok()) };
+        let state = h
+            .get("state")
+            .ok_or_else(|| corrupt("no state"))?
+            .parse()
+            .map_err(|e: String| corrupt(&e))?;
+        let priority = h
+            .get("priority")
+            .ok_or_else(|| corrupt("no priority"))?
+            .parse()
+            .map_err(|e: String| corrupt(&e))?;
+        Ok(JobRecord {
+            state,
+            priority,
+            attempt: num(&h, "attempt").unwrap_or(0) as u32,
+            attempt_limit: num(&h, "attempt_limit").unwrap_or(spec.max_attempts as u64) as u32,
+            enqueued_at: num(&h, "enqueued_at").unwrap_or(0),
+            updated_at: num(&h, "updated_at").unwrap_or(0),
+            started_at: num(&h, "started_at"),
+            finished_at: num(&h, "finished_at"),
+            worker: h.remove("worker"),
+            exit_code: h.get("exit_code").and_then(|v| v.parse().ok()),
+            reason: h.remove("reason").filter(|r| !r.is_empty()),
+            progress: h.remove("progress"),
+            cancel_requested: h.get("cancel_requested").is_some_and(|v| v == "1"),
+            position: None,
+            spec,
+            events: Vec::new(),
+            id,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, for comparisons with Redis timestamps.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

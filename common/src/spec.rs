@@ -1,0 +1,425 @@
+//! Job specs: what a client submits, with validation that names the offending field.
+
+use crate::{JobId, Priority, SpecError};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// Default per-attempt time limit: long enough for real training, short enough to catch hangs.
+const DEFAULT_TIMEOUT_SECS: u64 = 24 * 3600;
+
+/// A training job as submitted. Unknown fields are rejected so typos do not pass silently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Client-chosen id (makes enqueue idempotent); generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<JobId>,
+    /// Human-readable name.
+    pub name: String,
+    /// Owning team; budgets and reports group by it.
+    #[serde(default = "default_team")]
+    pub team: String,
+    /// Model family (e.g. `resnet50`, `llama-7b`); duration estimates group by it.
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// Strict scheduling priority.
+    #[serde(default)]
+    pub priority: Priority,
+    /// Container image, used by the Kubernetes launcher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The argv to run (never a shell string). Required unless an image supplies the entrypoint.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Extra environment for the job's process.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// What the job needs to run.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Training epochs (at least 1).
+    #[serde(default = "one")]
+    pub epochs: u32,
+    /// Training batch size (at least 1).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Attempts before the job is dead-lettered (1 = no retries).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Per-attempt time limit in seconds; an attempt running longer is killed and counts as failed.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Free-form labels (experiment, owner, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_team() -> String {
+    "default".into()
+}
+fn default_model_type() -> String {
+    "generic".into()
+}
+fn one() -> u32 {
+    1
+}
+fn default_batch_size() -> u32 {
+    32
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_SECS
+}
+
+/// Resources one attempt needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Number of GPUs.
+    #[serde(default)]
+    pub gpus: u32,
+    /// GPU model (e.g. `a100`, `h100`); scheduled through a node selector on Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_type: Option<String>,
+    /// CPU cores (fractions allowed).
+    #[serde(default = "default_cpu")]
+    pub cpu: f64,
+    /// Memory, written like Kubernetes quantities: `512Mi`, `16Gi`.
+    #[serde(default = "default_memory")]
+    pub memory: Memory,
+}
+
+fn default_cpu() -> f64 {
+    1.0
+}
+fn default_memory() -> Memory {
+    Memory(4 << 30)
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            gpus: 0,
+            gpu_type: None,
+            cpu: default_cpu(),
+            memory: default_memory(),
+        }
+    }
+}
+
+/// An amount of memory in bytes, read and written as a Kubernetes-style quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Memory(pub u64);
+
+impl std::str::FromStr for Memory {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?} is not a memory size like 512Mi or 16Gi"))?;
+        let mult: u64 = match unit {
+            "" => 1,
+            "Ki" => 1 << 10,
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            "Ti" => 1 << 40,
+            "K" | "k" => 1_000,
+            "M" => 1_000_000,
+            "G" => 1_000_000_000,
+            "T" => 1_000_000_000_000,
+            _ => {
+                return Err(format!(
+                    "{s:?} has unknown unit {unit:?}; use Ki, Mi, Gi, Ti, K, M, G or T"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(Memory)
+            .ok_or_else(|| format!("{s:?} is too large"))
+    }
+}
+
+impl fmt::Display for Memory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, shift) in [("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)] {
+            let m = 1u64 << shift;
+            if self.0 >= m && self.0 % m == 0 {
+                return write!(f, "{}{unit}", self.0 / m);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for Memory {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Memory {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bytes(b) => Ok(Memory(b)),
+            Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl JobSpec {
+    /// A spec with defaults for everything but name, team and command.
+    pub fn new(name: impl Into<String>, team: impl Into<String>, command: Vec<String>) -> Self {
+        JobSpec {
+            id: None,
+            name: name.into(),
+            team: team.into(),
+            model_type: default_model_type(),
+            priority: Priority::default(),
+            image: None,
+            command,
+            env: BTreeMap::new(),
+            resources: Resources::default(),
+            epochs: 1,
+            batch_size: default_batch_size(),
+            max_attempts: default_max_attempts(),
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Parses one spec from JSON and validates it.
+    pub fn from_json(json: &str) -> Result<JobSpec, SpecError> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            SpecError::new(field, strip_position(&e.inner().to_string()))
+        })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks the values serde cannot: ranges, emptiness, safe names.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad = |field: &str, msg: String| Err(SpecError::new(field, msg));
+        if self.name.trim().is_empty() {
+            return bad("name", "must not be empty".into());
+        }
+        check_name("team", &self.team)?;
+        check_name("model_type", &self.model_type)?;
+        if self.command.is_empty() && self.image.is_none() {
+            return bad(
+                "command",
+                "must not be empty (give the argv to run, or an image)".into(),
+            );
+        }
+        if self.command.first().is_some_and(|c| c.is_empty()) {
+            return bad("command", "the program (first element) must not be empty".into());
+        }
+        if self.image.as_deref().is_some_and(|i| i.trim().is_empty()) {
+            return bad("image", "must not be empty when given".into());
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return bad(
+                "max_attempts",
+                format!("must be between 1 and 100, got {}", self.max_attempts),
+            );
+        }
+        if self.timeout_secs == 0 {
+            return bad("timeout_secs", "must be at least 1 second".into());
+        }
+        let r = &self.resources;
+        if !(r.cpu.is_finite() && r.cpu > 0.0 && r.cpu <= 1024.0) {
+            return bad(
+                "resources.cpu",
+                format!("must be a number of cores in (0, 1024], got {}", r.cpu),
+            );
+        }
+        if r.gpus > 64 {
+            return bad("resources.gpus", format!("must be at most 64, got {}", r.gpus));
+        }
+        if r.memory.0 == 0 {
+            return bad("resources.memory", "must be more than 0".into());
+        }
+        if let Some(t) = &r.gpu_type {
+            check_name("resources.gpu_type", t)?;
+        }
+        for key in self.env.keys() {
+            let ok = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return bad("env", format!("{key:?} is not a valid environment variable name"));
+            }
+        }
+        for key in self.labels.keys() {
+            if key.is_empty() || key.len() > 63 {
+                return bad("labels", format!("label key {key:?} must be 1 to 63 characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Team, model type and GPU type end up in Kubernetes labels and metric labels: keep them tame.
+fn check_name(field: &str, value: &str) -> Result<(), SpecError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::new(
+            field,
+            format!("{value:?} must be 1 to 63 letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+/// serde_json appends "at line 1 column 7"; in a batch we report the line ourselves.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Parses a batch: a JSON array of specs, or JSON lines (one spec per line, blank lines
+/// skipped). Every spec is validated, and ids must be unique within the batch; the first
+/// problem is returned with its line number, so nothing is enqueued from a bad batch.
+pub fn parse_batch(input: &str) -> Result<Vec<JobSpec>, SpecError> {
+    let items: Vec<(usize, &str)> = if input.trim_start().starts_with('[') {
+        let raw: Vec<&RawValue> = serde_json::from_str(input)
+            .map_err(|e| SpecError::new("", strip_position(&e.to_string())).at_line(e.line()))?;
+        raw.into_iter()
+            .map(|r| {
+                let offset = r.get().as_ptr() as usize - input.as_ptr() as usize;
+                (line_of(input, offset), r.get())
+            })
+            .collect()
+    } else {
+        input
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| (i + 1, l))
+            .collect()
+    };
+    let mut seen: HashMap<JobId, usize> = HashMap::new();
+    let mut specs = Vec::with_capacity(items.len());
+    for (line, text) in items {
+        let spec = JobSpec::from_json(text).map_err(|e| e.at_line(line))?;
+        if let Some(id) = &spec.id {
+            if let Some(first) = seen.insert(id.clone(), line) {
+                return Err(
+                    SpecError::new("id", format!("duplicate id {id} (also on line {first})")).at_line(line),
+                );
+            }
+        }
+        specs.push(spec);
+    }
+    if specs.is_empty() {
+        return Err(SpecError::new("", "the batch holds no job specs"));
+    }
+    Ok(specs)
+}
+
+fn line_of(input: &str, offset: usize) -> usize {
+    input.as_bytes()[..offset].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"name":"r50","team":"vision","command":["python","train.py"],"epochs":3}"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let s = JobSpec::from_json(GOOD).unwrap();
+        assert_eq!(s.priority, Priority::Normal);
+        assert_eq!(s.resources.memory, Memory(4 << 30));
+        assert_eq!(s.max_attempts, 3);
+        assert_eq!(s.epochs, 3);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (r#"{"name":"a","command":["x"],"priority":"p7"}"#, "priority"),
+            (r#"{"name":"a","command":["x"],"epochs":0}"#, "epochs"),
+            (r#"{"name":"a","command":["x"],"epochs":-1}"#, "epochs"),
+            (r#"{"name":"a","command":[]}"#, "command"),
+            (r#"{"name":"a","command":["x"],"colour":"red"}"#, ""),
+            (
+                r#"{"name":"a","command":["x"],"resources":{"gpus":1,"cpu":-2}}"#,
+                "resources.cpu",
+            ),
+            (
+                r#"{"name":"a","command":["x"],"resources":{"memory":"12Qi"}}"#,
+                "resources.memory",
+            ),
+            (r#"{"name":"a","command":["x"],"id":"a b"}"#, "id"),
+        ];
+        for (json, field) in cases {
+            let e = JobSpec::from_json(json).unwrap_err();
+            assert_eq!(e.field, field, "{json}: {e}");
+        }
+        let e = JobSpec::from_json(r#"{"name":"a","command":["x"],"colour":"red"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+        let e = JobSpec::from_json("{not json").unwrap_err();
+        assert!(e.to_string().starts_with("invalid job spec"), "{e}");
+    }
+
+    #[test]
+    fn memory_quantities() {
+        assert_eq!("16Gi".parse::<Memory>(), Ok(Memory(16 << 30)));
+        assert_eq!("512Mi".parse::<Memory>(), Ok(Memory(512 << 20)));
+        assert_eq!("1G".parse::<Memory>(), Ok(Memory(1_000_000_000)));
+        assert!("lots".parse::<Memory>().is_err());
+        assert_eq!(Memory(16 << 30).to_string(), "16Gi");
+        assert_eq!(Memory(1_000_000_000).to_string(), "1000000000");
+    }
+
+    #[test]
+    fn batch_reports_the_line_of_the_bad_spec() {
+        let input = format!("{GOOD}\n\n{GOOD}\n{{\"name\":\"a\",\"command\":[\"x\"],\"epochs\":0}}\n");
+        let e = parse_batch(&input).unwrap_err();
+        assert_eq!(e.line, Some(4));
+        assert_eq!(e.field, "epochs");
+        assert!(e.to_string().starts_with("line 4: "), "{e}");
+
+        let array = format!("[\n  {GOOD},\n  {{\"name\":\"a\",\"command\":[]}}\n]");
+        let e = parse_batch(&array).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (Some(3), "command"));
+        assert_eq!(parse_batch(&format!("[{GOOD},{GOOD}]")).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn batch_rejects_duplicate_ids() {
+        let a = r#"{"id":"same","name":"a","command":["x"]}"#;
+        let e = parse_batch(&format!("{a}\n{a}")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (Some(2), "id"));
+    }
+}

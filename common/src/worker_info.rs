@@ -1,0 +1,28 @@
+//! What a worker publishes in its heartbeat.
+
+use serde::{Deserialize, Serialize};
+
+/// The heartbeat record of a live worker. It lives in a key with a TTL, so a worker that
+/// dies simply disappears from listings when the TTL runs out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// The worker's id.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// Process id on that host.
+    pub pid: u32,
+    /// Start time, ms since epoch.
+    pub started_at: u64,
+    /// Software version.
+    pub version: String,
+    /// Launcher in use (`local`, `kube`, `noop`).
+    pub launcher: String,
+    /// Jobs it runs at once.
+    pub concurrency: u32,
+    /// Jobs it is running now.
+    pub jobs: Vec<String>,
+    /// True once it has stopped taking new work (shutting down).
+    #[serde(default)]
+    pub draining: bool,
+}

@@ -1,0 +1,216 @@
+//! Command-line arguments. Every flag can also come from the environment.
+
+use common::cli::{LogFormat, RedisArgs};
+use common::{JobId, JobState, Memory, Priority};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Operator CLI of the GPU training job queue.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "scheduler",
+    version,
+    about = "Enqueue, inspect and manage GPU training jobs"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Log format (logs go to stderr).
+    #[arg(long, env = "GPUQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Validate and enqueue one job; the command to run follows `--`.
+    Enqueue(Box<EnqueueArgs>),
+    /// Enqueue many jobs atomically from a JSON array or JSON lines (FILE or - for stdin).
+    Batch(BatchArgs),
+    /// Cancel a job: a queued job never starts, a running one is stopped.
+    Cancel(IdArgs),
+    /// Show one job with its history.
+    Show(ShowArgs),
+    /// List jobs, newest first.
+    List(ListArgs),
+    /// Queues, workers and running jobs at a glance.
+    Status(JsonArgs),
+    /// Live workers (from their heartbeats).
+    Workers(JsonArgs),
+    /// Bring a dead, failed or cancelled job back to its queue.
+    Retry(IdArgs),
+    /// Print the last lines of a job's output.
+    Logs(LogsArgs),
+    /// Run the long-lived loops: recover jobs of dead workers, promote due retries.
+    Serve(ServeArgs),
+    /// Show the whole thing working: a private Redis if needed, workers, real training jobs.
+    Demo(DemoArgs),
+}
+
+/// `--json` for read commands.
+#[derive(Debug, clap::Args)]
+pub struct JsonArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A job id argument.
+#[derive(Debug, clap::Args)]
+pub struct IdArgs {
+    /// The job's id.
+    pub id: JobId,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `show`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The job's id.
+    pub id: JobId,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The job's id.
+    pub id: JobId,
+    /// How many lines, counting from the end.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub lines: usize,
+}
+
+/// Arguments of `list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only jobs of this priority (p0|p1|p2|urgent|normal|background).
+    #[arg(long)]
+    pub priority: Option<Priority>,
+    /// Only jobs in this state.
+    #[arg(long)]
+    pub state: Option<JobState>,
+    /// At most this many jobs.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `enqueue`: one flag per spec field.
+#[derive(Debug, clap::Args)]
+pub struct EnqueueArgs {
+    /// Job name.
+    #[arg(long)]
+    pub name: String,
+    /// Job id (makes enqueue idempotent); generated when absent.
+    #[arg(long)]
+    pub id: Option<JobId>,
+    /// Owning team.
+    #[arg(long, env = "GPUQ_TEAM", default_value = "default")]
+    pub team: String,
+    /// Model family, e.g. resnet50.
+    #[arg(long, default_value = "generic")]
+    pub model_type: String,
+    /// p0|p1|p2 or urgent|normal|background.
+    #[arg(long, short, default_value = "p1")]
+    pub priority: Priority,
+    /// Container image (Kubernetes launcher).
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Environment variable for the job, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_parser = parse_pair)]
+    pub env: Vec<(String, String)>,
+    /// Number of GPUs.
+    #[arg(long, default_value_t = 0)]
+    pub gpus: u32,
+    /// GPU model, e.g. a100.
+    #[arg(long)]
+    pub gpu_type: Option<String>,
+    /// CPU cores.
+    #[arg(long, default_value_t = 1.0)]
+    pub cpu: f64,
+    /// Memory, e.g. 16Gi.
+    #[arg(long, default_value = "4Gi")]
+    pub memory: Memory,
+    /// Training epochs.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u32,
+    /// Training batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: u32,
+    /// Attempts before the job is dead-lettered.
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Per-attempt time limit, e.g. 90m or 2h.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Label KEY=VALUE (repeatable).
+    #[arg(long = "label", value_parser = parse_pair)]
+    pub labels: Vec<(String, String)>,
+    /// Print the job record as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// The command to run, after `--` (argv, no shell).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// Arguments of `batch`.
+#[derive(Debug, clap::Args)]
+pub struct BatchArgs {
+    /// File with a JSON array of specs or one spec per line; `-` reads stdin.
+    pub file: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// How often due retries are promoted.
+    #[arg(long, env = "GPUQ_PROMOTE_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub promote_interval: Duration,
+    /// How often jobs of dead workers are recovered.
+    #[arg(long, env = "GPUQ_REAP_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub reap_interval: Duration,
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Worker processes to start.
+    #[arg(long, default_value_t = 2)]
+    pub workers: u32,
+    /// Jobs each worker runs at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: u32,
+    /// Give up after this long.
+    #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,99 @@
+//! `enqueue` and `batch`.
+
+use crate::cli::{BatchArgs, EnqueueArgs};
+use crate::format::print_json;
+use crate::{CliError, CliResult};
+use common::queue::RedisQueue;
+use common::{parse_batch, JobSpec, Resources};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{IsTerminal, Read};
+use std::time::Duration;
+
+/// Batches at least this large get a progress display on a terminal.
+const PROGRESS_THRESHOLD: usize = 1000;
+
+pub(crate) async fn enqueue(queue: &RedisQueue, a: EnqueueArgs) -> CliResult<()> {
+    let spec = JobSpec {
+        id: a.id,
+        name: a.name,
+        team: a.team,
+        model_type: a.model_type,
+        priority: a.priority,
+        image: a.image,
+        command: a.command,
+        env: a.env.into_iter().collect(),
+        resources: Resources {
+            gpus: a.gpus,
+            gpu_type: a.gpu_type,
+            cpu: a.cpu,
+            memory: a.memory,
+        },
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        max_attempts: a.max_attempts,
+        // Sub-second limits round up to one second; zero is left for validation to reject.
+        timeout_secs: if a.timeout.is_zero() {
+            0
+        } else {
+            a.timeout.as_secs().max(1)
+        },
+        labels: a.labels.into_iter().collect(),
+    };
+    spec.validate().map_err(|e| CliError::BadInput(e.to_string()))?;
+    let report = queue.enqueue_batch(vec![spec]).await?;
+    let id = &report.ids[0];
+    if a.json {
+        let record = queue.get(id).await?;
+        print_json(&serde_json::json!({ "created": report.created == 1, "job": record }));
+    } else if report.created == 1 {
+        println!("{id}");
+    } else {
+        println!("{id}");
+        eprintln!("job {id} already exists; nothing changed");
+    }
+    Ok(())
+}
+
+pub(crate) async fn batch(queue: &RedisQueue, a: BatchArgs) -> CliResult<()> {
+    let input = read_input(&a.file)?;
+    let specs = parse_batch(&input).map_err(|e| CliError::BadInput(e.to_string()))?;
+    let show_progress = !a.json && specs.len() >= PROGRESS_THRESHOLD && std::io::stderr().is_terminal();
+    let spinner = show_progress.then(|| {
+        let pb = ProgressBar::new_spinner()
+            .with_message(format!("enqueueing {} jobs in one atomic step", specs.len()));
+        pb.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+        pb.enable_steady_tick(Duration::from_millis(100));
+        pb
+    });
+    let report = queue.enqueue_batch(specs).await;
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let report = report?;
+    if a.json {
+        print_json(&report);
+        return Ok(());
+    }
+    for id in &report.ids {
+        println!("{id}");
+    }
+    eprintln!(
+        "enqueued {} jobs; {} already existed and were left unchanged",
+        report.created,
+        report.existing.len()
+    );
+    Ok(())
+}
+
+fn read_input(path: &std::path::Path) -> CliResult<String> {
+    let mut s = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| CliError::BadInput(format!("cannot read stdin: {e}")))?;
+    } else {
+        s = std::fs::read_to_string(path)
+            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))?;
+    }
+    Ok(s)
+}

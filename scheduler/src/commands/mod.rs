@@ -1,0 +1,35 @@
+//! One module per group of subcommands.
+
+pub(crate) mod demo;
+mod enqueue;
+mod jobs;
+mod status;
+
+use crate::cli::Command;
+use crate::CliResult;
+use common::queue::RedisQueue;
+use tokio_util::sync::CancellationToken;
+
+/// Runs a subcommand against a connected queue.
+pub(crate) async fn dispatch(
+    command: Command,
+    queue: RedisQueue,
+    shutdown: CancellationToken,
+) -> CliResult<()> {
+    match command {
+        Command::Enqueue(a) => enqueue::enqueue(&queue, *a).await,
+        Command::Batch(a) => enqueue::batch(&queue, a).await,
+        Command::Cancel(a) => jobs::cancel(&queue, a).await,
+        Command::Show(a) => jobs::show(&queue, a).await,
+        Command::List(a) => jobs::list(&queue, a).await,
+        Command::Retry(a) => jobs::retry(&queue, a).await,
+        Command::Logs(a) => jobs::logs(&queue, a).await,
+        Command::Status(a) => status::status(&queue, a.json).await,
+        Command::Workers(a) => status::workers(&queue, a.json).await,
+        Command::Serve(a) => {
+            crate::serve::run(queue, a, shutdown).await;
+            Ok(())
+        }
+        Command::Demo(_) => unreachable!("the demo brings its own Redis and is dispatched before connecting"),
+    }
+}

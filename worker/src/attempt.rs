@@ -1,0 +1,121 @@
+//! One attempt of one job: launch it, enforce its timeout, stop it on cancel or forced
+//! shutdown, stream its output, and report the outcome.
+
+use crate::launch::{AttemptContext, LaunchResult, Launcher};
+use crate::output::OutputSink;
+use crate::report::report;
+use crate::running::RunningJobs;
+use crate::Settings;
+use common::queue::{ClaimedJob, Outcome, RedisQueue};
+use common::WorkerId;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Why an attempt was stopped before it ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    Timeout,
+    Cancelled,
+    Shutdown,
+}
+
+/// What the attempt needs from its worker.
+pub(crate) struct AttemptDeps {
+    pub(crate) queue: RedisQueue,
+    pub(crate) worker: WorkerId,
+    pub(crate) launcher: Arc<dyn Launcher>,
+    pub(crate) running: RunningJobs,
+    pub(crate) settings: Arc<Settings>,
+    /// Fired when the shutdown grace period is over: running attempts are stopped and
+    /// their jobs handed back to the queue.
+    pub(crate) hard_stop: CancellationToken,
+}
+
+/// Runs the attempt and reports it; the permit frees the worker slot when this returns.
+pub(crate) async fn run(job: ClaimedJob, deps: Arc<AttemptDeps>, _permit: OwnedSemaphorePermit) {
+    let span = tracing::info_span!("attempt", job_id = %job.id, attempt = job.attempt, worker = %deps.worker);
+    async move {
+        let cancel = deps.running.insert(&job);
+        tracing::info!(priority = %job.priority, name = %job.spec.name, "attempt started");
+        let (sink, output) = OutputSink::start(deps.queue.clone(), job.id.clone());
+        let result = supervise(&job, &deps, cancel, output).await;
+        sink.finish().await;
+        deps.running.remove(&job.id);
+        report(&deps, &job, result).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// The end of an attempt, before it is turned into a queue outcome.
+pub(crate) enum AttemptEnd {
+    Finished(LaunchResult),
+    Stopped(StopReason, LaunchResult),
+}
+
+async fn supervise(
+    job: &ClaimedJob,
+    deps: &AttemptDeps,
+    cancel: CancellationToken,
+    output: tokio::sync::mpsc::Sender<String>,
+) -> AttemptEnd {
+    let stop = CancellationToken::new();
+    let ctx = AttemptContext {
+        job,
+        checkpoint_dir: deps.settings.work_dir.join(job.id.as_str()).join("checkpoint"),
+        output,
+        stop: stop.clone(),
+    };
+    let launched = deps.launcher.run(ctx);
+    tokio::pin!(launched);
+    let timeout = Duration::from_secs(job.spec.timeout_secs);
+    let reason = tokio::select! {
+        result = &mut launched => return AttemptEnd::Finished(result),
+        _ = tokio::time::sleep(timeout) => StopReason::Timeout,
+        _ = cancel.cancelled() => StopReason::Cancelled,
+        _ = deps.hard_stop.cancelled() => StopReason::Shutdown,
+    };
+    tracing::info!(?reason, "stopping attempt");
+    stop.cancel();
+    AttemptEnd::Stopped(reason, launched.await)
+}
+
+impl AttemptEnd {
+    /// Maps the end of an attempt to what the queue records. `None` means "hand the job
+    /// back without counting the attempt" (worker shutdown).
+    pub(crate) fn outcome(&self, job: &ClaimedJob, settings: &Settings) -> Option<Outcome> {
+        let retry_after = settings.retry_backoff.jittered(job.attempt);
+        let failed = |exit_code, reason: String| Outcome::Failed {
+            exit_code,
+            reason,
+            retry_after,
+        };
+        Some(match self {
+            AttemptEnd::Finished(LaunchResult::Exited(0)) => Outcome::Succeeded,
+            AttemptEnd::Finished(r @ LaunchResult::Exited(code)) => failed(Some(*code), describe(r)),
+            AttemptEnd::Finished(r @ LaunchResult::Killed(_)) => failed(None, describe(r)),
+            AttemptEnd::Finished(LaunchResult::Invalid(why)) => Outcome::Fatal { reason: why.clone() },
+            AttemptEnd::Finished(LaunchResult::Error(why)) => failed(None, format!("launcher error: {why}")),
+            AttemptEnd::Stopped(StopReason::Timeout, ended) => {
+                let limit = humantime::format_duration(Duration::from_secs(job.spec.timeout_secs));
+                failed(
+                    None,
+                    format!("timed out after {limit} (then {})", describe(ended)),
+                )
+            }
+            AttemptEnd::Stopped(StopReason::Cancelled, _) => Outcome::Cancelled,
+            AttemptEnd::Stopped(StopReason::Shutdown, _) => return None,
+        })
+    }
+}
+
+fn describe(result: &LaunchResult) -> String {
+    match result {
+        LaunchResult::Exited(code) => format!("exited with code {code}"),
+        LaunchResult::Killed(sig) => format!("killed by {sig}"),
+        LaunchResult::Invalid(why) | LaunchResult::Error(why) => why.clone(),
+    }
+}

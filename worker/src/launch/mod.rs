@@ -1,0 +1,71 @@
+//! Launchers run one attempt of a job somewhere: a local process, a Kubernetes pod, or
+//! nowhere at all (the no-op launcher that load tests use to measure the queue alone).
+
+mod local;
+mod noop;
+
+pub use local::LocalLauncher;
+pub use noop::NoopLauncher;
+
+use common::queue::ClaimedJob;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A boxed future, so launchers can be chosen at run time behind `Arc<dyn Launcher>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything a launcher needs for one attempt.
+pub struct AttemptContext<'a> {
+    /// The claimed job.
+    pub job: &'a ClaimedJob,
+    /// Directory for the job's checkpoints, exported as `GPUQ_CHECKPOINT_DIR`.
+    pub checkpoint_dir: PathBuf,
+    /// Each line of the job's output goes here.
+    pub output: mpsc::Sender<String>,
+    /// Fired when the attempt must stop (cancel, timeout, shutdown): the launcher stops the
+    /// work, waits for it to end and returns.
+    pub stop: CancellationToken,
+}
+
+/// How an attempt ended, from the launcher's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchResult {
+    /// The work ran to its end with this exit code.
+    Exited(i32),
+    /// The work was killed by a signal (ours after `stop`, or someone else's).
+    Killed(String),
+    /// The work could not be started and retrying will not help (missing program, bad spec).
+    Invalid(String),
+    /// The launcher failed for a reason retrying may fix (API unreachable, quota).
+    Error(String),
+}
+
+/// Runs attempts. Implementations must stop the work when `stop` fires and must not
+/// return before the work has ended (or been handed to something that outlives them).
+pub trait Launcher: Send + Sync + 'static {
+    /// Short name for heartbeats and logs.
+    fn name(&self) -> &'static str;
+    /// Runs one attempt to its end.
+    fn run<'a>(&'a self, ctx: AttemptContext<'a>) -> BoxFuture<'a, LaunchResult>;
+}
+
+/// The environment every job gets on top of its own, so training code can find its
+/// identity, its parameters and where to checkpoint.
+pub fn job_environment(ctx: &AttemptContext<'_>) -> Vec<(String, String)> {
+    let job = ctx.job;
+    vec![
+        ("GPUQ_JOB_ID".into(), job.id.to_string()),
+        ("GPUQ_ATTEMPT".into(), job.attempt.to_string()),
+        ("GPUQ_EPOCHS".into(), job.spec.epochs.to_string()),
+        ("GPUQ_BATCH_SIZE".into(), job.spec.batch_size.to_string()),
+        (
+            "GPUQ_CHECKPOINT_DIR".into(),
+            ctx.checkpoint_dir.display().to_string(),
+        ),
+        ("GPUQ_PRIORITY".into(), job.priority.to_string()),
+        ("GPUQ_TEAM".into(), job.spec.team.clone()),
+    ]
+}

@@ -1,0 +1,217 @@
+//! The worker: claims jobs from the queue and runs each attempt through a launcher,
+//! keeping its leases alive with heartbeats and recovering those of dead workers.
+//!
+//! `run` only wires the parts together: `claim` (taking work), `attempt` (running one),
+//! `report` (recording the end), `heartbeat` (liveness, reaping, cancel watch),
+//! `launch` (local process, no-op; Kubernetes in its own module later).
+
+mod attempt;
+mod claim;
+mod heartbeat;
+pub mod launch;
+mod output;
+mod report;
+mod running;
+
+use common::cli::{LogFormat, RedisArgs};
+use common::queue::RedisQueue;
+use common::{Backoff, WorkerId};
+use launch::{Launcher, LocalLauncher, NoopLauncher};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Which launcher runs the jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LauncherKind {
+    /// A local child process per attempt (argv, no shell).
+    Local,
+    /// Runs nothing and succeeds: for measuring the queue itself.
+    Noop,
+}
+
+/// Command-line configuration of a worker process.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "worker", version, about = "Runs GPU training jobs from the queue")]
+pub struct Config {
+    #[command(flatten)]
+    pub redis: RedisArgs,
+    /// Jobs run at once by this process.
+    #[arg(long, env = "GPUQ_CONCURRENCY", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Where jobs run.
+    #[arg(long, env = "GPUQ_LAUNCHER", value_enum, default_value_t = LauncherKind::Local)]
+    pub launcher: LauncherKind,
+    /// Worker id (default: HOST-PID-RANDOM).
+    #[arg(long, env = "GPUQ_WORKER_ID")]
+    pub id: Option<String>,
+    /// How often the heartbeat is refreshed.
+    #[arg(long, env = "GPUQ_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// How long a heartbeat lives; a worker silent this long is presumed dead and its jobs recovered.
+    #[arg(long, env = "GPUQ_HEARTBEAT_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub heartbeat_ttl: Duration,
+    /// On SIGTERM, how long running jobs may take to finish before they are stopped and handed back.
+    #[arg(long, env = "GPUQ_GRACE_PERIOD", default_value = "25s", value_parser = humantime::parse_duration)]
+    pub grace_period: Duration,
+    /// Time between SIGTERM and SIGKILL when a job's process is stopped.
+    #[arg(long, env = "GPUQ_KILL_GRACE", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub kill_grace: Duration,
+    /// Delay before the first retry of a failed attempt; doubles with each attempt.
+    #[arg(long, env = "GPUQ_RETRY_BACKOFF", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub retry_backoff: Duration,
+    /// Ceiling of the retry delay.
+    #[arg(long, env = "GPUQ_RETRY_BACKOFF_MAX", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub retry_backoff_max: Duration,
+    /// Longest an idle worker blocks on Redis before looking again (due retries, lost wake-ups).
+    #[arg(long, env = "GPUQ_IDLE_TIMEOUT", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
+    /// How often running jobs are checked for cancel requests.
+    #[arg(long, env = "GPUQ_CANCEL_CHECK_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub cancel_check_interval: Duration,
+    /// Directory for job checkpoints (GPUQ_CHECKPOINT_DIR = WORK_DIR/JOB_ID/checkpoint).
+    #[arg(long, env = "GPUQ_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "GPUQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Settings derived from the configuration, shared by the worker's tasks.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_ttl: Duration,
+    pub reap_interval: Duration,
+    pub cancel_check_interval: Duration,
+    pub retry_backoff: Backoff,
+    pub work_dir: PathBuf,
+}
+
+impl Config {
+    /// Checks what clap cannot; called once at start.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_ttl <= self.heartbeat_interval {
+            return Err(format!(
+                "--heartbeat-ttl ({}) must be longer than --heartbeat-interval ({})",
+                humantime::format_duration(self.heartbeat_ttl),
+                humantime::format_duration(self.heartbeat_interval)
+            ));
+        }
+        if self.heartbeat_interval.is_zero()
+            || self.idle_timeout.is_zero()
+            || self.cancel_check_interval.is_zero()
+        {
+            return Err("intervals must be longer than zero".into());
+        }
+        Ok(())
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            heartbeat_interval: self.heartbeat_interval,
+            heartbeat_ttl: self.heartbeat_ttl,
+            reap_interval: self.heartbeat_interval,
+            cancel_check_interval: self.cancel_check_interval,
+            retry_backoff: Backoff::new(self.retry_backoff, self.retry_backoff_max),
+            work_dir: self
+                .work_dir
+                .clone()
+                .unwrap_or_else(|| std::env::temp_dir().join("gpuq-work")),
+        }
+    }
+
+    fn launcher(&self) -> Arc<dyn Launcher> {
+        match self.launcher {
+            LauncherKind::Local => Arc::new(LocalLauncher {
+                kill_grace: self.kill_grace,
+            }),
+            LauncherKind::Noop => Arc::new(NoopLauncher),
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` fires, then drains: stop claiming, let running jobs
+/// finish within the grace period, stop and hand back the rest, stop heartbeats.
+pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken) -> common::Result<()> {
+    let settings = Arc::new(config.settings());
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let worker = config
+        .id
+        .clone()
+        .map(WorkerId::from_raw)
+        .unwrap_or_else(|| WorkerId::generate(&host));
+    let launcher = config.launcher();
+    let running = running::RunningJobs::default();
+    let draining = Arc::new(AtomicBool::new(false));
+    let beat = heartbeat::Beat {
+        info: heartbeat::identity(&worker, host, launcher.name(), config.concurrency),
+        running: running.clone(),
+        draining: draining.clone(),
+    };
+    // The first heartbeat must exist before the first claim, or the reaper could take
+    // the lease of a worker it has never seen alive.
+    heartbeat::publish(&queue, &beat, &settings).await?;
+    tracing::info!(worker = %worker, concurrency = config.concurrency, launcher = launcher.name(), "worker started");
+
+    let background = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    tasks.spawn(heartbeat::heartbeat_loop(
+        queue.clone(),
+        beat,
+        settings.clone(),
+        background.clone(),
+    ));
+    tasks.spawn(heartbeat::reaper_loop(
+        queue.clone(),
+        settings.clone(),
+        background.clone(),
+    ));
+    tasks.spawn(heartbeat::cancel_watch_loop(
+        queue.clone(),
+        running.clone(),
+        settings.clone(),
+        background.clone(),
+    ));
+
+    let deps = Arc::new(attempt::AttemptDeps {
+        queue: queue.clone(),
+        worker: worker.clone(),
+        launcher,
+        running: running.clone(),
+        settings: settings.clone(),
+        hard_stop: CancellationToken::new(),
+    });
+    let slots = Arc::new(Semaphore::new(config.concurrency as usize));
+    let attempts = TaskTracker::new();
+    claim::claim_loop(deps.clone(), slots, &attempts, config.idle_timeout, shutdown).await;
+
+    draining.store(true, Ordering::Relaxed);
+    attempts.close();
+    tracing::info!(running = running.ids().len(), grace = ?config.grace_period, "draining");
+    if tokio::time::timeout(config.grace_period, attempts.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = running.ids().len(),
+            "grace period over; stopping running jobs and handing them back"
+        );
+        deps.hard_stop.cancel();
+        attempts.wait().await;
+    }
+    background.cancel();
+    tasks.close();
+    tasks.wait().await;
+    if let Err(e) = queue.remove_heartbeat(&worker).await {
+        tracing::warn!(error = %e, "could not remove the heartbeat; it expires by itself");
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,36 @@
+//! `worker` binary: parse flags, set up logging and Redis, run until signalled.
+
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = worker::Config::parse();
+    common::cli::init_telemetry(config.log_format);
+    if let Err(e) = config.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let shutdown = CancellationToken::new();
+    common::cli::spawn_signal_handler(shutdown.clone());
+    // Redis may come up after the worker (pods start in any order): wait for it a while.
+    let queue = match config.redis.connect(64, Duration::from_secs(60)).await {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach Redis at {}: {e}",
+                common::queue::mask_url(&config.redis.redis_url)
+            );
+            return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
+        }
+    };
+    match worker::run(config, queue, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
