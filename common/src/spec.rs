@@ -371,7 +371,7 @@ mod tests {
             (r#"{"name":"a","command":["x"],"epochs":0}"#, "epochs"),
             (r#"{"name":"a","command":["x"],"epochs":-1}"#, "epochs"),
             (r#"{"name":"a","command":[]}"#, "command"),
-            (r#"{"name":"a","command":["x"],"colour":"red"}"#, ""),
+            (r#"{"name":"a","command":["x"],"colour":"red"}"#, "colour"),
             (
                 r#"{"name":"a","command":["x"],"resources":{"gpus":1,"cpu":-2}}"#,
                 "resources.cpu",
