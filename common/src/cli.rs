@@ -44,6 +44,21 @@ impl RedisArgs {
     }
 }
 
+/// Parses the command line; on a usage error prints one line (`error: ...`) and exits
+/// with status 2. `--help` and `--version` print as usual.
+pub fn parse_args<T: clap::Parser>() -> T {
+    T::try_parse().unwrap_or_else(|e| {
+        use clap::error::ErrorKind;
+        if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !e.use_stderr() {
+            e.exit();
+        }
+        let rendered = e.to_string();
+        let first = rendered.lines().next().unwrap_or("error: invalid arguments");
+        eprintln!("{first}");
+        std::process::exit(2);
+    })
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -129,25 +129,25 @@ pub struct EnqueueArgs {
     #[arg(long = "env", value_parser = parse_pair)]
     pub env: Vec<(String, String)>,
     /// Number of GPUs.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub gpus: u32,
     /// GPU model, e.g. a100.
     #[arg(long)]
     pub gpu_type: Option<String>,
     /// CPU cores.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub cpu: f64,
     /// Memory, e.g. 16Gi.
     #[arg(long, default_value = "4Gi")]
     pub memory: Memory,
     /// Training epochs.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub epochs: u32,
     /// Training batch size.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
     pub batch_size: u32,
     /// Attempts before the job is dead-lettered.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub max_attempts: u32,
     /// Per-attempt time limit, e.g. 90m or 2h.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]

@@ -1,12 +1,11 @@
 //! `scheduler` binary: parse the command line, set up logging, run, map errors to exit codes.
 
-use clap::Parser;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = scheduler::Cli::parse();
+    let cli = common::cli::parse_args::<scheduler::Cli>();
     common::cli::init_telemetry(cli.log_format);
     let shutdown = CancellationToken::new();
     common::cli::spawn_signal_handler(shutdown.clone());

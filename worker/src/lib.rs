@@ -36,7 +36,12 @@ pub enum LauncherKind {
 
 /// Command-line configuration of a worker process.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "worker", version, about = "Runs GPU training jobs from the queue")]
+#[command(
+    name = "worker",
+    version,
+    about = "Runs GPU training jobs from the queue",
+    args_override_self = true
+)]
 pub struct Config {
     #[command(flatten)]
     pub redis: RedisArgs,

@@ -1,13 +1,12 @@
 //! `worker` binary: parse flags, set up logging and Redis, run until signalled.
 
-use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = worker::Config::parse();
+    let config = common::cli::parse_args::<worker::Config>();
     common::cli::init_telemetry(config.log_format);
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");

@@ -42,7 +42,7 @@ impl QueueStatus {
 impl RedisQueue {
     /// Cancels a job: a queued or retrying job is removed and never starts; a running job's
     /// worker is asked to stop it. Returns the state the job is in afterwards
-    /// (`Running` means the stop is under way).
+    /// (`Running` means the stop is under way). A job that has already ended is a `Conflict`.
     pub async fn cancel(&self, id: &JobId, reason: &str) -> Result<JobState> {
         let mut conn = self.conn().await?;
         let r: String = scripts::CANCEL
@@ -55,7 +55,14 @@ impl RedisQueue {
         match r.as_str() {
             "not_found" => Err(Error::NotFound(id.clone())),
             "cancelling" => Ok(JobState::Running),
-            other => other.parse().map_err(|e: String| Error::Corrupt(e)),
+            "cancelled" => Ok(JobState::Cancelled),
+            other => Err(Error::Conflict {
+                id: id.clone(),
+                detail: format!(
+                    "is already {}; nothing to cancel",
+                    other.trim_start_matches("already:")
+                ),
+            }),
         }
     }
 

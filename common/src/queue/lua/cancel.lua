@@ -6,7 +6,7 @@
 -- ARGV[2]  job id
 -- ARGV[3]  reason
 -- Returns  'cancelled', 'cancelling' (running; the worker will stop it), 'not_found',
---          or the terminal state the job is already in.
+--          or 'already:STATE' when the job has already ended.
 local prefix, id, reason = ARGV[1], ARGV[2], ARGV[3]
 local jk = prefix .. ':job:' .. id
 local st, pri, attempt = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt'))
@@ -25,4 +25,4 @@ elseif st == 'running' then
   redis.call('HSET', jk, 'cancel_requested', '1', 'reason', reason)
   return 'cancelling'
 end
-return st
+return 'already:' .. st

@@ -1,0 +1,209 @@
+//! The `scheduler` binary: bad input is refused with exit code 2 and changes nothing;
+//! infrastructure faults exit 1.
+
+use crate::support::{bin, stderr, stdout, TestEnv};
+use common::{JobId, JobState};
+
+const GOOD: &str = r#"{"name":"ok","team":"vision","command":["true"]}"#;
+
+fn assert_refused(env: &TestEnv, out: &std::process::Output, needle: &str) {
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(out));
+    let err = stderr(out);
+    assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+    assert!(env.keys().is_empty(), "nothing may be enqueued: {:?}", env.keys());
+}
+
+#[tokio::test]
+async fn bad_specs_are_refused_naming_the_field() {
+    let env = TestEnv::new().await;
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["enqueue", "--name", "x", "--priority", "p7", "--", "true"],
+            "unknown priority",
+        ),
+        (
+            &["enqueue", "--name", "x", "--epochs", "0", "--", "true"],
+            "field `epochs`",
+        ),
+        (
+            &["enqueue", "--name", "x", "--epochs", "-3", "--", "true"],
+            "--epochs",
+        ),
+        (&["enqueue", "--name", "x"], "field `command`"),
+        (
+            &["enqueue", "--name", "x", "--memory", "lots", "--", "true"],
+            "--memory",
+        ),
+        (
+            &["enqueue", "--name", "x", "--id", "bad id", "--", "true"],
+            "--id",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = env.scheduler(args);
+        assert_refused(&env, &out, needle);
+    }
+}
+
+#[tokio::test]
+async fn a_batch_with_one_bad_spec_enqueues_nothing() {
+    let env = TestEnv::new().await;
+    let bad_lines = [
+        (
+            r#"{"name":"x","command":["true"],"priority":"soon"}"#,
+            "line 3: invalid job spec: field `priority`",
+        ),
+        (
+            r#"{"name":"x","command":["true"],"gpu":4}"#,
+            "line 3: invalid job spec: field `gpu`: unknown field",
+        ),
+        (
+            r#"{"name":"x","command":[]}"#,
+            "line 3: invalid job spec: field `command`",
+        ),
+        (
+            r#"{"name":"x","command":["true"],"epochs":0}"#,
+            "line 3: invalid job spec: field `epochs`",
+        ),
+        (r#"{"name":"x", "command": ["true"]"#, "line 3: invalid job spec"),
+    ];
+    for (bad, needle) in bad_lines {
+        let input = format!("{GOOD}\n{GOOD}\n{bad}\n{GOOD}\n");
+        let path = env.path("batch.jsonl");
+        std::fs::write(&path, &input).unwrap();
+        let out = env.scheduler(&["batch", path.to_str().unwrap()]);
+        assert_refused(&env, &out, needle);
+        let out = env.scheduler_with_stdin(&["batch", "-"], Some(&input));
+        assert_refused(&env, &out, needle);
+    }
+    let array = format!("[\n{GOOD},\n{GOOD},\n{{\"name\":\"x\",\"command\":[\"true\"],\"epochs\":0}}\n]");
+    let out = env.scheduler_with_stdin(&["batch", "-"], Some(&array));
+    assert_refused(&env, &out, "line 4: invalid job spec: field `epochs`");
+    let out = env.scheduler_with_stdin(&["batch", "-"], Some("this is not json"));
+    assert_refused(&env, &out, "line 1: invalid job spec");
+}
+
+#[tokio::test]
+async fn a_good_batch_lands_whole() {
+    let env = TestEnv::new().await;
+    let input: String = (0..300)
+        .map(|i| format!("{{\"name\":\"j{i}\",\"command\":[\"true\"]}}\n"))
+        .collect();
+    let out = env.scheduler_with_stdin(&["batch", "-", "--json"], Some(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["created"], 300);
+    assert_eq!(env.queue.status().await.unwrap().queued(), 300);
+}
+
+#[tokio::test]
+async fn enqueue_twice_with_one_id_changes_nothing_and_says_so() {
+    let env = TestEnv::new().await;
+    let args = [
+        "enqueue", "--id", "train-42", "--name", "first", "--team", "nlp", "--", "python", "train.py",
+    ];
+    let out = env.scheduler(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "train-42");
+    let out = env.scheduler(&[
+        "enqueue", "--id", "train-42", "--name", "second", "-p", "urgent", "--", "true",
+    ]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("already exists; nothing changed"),
+        "{}",
+        stderr(&out)
+    );
+    let rec = env.record(&"train-42".parse::<JobId>().unwrap()).await;
+    assert_eq!((rec.spec.name.as_str(), rec.spec.team.as_str()), ("first", "nlp"));
+    assert_eq!(rec.spec.command, ["python", "train.py"]);
+    assert_eq!(env.queue.status().await.unwrap().queued(), 1);
+}
+
+#[tokio::test]
+async fn read_commands_speak_json() {
+    let env = TestEnv::new().await;
+    let out = env.scheduler(&[
+        "enqueue",
+        "--id",
+        "j1",
+        "--name",
+        "r50",
+        "--gpus",
+        "2",
+        "--gpu-type",
+        "a100",
+        "--memory",
+        "32Gi",
+        "--epochs",
+        "7",
+        "--label",
+        "exp=sweep3",
+        "--env",
+        "LR=0.1",
+        "--timeout",
+        "90m",
+        "--json",
+        "--",
+        "python",
+        "train.py",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["created"], true);
+    assert_eq!(v["job"]["spec"]["resources"]["memory"], "32Gi");
+    assert_eq!(v["job"]["spec"]["timeout_secs"], 5400);
+    assert_eq!(v["job"]["position"], 0);
+
+    let show: serde_json::Value =
+        serde_json::from_slice(&env.scheduler(&["show", "j1", "--json"]).stdout).unwrap();
+    assert_eq!(show["state"], "queued");
+    assert_eq!(show["events"][0]["state"], "queued");
+    let list: serde_json::Value =
+        serde_json::from_slice(&env.scheduler(&["list", "--state", "queued", "--json"]).stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let status: serde_json::Value =
+        serde_json::from_slice(&env.scheduler(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(status["queue"]["priorities"][1]["depth"], 1);
+    let text = stdout(&env.scheduler(&["status"]));
+    assert!(
+        text.contains("p1 (normal)") && text.contains("1 queued"),
+        "{text}"
+    );
+
+    let out = env.scheduler(&["show", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("job nope not found"));
+    let out = env.scheduler(&["cancel", "j1"]);
+    assert!(out.status.success());
+    assert_eq!(
+        env.record(&"j1".parse().unwrap()).await.state,
+        JobState::Cancelled
+    );
+    let out = env.scheduler(&["cancel", "j1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "cancelling twice is refused: {}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_an_infrastructure_error() {
+    let out = std::process::Command::new(bin("scheduler"))
+        .args(["status"])
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot reach Redis at redis://127.0.0.1:1"), "{err}");
+    let out = std::process::Command::new(bin("scheduler"))
+        .args(["status", "--namespace", "bad{ns"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

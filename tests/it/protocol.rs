@@ -1,0 +1,377 @@
+//! The queue contract, exercised through the library against a real Redis.
+
+use crate::support::{sh, wait_for, TestEnv};
+use common::queue::{FinishState, Outcome};
+use common::{Error, JobId, JobSpec, JobState, Priority, WorkerId, WorkerInfo};
+use std::time::Duration;
+
+fn spec(name: &str, p: Priority) -> JobSpec {
+    let mut s = JobSpec::new(name, "test", vec!["true".into()]);
+    s.priority = p;
+    s
+}
+
+fn info(w: &WorkerId) -> WorkerInfo {
+    WorkerInfo {
+        id: w.to_string(),
+        host: "test".into(),
+        pid: 1,
+        started_at: 0,
+        version: "test".into(),
+        launcher: "test".into(),
+        concurrency: 1,
+        jobs: vec![],
+        draining: false,
+    }
+}
+
+/// A worker identity whose heartbeat is alive for the whole test.
+async fn live_worker(env: &TestEnv) -> WorkerId {
+    let w = WorkerId::generate("live");
+    env.queue
+        .heartbeat(&info(&w), Duration::from_secs(60))
+        .await
+        .unwrap();
+    w
+}
+
+#[tokio::test]
+async fn strict_priority_then_fifo() {
+    let env = TestEnv::new().await;
+    let order = [
+        ("b1", Priority::Background),
+        ("n1", Priority::Normal),
+        ("u1", Priority::Urgent),
+        ("n2", Priority::Normal),
+        ("b2", Priority::Background),
+        ("u2", Priority::Urgent),
+    ];
+    for (name, p) in order {
+        env.queue.enqueue_batch(vec![spec(name, p)]).await.unwrap();
+    }
+    let w = live_worker(&env).await;
+    let mut claimed = Vec::new();
+    while let Some(job) = env.queue.claim(&w).await.unwrap() {
+        claimed.push(job.spec.name.clone());
+        // A P0 that arrives while P1s wait is next, ahead of them.
+        if job.spec.name == "u2" {
+            env.queue
+                .enqueue_batch(vec![spec("u3", Priority::Urgent)])
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(claimed, ["u1", "u2", "u3", "n1", "n2", "b1", "b2"]);
+}
+
+#[tokio::test]
+async fn enqueue_is_idempotent_by_id() {
+    let env = TestEnv::new().await;
+    let mut a = spec("first", Priority::Normal);
+    a.id = Some("fixed-id".parse().unwrap());
+    let mut b = spec("second", Priority::Urgent);
+    b.id = a.id.clone();
+    let r1 = env.queue.enqueue_batch(vec![a]).await.unwrap();
+    let r2 = env.queue.enqueue_batch(vec![b]).await.unwrap();
+    assert_eq!((r1.created, r2.created), (1, 0));
+    assert_eq!(
+        r2.existing,
+        vec![JobId::try_from("fixed-id".to_string()).unwrap()]
+    );
+    let rec = env.record(&r1.ids[0]).await;
+    assert_eq!(rec.spec.name, "first", "the second enqueue must change nothing");
+    assert_eq!(rec.priority, Priority::Normal);
+    let status = env.queue.status().await.unwrap();
+    assert_eq!(status.queued(), 1);
+}
+
+#[tokio::test]
+async fn batch_is_all_or_nothing_and_handles_thousands() {
+    let env = TestEnv::new().await;
+    let mut specs: Vec<JobSpec> = (0..5000)
+        .map(|i| spec(&format!("j{i}"), Priority::Background))
+        .collect();
+    specs[3000].epochs = 0;
+    let err = env.queue.enqueue_batch(specs.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidSpec(ref e) if e.field == "epochs"),
+        "{err}"
+    );
+    assert!(
+        env.keys().is_empty(),
+        "nothing may be written for a bad batch: {:?}",
+        env.keys()
+    );
+
+    specs[3000].epochs = 1;
+    let report = env.queue.enqueue_batch(specs).await.unwrap();
+    assert_eq!(report.created, 5000);
+    assert_eq!(env.queue.status().await.unwrap().priorities[2].depth, 5000);
+}
+
+#[tokio::test]
+async fn depth_age_and_position() {
+    let env = TestEnv::new().await;
+    let mut ids = Vec::new();
+    for (name, p) in [
+        ("u1", Priority::Urgent),
+        ("u2", Priority::Urgent),
+        ("n1", Priority::Normal),
+    ] {
+        ids.extend(env.queue.enqueue_batch(vec![spec(name, p)]).await.unwrap().ids);
+    }
+    ids.extend(
+        env.queue
+            .enqueue_batch(vec![spec("n2", Priority::Normal)])
+            .await
+            .unwrap()
+            .ids,
+    );
+    ids.extend(
+        env.queue
+            .enqueue_batch(vec![spec("b1", Priority::Background)])
+            .await
+            .unwrap()
+            .ids,
+    );
+    let status = env.queue.status().await.unwrap();
+    let depths: Vec<u64> = status.priorities.iter().map(|p| p.depth).collect();
+    assert_eq!(depths, [2, 2, 1]);
+    assert!(status.priorities.iter().all(|p| p.oldest_enqueued_at.is_some()));
+    let positions: Vec<Option<u64>> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(env.record(id).await.position);
+        }
+        v
+    };
+    assert_eq!(positions, [Some(0), Some(1), Some(2), Some(3), Some(4)]);
+}
+
+#[tokio::test]
+async fn a_worker_dying_at_any_step_loses_no_job() {
+    // The only states a SIGKILL can leave are the ones between atomic scripts: claimed but
+    // not started, running, finished but not acked. All three look the same in Redis: a
+    // lease in the dead worker's in-flight hash. The reaper must hand each back.
+    let env = TestEnv::new().await;
+    let ids = env
+        .queue
+        .enqueue_batch(vec![
+            spec("a", Priority::Normal),
+            spec("b", Priority::Normal),
+            spec("c", Priority::Normal),
+        ])
+        .await
+        .unwrap()
+        .ids;
+    let ghost = WorkerId::generate("ghost");
+    env.queue
+        .heartbeat(&info(&ghost), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let first = env.queue.claim(&ghost).await.unwrap().unwrap();
+    let second = env.queue.claim(&ghost).await.unwrap().unwrap();
+    assert_eq!((first.attempt, &first.id, &second.id), (1, &ids[0], &ids[1]));
+
+    assert_eq!(
+        env.queue.reap().await.unwrap(),
+        0,
+        "a live worker's leases are left alone"
+    );
+    wait_for(
+        "the ghost's heartbeat to expire",
+        Duration::from_secs(5),
+        || async { (env.queue.workers().await.unwrap().is_empty()).then_some(()) },
+    )
+    .await;
+    assert_eq!(env.queue.reap().await.unwrap(), 2);
+
+    // Back at the head of the queue, in their original order, with the lost attempt counted.
+    let w = live_worker(&env).await;
+    let again: Vec<_> = [
+        env.queue.claim(&w).await.unwrap().unwrap(),
+        env.queue.claim(&w).await.unwrap().unwrap(),
+        env.queue.claim(&w).await.unwrap().unwrap(),
+    ]
+    .into_iter()
+    .map(|j| (j.id, j.attempt))
+    .collect();
+    assert_eq!(
+        again,
+        [(ids[0].clone(), 2), (ids[1].clone(), 2), (ids[2].clone(), 1)]
+    );
+    let rec = env.record(&ids[0]).await;
+    assert!(rec
+        .events
+        .iter()
+        .any(|e| e.detail.as_deref().is_some_and(|d| d.contains("lost"))));
+
+    // The dead worker's late ack is refused: the new attempt owns the job.
+    let late = env
+        .queue
+        .finish(&ghost, &ids[0], &Outcome::Succeeded)
+        .await
+        .unwrap();
+    assert_eq!(late, FinishState::Stale);
+    assert_eq!(env.record(&ids[0]).await.state, JobState::Running);
+}
+
+#[tokio::test]
+async fn failed_attempts_back_off_then_dead_letter_and_retry_revives() {
+    let env = TestEnv::new().await;
+    let mut s = spec("flaky", Priority::Normal);
+    s.max_attempts = 2;
+    let id = env.queue.enqueue_batch(vec![s]).await.unwrap().ids.remove(0);
+    let w = live_worker(&env).await;
+    let fail = Outcome::Failed {
+        exit_code: Some(3),
+        reason: "exit 3".into(),
+        retry_after: Duration::from_millis(300),
+    };
+
+    let job = env.queue.claim(&w).await.unwrap().unwrap();
+    assert_eq!(
+        env.queue.finish(&w, &job.id, &fail).await.unwrap(),
+        FinishState::Moved(JobState::Retrying)
+    );
+    assert_eq!(
+        env.queue.claim(&w).await.unwrap(),
+        None,
+        "a retry waits out its backoff"
+    );
+    let job = wait_for("the retry to become due", Duration::from_secs(5), || async {
+        env.queue.claim(&w).await.unwrap()
+    })
+    .await;
+    assert_eq!(job.attempt, 2);
+    assert_eq!(
+        env.queue.finish(&w, &job.id, &fail).await.unwrap(),
+        FinishState::Moved(JobState::Dead)
+    );
+    assert_eq!(env.queue.dead_letters().await.unwrap(), vec![id.to_string()]);
+    let rec = env.record(&id).await;
+    let states: Vec<&str> = rec.events.iter().map(|e| e.state.as_str()).collect();
+    assert_eq!(
+        states,
+        ["queued", "running", "failed", "retrying", "queued", "running", "failed", "dead"]
+    );
+    assert_eq!(rec.exit_code, Some(3));
+
+    env.queue.retry(&id).await.unwrap();
+    assert!(env.queue.dead_letters().await.unwrap().is_empty());
+    let job = env.queue.claim(&w).await.unwrap().unwrap();
+    assert_eq!((job.attempt, job.attempt_limit), (3, 4));
+    let err = env.queue.retry(&id).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Conflict { .. }),
+        "a running job cannot be retried: {err}"
+    );
+}
+
+#[tokio::test]
+async fn serve_promoter_moves_due_retries_back() {
+    let env = TestEnv::new().await;
+    let id = env
+        .queue
+        .enqueue_batch(vec![spec("x", Priority::Urgent)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let w = live_worker(&env).await;
+    env.queue.claim(&w).await.unwrap().unwrap();
+    let fail = Outcome::Failed {
+        exit_code: None,
+        reason: "boom".into(),
+        retry_after: Duration::ZERO,
+    };
+    env.queue.finish(&w, &id, &fail).await.unwrap();
+    assert_eq!(env.queue.promote_due().await.unwrap(), 1);
+    let rec = env.record(&id).await;
+    assert_eq!((rec.state, rec.position), (JobState::Queued, Some(0)));
+}
+
+#[tokio::test]
+async fn cancel_removes_queued_and_flags_running() {
+    let env = TestEnv::new().await;
+    let ids = env
+        .queue
+        .enqueue_batch(vec![
+            spec("run", Priority::Normal),
+            spec("queued", Priority::Normal),
+        ])
+        .await
+        .unwrap()
+        .ids;
+    let w = live_worker(&env).await;
+    let running = env.queue.claim(&w).await.unwrap().unwrap();
+    assert_eq!(
+        env.queue.cancel(&ids[1], "test").await.unwrap(),
+        JobState::Cancelled
+    );
+    assert_eq!(
+        env.queue.claim(&w).await.unwrap(),
+        None,
+        "a cancelled job never starts"
+    );
+    assert_eq!(
+        env.queue.cancel(&running.id, "test").await.unwrap(),
+        JobState::Running
+    );
+    assert_eq!(
+        env.queue.cancel_requested(&[running.id.clone()]).await.unwrap(),
+        [true]
+    );
+    env.queue
+        .finish(&w, &running.id, &Outcome::Cancelled)
+        .await
+        .unwrap();
+    assert_eq!(env.record(&running.id).await.state, JobState::Cancelled);
+    let missing: JobId = "no-such-job".parse().unwrap();
+    assert!(matches!(
+        env.queue.cancel(&missing, "x").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn release_hands_back_without_counting_the_attempt() {
+    let env = TestEnv::new().await;
+    let ids = env
+        .queue
+        .enqueue_batch(vec![spec("a", Priority::Normal), spec("b", Priority::Normal)])
+        .await
+        .unwrap()
+        .ids;
+    let w = live_worker(&env).await;
+    let job = env.queue.claim(&w).await.unwrap().unwrap();
+    env.queue.release(&w, &job.id, "shutdown").await.unwrap();
+    let again = env.queue.claim(&w).await.unwrap().unwrap();
+    assert_eq!(
+        (again.id.clone(), again.attempt),
+        (ids[0].clone(), 1),
+        "back at the head, attempt not counted"
+    );
+}
+
+#[tokio::test]
+async fn every_key_lives_under_the_namespace_hash_tag() {
+    let env = TestEnv::new().await;
+    let id = env
+        .queue
+        .enqueue_batch(vec![sh("k", "true")])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let w = live_worker(&env).await;
+    env.queue.claim(&w).await.unwrap().unwrap();
+    env.queue
+        .append_log(&id, &["line".into()], None, 10)
+        .await
+        .unwrap();
+    let keys = env.keys();
+    assert!(keys.len() >= 6, "{keys:?}");
+    let tag = format!("{{{}}}:", env.ns);
+    assert!(keys.iter().all(|k| k.starts_with(&tag)), "{keys:?}");
+}

@@ -1,0 +1,308 @@
+//! Real worker processes running real local jobs.
+
+use crate::support::{sh, stderr, wait_for, TestEnv};
+use common::{JobSpec, JobState, Priority};
+use nix::sys::signal::Signal;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn with_priority(mut s: JobSpec, p: Priority) -> JobSpec {
+    s.priority = p;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixty_mixed_jobs_on_one_slot_run_in_priority_then_fifo_order() {
+    let env = TestEnv::new().await;
+    let order_file = env.path("order");
+    let script = format!("echo \"$GPUQ_JOB_ID\" >> {}", order_file.display());
+    let mut expected = [Vec::new(), Vec::new(), Vec::new()];
+    let mut specs = Vec::new();
+    for i in 0..60 {
+        let p = Priority::ALL[(i * 7) % 3];
+        let mut s = with_priority(sh(&format!("job{i}"), &script), p);
+        s.id = Some(format!("job-{i:02}").parse().unwrap());
+        expected[(i * 7) % 3].push(format!("job-{i:02}"));
+        specs.push(s);
+    }
+    env.queue.enqueue_batch(specs).await.unwrap();
+    let _w = env.worker(&["--concurrency", "1"]);
+    let expected: Vec<String> = expected.concat();
+    let ran = wait_for("60 jobs to run", LONG, || async {
+        let lines: Vec<String> = std::fs::read_to_string(&order_file)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect();
+        (lines.len() == 60).then_some(lines)
+    })
+    .await;
+    assert_eq!(ran, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_hundred_fifty_jobs_run_at_once_across_processes_each_exactly_once() {
+    let env = TestEnv::new().await;
+    let started = env.path("started");
+    std::fs::create_dir_all(&started).unwrap();
+    let done = env.path("done");
+    // Each job waits (bounded) until all 150 have started: it can only succeed if all run at once.
+    let script = format!(
+        "touch {s}/$GPUQ_JOB_ID; n=0; while set -- {s}/*; [ $# -lt 150 ]; do n=$((n+1)); \
+         [ $n -gt 600 ] && exit 9; sleep 0.2; done; echo $GPUQ_JOB_ID >> {d}",
+        s = started.display(),
+        d = done.display()
+    );
+    let specs: Vec<JobSpec> = (0..150).map(|i| sh(&format!("barrier{i}"), &script)).collect();
+    let ids = env.queue.enqueue_batch(specs).await.unwrap().ids;
+    let _workers: Vec<_> = (0..3).map(|_| env.worker(&["--concurrency", "50"])).collect();
+    for id in &ids {
+        let rec = env
+            .wait_state(id, JobState::Succeeded, Duration::from_secs(120))
+            .await;
+        assert_eq!(rec.attempt, 1, "job {id} ran more than once");
+    }
+    let mut lines: Vec<String> = std::fs::read_to_string(&done)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    lines.sort();
+    let mut want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    want.sort();
+    assert_eq!(lines, want, "every job completed exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sigkilled_worker_loses_no_job_another_worker_finishes_it() {
+    let env = TestEnv::new().await;
+    let marker = env.path("first-attempt");
+    let pid_file = env.path("pid");
+    // The first attempt marks itself and hangs; the second finds the mark and succeeds.
+    let script = format!(
+        "if [ -e {m} ]; then exit 0; fi; touch {m}; echo $$ > {p}; exec sleep 120",
+        m = marker.display(),
+        p = pid_file.display()
+    );
+    let id = env
+        .queue
+        .enqueue_batch(vec![sh("victim", &script)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let mut doomed = env.worker(&[]);
+    env.wait_state(&id, JobState::Running, LONG).await;
+    wait_for("the first attempt to start", LONG, || async {
+        pid_file.exists().then_some(())
+    })
+    .await;
+    doomed.kill();
+
+    let rescuer = env.worker(&[]);
+    let rec = env.wait_state(&id, JobState::Succeeded, LONG).await;
+    assert_eq!(rec.attempt, 2, "the lost attempt counts");
+    assert!(rec.events.iter().any(|e| e
+        .detail
+        .as_deref()
+        .is_some_and(|d| d.contains("heartbeat expired"))));
+    let workers: Vec<_> = rec
+        .events
+        .iter()
+        .filter(|e| e.state == JobState::Running)
+        .filter_map(|e| e.worker.clone())
+        .collect();
+    assert_eq!(workers.len(), 2);
+    assert_ne!(workers[0], workers[1], "another worker finished it");
+    // The orphaned first attempt died with its worker instead of running on.
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    wait_for(
+        "the first attempt's process to die",
+        Duration::from_secs(10),
+        || async {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    drop(rescuer);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_stops_queued_and_running_jobs() {
+    let env = TestEnv::new().await;
+    let pid_file = env.path("pid");
+    let never = env.path("never");
+    let running = sh(
+        "long",
+        &format!("echo $$ > {}; exec sleep 120", pid_file.display()),
+    );
+    let queued = sh("queued", &format!("touch {}", never.display()));
+    let ids = env.queue.enqueue_batch(vec![running, queued]).await.unwrap().ids;
+    let _w = env.worker(&["--concurrency", "1"]);
+    env.wait_state(&ids[0], JobState::Running, LONG).await;
+
+    let out = env.scheduler(&["cancel", ids[1].as_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.scheduler(&["cancel", ids[0].as_str()]);
+    assert!(crate::support::stdout(&out).contains("its worker is stopping it"));
+    let rec = env
+        .wait_state(&ids[0], JobState::Cancelled, Duration::from_secs(10))
+        .await;
+    assert_eq!(rec.reason.as_deref(), Some("cancelled"));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+        "process stopped"
+    );
+
+    // The slot is free again; a job enqueued now runs, and the cancelled one never did.
+    let after = env
+        .queue
+        .enqueue_batch(vec![sh("after", "true")])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    env.wait_state(&after, JobState::Succeeded, LONG).await;
+    assert_eq!(env.record(&ids[1]).await.state, JobState::Cancelled);
+    assert!(!never.exists(), "a cancelled queued job never starts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_retry_with_backoff_then_dead_letter_and_retry_brings_back() {
+    let env = TestEnv::new().await;
+    let fixed = env.path("fixed");
+    let mut s = sh("flaky", &format!("test -e {}", fixed.display()));
+    s.max_attempts = 3;
+    let id = env.queue.enqueue_batch(vec![s]).await.unwrap().ids.remove(0);
+    let _w = env.worker(&[]);
+    let rec = env.wait_state(&id, JobState::Dead, LONG).await;
+    assert_eq!((rec.attempt, rec.exit_code), (3, Some(1)));
+    let states: Vec<&str> = rec.events.iter().map(|e| e.state.as_str()).collect();
+    assert_eq!(
+        states,
+        [
+            "queued", "running", "failed", "retrying", "queued", "running", "failed", "retrying", "queued",
+            "running", "failed", "dead"
+        ]
+    );
+    assert_eq!(env.queue.dead_letters().await.unwrap(), [id.to_string()]);
+
+    std::fs::write(&fixed, "").unwrap();
+    let out = env.scheduler(&["retry", id.as_str()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = env.wait_state(&id, JobState::Succeeded, LONG).await;
+    assert_eq!(rec.attempt, 4);
+    assert!(env.queue.dead_letters().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_past_its_timeout_is_killed_and_counts_as_failed() {
+    let env = TestEnv::new().await;
+    let mut s = sh("hang", "exec sleep 120");
+    s.timeout_secs = 1;
+    s.max_attempts = 1;
+    let id = env.queue.enqueue_batch(vec![s]).await.unwrap().ids.remove(0);
+    let _w = env.worker(&[]);
+    let rec = env.wait_state(&id, JobState::Dead, LONG).await;
+    let reason = rec.reason.unwrap();
+    assert!(reason.starts_with("timed out after 1s"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heartbeats_list_live_workers_and_expire_for_dead_ones() {
+    let env = TestEnv::new().await;
+    let mut w = env.worker(&["--concurrency", "3"]);
+    let pid = w.pid() as u32;
+    let listed = wait_for("the worker to appear", LONG, || async {
+        let out = env.scheduler(&["workers", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v.as_array().filter(|a| !a.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(listed[0]["pid"], pid);
+    assert_eq!(listed[0]["concurrency"], 3);
+    assert_eq!(listed[0]["launcher"], "local");
+    assert!(
+        listed[0]["host"].is_string() && listed[0]["version"].is_string() && listed[0]["started_at"].is_u64()
+    );
+    w.kill();
+    // Nobody deletes the heartbeat of a SIGKILLed worker: its TTL (1.5 s here) does.
+    wait_for("the dead worker to vanish", Duration::from_secs(10), || async {
+        let out = env.scheduler(&["workers", "--json"]);
+        (out.stdout.starts_with(b"[]")).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_worker_is_woken_by_an_enqueue_not_by_polling() {
+    let env = TestEnv::new().await;
+    // With a one-minute idle timeout, only the wake-up from the enqueue can start the job in time.
+    let w = env.worker(&["--idle-timeout", "60s"]);
+    wait_for("the worker to be idle", LONG, || async {
+        (!env.queue.workers().await.unwrap().is_empty()).then_some(())
+    })
+    .await;
+    // Let it reach its blocking wait (the log says so only at debug level, so poll the client list).
+    wait_for("the worker to block on Redis", LONG, || async {
+        let client = redis::Client::open(crate::support::redis_url()).unwrap();
+        let mut con = client.get_connection().unwrap();
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut con).unwrap();
+        clients.lines().any(|l| l.contains("cmd=blpop")).then_some(())
+    })
+    .await;
+    let id = env
+        .queue
+        .enqueue_batch(vec![sh("quick", "true")])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let rec = env
+        .wait_state(&id, JobState::Succeeded, Duration::from_secs(10))
+        .await;
+    assert!(rec.started_at.unwrap() - rec.enqueued_at < 5_000, "{}", w.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_hands_unfinished_jobs_back_to_the_queue() {
+    let env = TestEnv::new().await;
+    let ids = env
+        .queue
+        .enqueue_batch(vec![
+            sh("slow", "exec sleep 120"),
+            sh("quick-finisher", "sleep 0.3"),
+        ])
+        .await
+        .unwrap()
+        .ids;
+    let mut w = env.worker(&["--concurrency", "2", "--grace-period", "2s"]);
+    env.wait_state(&ids[0], JobState::Running, LONG).await;
+    env.wait_state(&ids[1], JobState::Running, LONG).await;
+    w.signal(Signal::SIGTERM);
+    let status = w.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.success(), "{}", w.log());
+    // The quick job finished within the grace period; the slow one went back, uncounted.
+    assert_eq!(env.record(&ids[1]).await.state, JobState::Succeeded);
+    let slow = env.record(&ids[0]).await;
+    assert_eq!(
+        (slow.state, slow.attempt, slow.position),
+        (JobState::Queued, 0, Some(0))
+    );
+    assert!(
+        env.queue.workers().await.unwrap().is_empty(),
+        "a clean exit removes the heartbeat"
+    );
+}
