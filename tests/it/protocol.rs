@@ -319,7 +319,10 @@ async fn cancel_removes_queued_and_flags_running() {
         JobState::Running
     );
     assert_eq!(
-        env.queue.cancel_requested(&[running.id.clone()]).await.unwrap(),
+        env.queue
+            .cancel_requested(std::slice::from_ref(&running.id))
+            .await
+            .unwrap(),
         [true]
     );
     env.queue
