@@ -68,11 +68,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global `tracing` subscriber: `RUST_LOG`-style filter (default `info`),
+/// Installs the global `tracing` subscriber: `RUST_LOG`-style filter (else `default_level`),
 /// written to stderr so stdout stays free for command output.
-pub fn init_telemetry(format: LogFormat) {
+pub fn init_telemetry(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -196,6 +196,9 @@ pub struct DemoArgs {
     /// Give up after this long.
     #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Keep the demo's jobs in Redis afterwards (to explore them with `list`, `show`, `logs`).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {

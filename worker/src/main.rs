@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = common::cli::parse_args::<worker::Config>();
-    common::cli::init_telemetry(config.log_format);
+    common::cli::init_telemetry(config.log_format, "info");
     if let Err(e) = config.validate() {
         eprintln!("error: {e}");
         return ExitCode::from(2);

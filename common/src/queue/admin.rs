@@ -256,3 +256,23 @@ impl RedisQueue {
         Ok(conn.lrange(self.keys.dead(), 0, -1).await?)
     }
 }
+
+impl RedisQueue {
+    /// Deletes every key of this namespace (demo and test clean-up). Returns how many.
+    pub async fn purge(&self) -> Result<usize> {
+        let mut conn = self.conn().await?;
+        let pattern = format!("{}:*", self.keys.prefix().replace('{', "\\{").replace('}', "\\}"));
+        let keys: Vec<String> = {
+            let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
+            let mut keys = Vec::new();
+            while let Some(k) = iter.next_item().await {
+                keys.push(k?);
+            }
+            keys
+        };
+        for chunk in keys.chunks(500) {
+            let _: () = redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await?;
+        }
+        Ok(keys.len())
+    }
+}
