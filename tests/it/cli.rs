@@ -207,3 +207,26 @@ async fn unreachable_redis_is_an_infrastructure_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_real_jobs_to_completion() {
+    let out = std::process::Command::new(bin("scheduler"))
+        .args(["demo", "--timeout", "2m"])
+        .env("REDIS_URL", crate::support::redis_url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.contains("10/10 succeeded"), "{text}");
+    assert!(
+        text.contains(
+            "start order (strict priority, FIFO within one): p0:incident-eval → p0:hotfix-retrain → p1:"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"picked up its checkpoint: {"event":"resumed","from_epoch":3}"#),
+        "{text}"
+    );
+}
