@@ -1,0 +1,1 @@
+//! Tests and models for the manifests in this folder.
