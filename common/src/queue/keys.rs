@@ -13,10 +13,13 @@
 //! | `{ns}:jobs`                 | zset   | every job id, scored by enqueue time (ms)          |
 //! | `{ns}:delayed`              | zset   | jobs waiting out a retry backoff, scored by due ms |
 //! | `{ns}:dead`                 | list   | dead-lettered job ids                              |
-//! | `{ns}:inflight:<worker>`    | hash   | job id -> claim time: the worker's leases          |
+//! | `{ns}:inflight:<worker>`    | hash   | job id -> claim sequence: the worker's leases      |
+//! | `{ns}:claims`               | string | claim counter (orders leases for recovery)         |
 //! | `{ns}:workers`              | set    | workers that may hold leases (for the reaper)      |
 //! | `{ns}:worker:<worker>`      | string | heartbeat JSON, with a TTL                         |
 //! | `{ns}:wake`                 | list   | at most one token that wakes an idle worker        |
+//! | `{ns}:outbox`               | stream | every transition, until drained into the job store |
+//! | `{ns}:finished`             | zset   | ended jobs by end time (ms), for retention         |
 
 use crate::{Error, Priority, Result};
 use std::fmt;
@@ -100,6 +103,16 @@ impl Keys {
         format!("{}:worker:{w}", self.prefix)
     }
 
+    /// Stream of transitions waiting to be written to the job store.
+    pub fn outbox(&self) -> String {
+        format!("{}:outbox", self.prefix)
+    }
+
+    /// Ended jobs scored by end time, for retention.
+    pub fn finished(&self) -> String {
+        format!("{}:finished", self.prefix)
+    }
+
     /// Wake-up token list for idle workers.
     pub fn wake(&self) -> String {
         format!("{}:wake", self.prefix)
@@ -128,6 +141,8 @@ mod tests {
             k.workers(),
             k.heartbeat(&w),
             k.wake(),
+            k.outbox(),
+            k.finished(),
         ];
         for key in all {
             assert!(key.starts_with("{gpuq}:"), "{key}");

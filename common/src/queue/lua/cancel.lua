@@ -19,7 +19,8 @@ if st == 'queued' or st == 'retrying' then
     redis.call('ZREM', KEYS[1], id)
   end
   redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', ms, 'finished_at', ms, 'reason', reason)
-  event(prefix, id, 'cancelled', ms, attempt, '', reason)
+  event(prefix, id, st, 'cancelled', ms, attempt, '', reason)
+  ended(prefix, id, ms)
   return 'cancelled'
 elseif st == 'running' then
   redis.call('HSET', jk, 'cancel_requested', '1', 'reason', reason)

@@ -21,9 +21,10 @@ for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
       local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
       redis.call('HSET', jk, 'state', 'running', 'worker', worker, 'started_at', ms, 'updated_at', ms)
       redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at')
-      redis.call('HSET', prefix .. ':inflight:' .. worker, id, ms)
+      -- The lease records the claim's sequence number, so recovery can restore queue order.
+      redis.call('HSET', prefix .. ':inflight:' .. worker, id, redis.call('INCR', prefix .. ':claims'))
       redis.call('SADD', prefix .. ':workers', worker)
-      event(prefix, id, 'running', ms, attempt, worker)
+      event(prefix, id, 'queued', 'running', ms, attempt, worker)
       if any_queued(prefix) then wake(prefix) end
       local spec, enq, limit = unpack(redis.call('HMGET', jk, 'spec', 'enqueued_at', 'attempt_limit'))
       return { id, spec, attempt, pri, enq, limit }

@@ -20,7 +20,7 @@ for i = 0, n - 1 do
       'attempt', 0, 'attempt_limit', max, 'enqueued_at', ms, 'updated_at', ms)
     redis.call('RPUSH', prefix .. ':queue:' .. pri, id)
     redis.call('ZADD', KEYS[1], ms, id)
-    event(prefix, id, 'queued', ms, 0)
+    event(prefix, id, '', 'queued', ms, 0, '', '', { spec = spec, priority = pri, limit = max })
     created = created + 1
   end
 end

@@ -20,11 +20,15 @@ local attempt, limit, cancel = unpack(redis.call('HMGET', jk, 'attempt', 'attemp
 attempt, limit = tonumber(attempt), tonumber(limit)
 if cancel == '1' and outcome ~= 'succeeded' then outcome = 'cancelled' end
 
+local extra = nil
+if code ~= '' then extra = { code = code } end
 local state
+local from = 'running'
 if outcome == 'succeeded' or outcome == 'cancelled' then
   state = outcome
 else
-  event(prefix, id, 'failed', ms, attempt, worker, reason)
+  event(prefix, id, 'running', 'failed', ms, attempt, worker, reason, extra)
+  from = 'failed'
   if outcome == 'failed' and attempt < limit then
     state = 'retrying'
     redis.call('ZADD', KEYS[1], ms + delay, id)
@@ -35,8 +39,11 @@ else
 end
 redis.call('HSET', jk, 'state', state, 'updated_at', ms, 'reason', reason)
 if code ~= '' then redis.call('HSET', jk, 'exit_code', code) end
-if state ~= 'retrying' then redis.call('HSET', jk, 'finished_at', ms) end
+if state ~= 'retrying' then
+  redis.call('HSET', jk, 'finished_at', ms)
+  ended(prefix, id, ms)
+end
 local detail = reason
 if state == 'retrying' then detail = 'next attempt in ' .. delay .. ' ms' end
-event(prefix, id, state, ms, attempt, worker, detail)
+event(prefix, id, from, state, ms, attempt, worker, detail, extra)
 return state

@@ -8,12 +8,33 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Appends one entry to a job's transition history.
-local function event(prefix, id, state, at, attempt, worker, detail)
+-- Undrained outbox entries kept at most (approximately). Only reached when no
+-- `scheduler serve` drains the outbox for a long time; see ARCHITECTURE.md.
+local OUTBOX_MAX = 1000000
+
+-- Records one transition: appended to the job's history list, and to the outbox stream
+-- that `scheduler serve` drains into the job store. Being in the same script as the state
+-- change, the outbox entry exists exactly when the change does.
+-- `extra` holds additional outbox fields (spec, priority, limit, code).
+local function event(prefix, id, from, state, at, attempt, worker, detail, extra)
   local e = { state = state, at = at, attempt = tonumber(attempt) }
   if worker and worker ~= '' then e.worker = worker end
   if detail and detail ~= '' then e.detail = detail end
   redis.call('RPUSH', prefix .. ':events:' .. id, cjson.encode(e))
+  local fields = { 'job', id, 'from', from or '', 'to', state, 'at', at, 'attempt', attempt,
+    'worker', worker or '', 'detail', detail or '' }
+  if extra then
+    for k, v in pairs(extra) do
+      table.insert(fields, k)
+      table.insert(fields, v)
+    end
+  end
+  redis.call('XADD', prefix .. ':outbox', 'MAXLEN', '~', OUTBOX_MAX, '*', unpack(fields))
+end
+
+-- Marks a job as ended, for retention (finished jobs leave Redis after a while).
+local function ended(prefix, id, ms)
+  redis.call('ZADD', prefix .. ':finished', ms, id)
 end
 
 -- Leaves one wake-up token for idle workers blocked on BLPOP. At most one token is kept:
@@ -44,7 +65,7 @@ local function promote_due(prefix, delayed_key, ms)
     if st == 'retrying' then
       redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms)
       redis.call('RPUSH', prefix .. ':queue:' .. pri, id)
-      event(prefix, id, 'queued', ms, attempt, '', 'backoff elapsed')
+      event(prefix, id, 'retrying', 'queued', ms, attempt, '', 'backoff elapsed')
       moved = moved + 1
     end
   end

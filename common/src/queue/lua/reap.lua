@@ -14,10 +14,10 @@ local ik = prefix .. ':inflight:' .. worker
 local flat = redis.call('HGETALL', ik)
 local jobs = {}
 for i = 1, #flat, 2 do
-  table.insert(jobs, { id = flat[i], at = tonumber(flat[i + 1]) })
+  table.insert(jobs, { id = flat[i], seq = tonumber(flat[i + 1]) })
 end
 -- LPUSH reverses order, so push the latest claim first and the earliest last.
-table.sort(jobs, function(a, b) return a.at > b.at end)
+table.sort(jobs, function(a, b) return a.seq > b.seq end)
 local ms = now_ms()
 local requeued = 0
 for _, j in ipairs(jobs) do
@@ -28,15 +28,17 @@ for _, j in ipairs(jobs) do
     local why = 'worker ' .. worker .. ' lost (heartbeat expired)'
     if cancel == '1' then
       redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', ms, 'finished_at', ms, 'reason', why)
-      event(prefix, j.id, 'cancelled', ms, attempt, worker, why)
+      event(prefix, j.id, 'running', 'cancelled', ms, attempt, worker, why)
+      ended(prefix, j.id, ms)
     elseif tonumber(attempt) >= tonumber(limit) then
       redis.call('HSET', jk, 'state', 'dead', 'updated_at', ms, 'finished_at', ms, 'reason', why)
       redis.call('RPUSH', prefix .. ':dead', j.id)
-      event(prefix, j.id, 'dead', ms, attempt, worker, why)
+      event(prefix, j.id, 'running', 'dead', ms, attempt, worker, why)
+      ended(prefix, j.id, ms)
     else
       redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'reason', why)
       redis.call('LPUSH', prefix .. ':queue:' .. pri, j.id)
-      event(prefix, j.id, 'queued', ms, attempt, worker, why)
+      event(prefix, j.id, 'running', 'queued', ms, attempt, worker, why)
       requeued = requeued + 1
     end
   end

@@ -17,12 +17,13 @@ local pri, cancel = unpack(redis.call('HMGET', jk, 'priority', 'cancel_requested
 if cancel == '1' then
   local attempt = redis.call('HGET', jk, 'attempt')
   redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', ms, 'finished_at', ms)
-  event(prefix, id, 'cancelled', ms, attempt, worker, reason)
+  event(prefix, id, 'running', 'cancelled', ms, attempt, worker, reason)
+  ended(prefix, id, ms)
   return 'cancelled'
 end
 local attempt = redis.call('HINCRBY', jk, 'attempt', -1)
 redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms)
 redis.call('LPUSH', prefix .. ':queue:' .. pri, id)
-event(prefix, id, 'queued', ms, attempt, worker, reason)
+event(prefix, id, 'running', 'queued', ms, attempt, worker, reason)
 wake(prefix)
 return 'queued'
