@@ -32,6 +32,9 @@ pub enum Error {
     /// No pooled Redis connection could be had. Retryable.
     #[error("redis connection pool: {0}")]
     Pool(String),
+    /// The job store failed or could not be reached. Retryable.
+    #[error("job store: {0}")]
+    Store(String),
     /// A record in Redis could not be decoded; a bug or a foreign writer.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -48,7 +51,7 @@ impl Error {
 
     /// True when retrying the same call later may succeed (Redis unreachable, pool exhausted).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Redis(_) | Error::Pool(_))
+        matches!(self, Error::Redis(_) | Error::Pool(_) | Error::Store(_))
     }
 
     /// A short stable name for logs and metric labels.
@@ -60,6 +63,7 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::Redis(_) => "redis",
             Error::Pool(_) => "pool",
+            Error::Store(_) => "store",
             Error::Corrupt(_) => "corrupt",
         }
     }

@@ -24,6 +24,8 @@ pub mod queue;
 mod record;
 mod spec;
 mod state;
+#[cfg(feature = "store")]
+pub mod store;
 mod worker_info;
 
 pub use backoff::Backoff;
@@ -31,7 +33,7 @@ pub use client::{Client, Enqueued};
 pub use error::{Error, Result, SpecError};
 pub use id::{JobId, WorkerId};
 pub use priority::Priority;
-pub use record::{now_ms, JobEvent, JobRecord};
+pub use record::{now_ms, JobEvent, JobRecord, ListFilter};
 pub use spec::{parse_batch, JobSpec, Memory, Resources};
 pub use state::JobState;
 pub use worker_info::WorkerInfo;

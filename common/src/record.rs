@@ -120,3 +120,36 @@ pub fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// Which jobs `list` returns: all filters are optional and combine with AND.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs of this priority.
+    pub priority: Option<Priority>,
+    /// Only jobs of this team.
+    pub team: Option<String>,
+    /// Only jobs of this model type.
+    pub model_type: Option<String>,
+    /// Only jobs enqueued at or after this time (ms).
+    pub since_ms: Option<u64>,
+    /// Only jobs enqueued before this time (ms).
+    pub until_ms: Option<u64>,
+    /// Skip this many (paging).
+    pub offset: usize,
+    /// Return at most this many.
+    pub limit: usize,
+}
+
+impl ListFilter {
+    /// Whether a record passes the filters (for sources that cannot filter themselves).
+    pub fn matches(&self, r: &JobRecord) -> bool {
+        self.state.is_none_or(|s| s == r.state)
+            && self.priority.is_none_or(|p| p == r.priority)
+            && self.team.as_ref().is_none_or(|t| *t == r.spec.team)
+            && self.model_type.as_ref().is_none_or(|m| *m == r.spec.model_type)
+            && self.since_ms.is_none_or(|t| r.enqueued_at >= t)
+            && self.until_ms.is_none_or(|t| r.enqueued_at < t)
+    }
+}

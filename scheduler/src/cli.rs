@@ -15,6 +15,9 @@ use std::time::Duration;
 pub struct Cli {
     #[command(flatten)]
     pub redis: RedisArgs,
+    /// Job store: postgres://... or sqlite://PATH (default: an SQLite file under the user's data directory).
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
     /// Log format (logs go to stderr).
     #[arg(long, env = "GPUQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -43,8 +46,11 @@ pub enum Command {
     Retry(IdArgs),
     /// Print the last lines of a job's output.
     Logs(LogsArgs),
-    /// Run the long-lived loops: recover jobs of dead workers, promote due retries.
+    /// Run the long-lived loops: recover jobs of dead workers, promote due retries,
+    /// write every transition to the job store, apply retention.
     Serve(ServeArgs),
+    /// Repair Redis from the job store (jobs Redis lost) and the store from Redis.
+    Reconcile(JsonArgs),
     /// Show the whole thing working: a private Redis if needed, workers, real training jobs.
     Demo(DemoArgs),
 }
@@ -87,7 +93,7 @@ pub struct LogsArgs {
     pub lines: usize,
 }
 
-/// Arguments of `list`.
+/// Arguments of `list`. Live jobs come from Redis, older ones from the job store.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// Only jobs of this priority (p0|p1|p2|urgent|normal|background).
@@ -96,6 +102,21 @@ pub struct ListArgs {
     /// Only jobs in this state.
     #[arg(long)]
     pub state: Option<JobState>,
+    /// Only jobs of this team.
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Only jobs of this model type.
+    #[arg(long)]
+    pub model_type: Option<String>,
+    /// Only jobs enqueued since then: a time (2026-11-01T00:00:00Z) or an age (7d).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<u64>,
+    /// Only jobs enqueued before then: a time or an age.
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<u64>,
+    /// Skip this many (paging).
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
     /// At most this many jobs.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
@@ -182,6 +203,15 @@ pub struct ServeArgs {
     /// How often jobs of dead workers are recovered.
     #[arg(long, env = "GPUQ_REAP_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub reap_interval: Duration,
+    /// How often the outbox is checked when it was empty.
+    #[arg(long, env = "GPUQ_DRAIN_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub drain_interval: Duration,
+    /// Succeeded and cancelled jobs leave Redis this long after they end (0 keeps them).
+    #[arg(long, env = "GPUQ_REDIS_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub redis_retention: Duration,
+    /// Finished jobs leave the job store this long after they end (0 keeps them forever).
+    #[arg(long, env = "GPUQ_STORE_RETENTION", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub store_retention: Duration,
 }
 
 /// Arguments of `demo`.
@@ -199,6 +229,26 @@ pub struct DemoArgs {
     /// Keep the demo's jobs in Redis afterwards (to explore them with `list`, `show`, `logs`).
     #[arg(long)]
     pub keep: bool,
+}
+
+/// A point in time as ms since the epoch: RFC 3339 (`2026-11-01T00:00:00Z`, or just the
+/// date) or an age before now (`90m`, `7d`).
+fn parse_time(s: &str) -> Result<u64, String> {
+    if let Ok(ago) = humantime::parse_duration(s) {
+        return Ok(common::now_ms().saturating_sub(ago.as_millis() as u64));
+    }
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0)
+        })
+        .map_err(|_| format!("{s:?} is neither a time like 2026-11-01T12:00:00Z nor an age like 7d"))
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {

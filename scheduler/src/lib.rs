@@ -8,6 +8,7 @@ mod commands;
 mod error;
 mod format;
 pub mod serve;
+pub mod store_sync;
 
 pub use cli::{Cli, Command};
 pub use error::{CliError, CliResult};
@@ -34,5 +35,14 @@ pub async fn run(cli: Cli, shutdown: tokio_util::sync::CancellationToken) -> Cli
             ))
         }
     })?;
-    commands::dispatch(cli.command, queue, shutdown).await
+    let store_url = cli
+        .database_url
+        .clone()
+        .unwrap_or_else(common::store::JobStore::default_url);
+    commands::dispatch(cli.command, queue, store_url, shutdown).await
+}
+
+/// Opens the job store, mapping failure to an infrastructure error that names the URL.
+pub(crate) async fn open_store(url: &str) -> CliResult<common::store::JobStore> {
+    common::store::JobStore::open(url).await.map_err(CliError::from)
 }

@@ -1,15 +1,53 @@
 //! `scheduler serve`: the long-running loops that look after the queue.
 //!
 //! Workers also reap and promote, so the queue keeps working while `serve` is down;
-//! `serve` makes recovery and retries prompt when no worker is idle to notice.
+//! `serve` makes recovery and retries prompt when no worker is idle to notice, and it
+//! is the one process that writes the job store (from the outbox).
 
 use crate::cli::ServeArgs;
+use crate::store_sync::{drain, reconcile, retention};
 use common::queue::RedisQueue;
+use common::store::JobStore;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Runs the reaper and the retry promoter until `shutdown` fires.
-pub async fn run(queue: RedisQueue, args: ServeArgs, shutdown: CancellationToken) {
-    tracing::info!(promote = ?args.promote_interval, reap = ?args.reap_interval, "scheduler serving");
+/// Reconciles once, then runs the reaper, the retry promoter, the outbox drainer and
+/// retention until `shutdown` fires.
+pub async fn run(queue: RedisQueue, store: JobStore, args: ServeArgs, shutdown: CancellationToken) {
+    tracing::info!(store = store.display_url(), promote = ?args.promote_interval, reap = ?args.reap_interval, "scheduler serving");
+    match reconcile::reconcile(&queue, &store).await {
+        Ok(report) => tracing::info!(?report, "reconciled Redis and the job store"),
+        Err(e) => {
+            tracing::warn!(error = %e, "start-up reconciliation failed; run `scheduler reconcile` later")
+        }
+    }
+    let tasks = TaskTracker::new();
+    tasks.spawn(drain::drain_loop(
+        queue.clone(),
+        store.clone(),
+        args.drain_interval,
+        shutdown.clone(),
+    ));
+    let keep = retention::Retention {
+        redis: args.redis_retention,
+        store: args.store_retention,
+    };
+    tasks.spawn(retention::retention_loop(
+        queue.clone(),
+        store.clone(),
+        keep,
+        Duration::from_secs(30),
+        shutdown.clone(),
+    ));
+    tasks.close();
+    housekeeping(&queue, &args, &shutdown).await;
+    tasks.wait().await;
+    store.close().await;
+    tracing::info!("scheduler stopped");
+}
+
+async fn housekeeping(queue: &RedisQueue, args: &ServeArgs, shutdown: &CancellationToken) {
     let mut promote = tokio::time::interval(args.promote_interval);
     let mut reap = tokio::time::interval(args.reap_interval);
     for tick in [&mut promote, &mut reap] {
@@ -28,5 +66,4 @@ pub async fn run(queue: RedisQueue, args: ServeArgs, shutdown: CancellationToken
             },
         }
     }
-    tracing::info!("scheduler stopped");
 }

@@ -44,3 +44,29 @@ ensure_rust() {
   # The system's C toolchain is needed by a few crates' build scripts.
   command -v cc >/dev/null || apt_install build-essential
 }
+
+port_open() {
+  { exec 3<>"/dev/tcp/$1/$2"; } 2>/dev/null || return 1
+  exec 3<&- 3>&-
+}
+
+# Makes sure a PostgreSQL answers for the store tests ($TEST_DATABASE_URL, default the local
+# `test` database as user postgres). Installs and starts the distribution's server when
+# nothing listens on 127.0.0.1:5432, and gives it the password and database the tests use.
+ensure_postgres() {
+  if [ -n "${TEST_DATABASE_URL:-}" ]; then return 0; fi
+  export TEST_DATABASE_URL=postgres://postgres:postgres@127.0.0.1:5432/test
+  port_open 127.0.0.1 5432 && return 0
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  local ver; ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$ver" ]; then
+    ver=$(ls /usr/lib/postgresql | sort -V | tail -n 1)
+    as_root pg_createcluster "$ver" main >/dev/null
+  fi
+  echo "starting PostgreSQL $ver" >&2
+  as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start
+  for _ in $(seq 100); do port_open 127.0.0.1 5432 && break; sleep 0.1; done
+  port_open 127.0.0.1 5432 || { echo "PostgreSQL did not come up on 127.0.0.1:5432" >&2; return 1; }
+  as_root su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
+  as_root su postgres -c "createdb test" 2>/dev/null || true
+}

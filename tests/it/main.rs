@@ -3,5 +3,6 @@
 
 mod cli;
 mod protocol;
+mod store;
 mod support;
 mod workers;

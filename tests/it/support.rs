@@ -16,6 +16,8 @@ pub(crate) struct TestEnv {
     pub(crate) ns: String,
     pub(crate) queue: RedisQueue,
     pub(crate) dir: PathBuf,
+    /// The job store the binaries use (an SQLite file in `dir` unless a test says otherwise).
+    pub(crate) database_url: String,
 }
 
 impl TestEnv {
@@ -26,7 +28,47 @@ impl TestEnv {
             .expect("Redis must be running for these tests");
         let dir = std::env::temp_dir().join(format!("gpuq-{ns}"));
         std::fs::create_dir_all(&dir).unwrap();
-        TestEnv { ns, queue, dir }
+        let database_url = common::store::sqlite_url(&dir.join("jobs.db"));
+        TestEnv {
+            ns,
+            queue,
+            dir,
+            database_url,
+        }
+    }
+
+    /// The same, with the binaries pointed at `database_url`.
+    pub(crate) async fn with_store(database_url: &str) -> Self {
+        let mut env = TestEnv::new().await;
+        env.database_url = database_url.to_string();
+        env
+    }
+
+    /// Starts `scheduler serve` on this namespace and store.
+    pub(crate) fn serve(&self) -> WorkerProcess {
+        let log = self.path(&format!("serve-{}.log", uuid::Uuid::new_v4().simple()));
+        let child = Command::new(bin("scheduler"))
+            .args([
+                "serve",
+                "--reap-interval",
+                "300ms",
+                "--promote-interval",
+                "100ms",
+                "--drain-interval",
+                "50ms",
+            ])
+            .env("REDIS_URL", redis_url())
+            .env("GPUQ_NAMESPACE", &self.ns)
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("scheduler binary runs");
+        WorkerProcess {
+            child: Some(child),
+            log,
+        }
     }
 
     /// A path inside the scratch directory.
@@ -45,6 +87,7 @@ impl TestEnv {
             .args(args)
             .env("REDIS_URL", redis_url())
             .env("GPUQ_NAMESPACE", &self.ns)
+            .env("DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -220,4 +263,161 @@ pub(crate) fn stderr(o: &Output) -> String {
 
 pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A PostgreSQL database of its own for one test, dropped afterwards.
+/// The server comes from TEST_DATABASE_URL (default: the local `test` database).
+pub(crate) struct TestDatabase {
+    pub(crate) url: String,
+    admin: String,
+    name: String,
+}
+
+pub(crate) fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/test".into())
+}
+
+impl TestDatabase {
+    pub(crate) async fn postgres() -> Self {
+        use sqlx::Connection;
+        let admin = postgres_admin_url();
+        let name = format!("gpuq_t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PostgreSQL must be running for these tests");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+        TestDatabase {
+            url: format!("{base}/{name}"),
+            admin,
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop runs outside any runtime guarantee; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A private redis-server on a free port, for tests that must wipe or stop their Redis.
+pub(crate) struct PrivateRedis {
+    child: Child,
+    pub(crate) url: String,
+}
+
+impl PrivateRedis {
+    pub(crate) async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let url = format!("redis://127.0.0.1:{port}");
+        let u = url.clone();
+        wait_for("the private redis-server", Duration::from_secs(10), || {
+            let u = u.clone();
+            async move { RedisQueue::connect(&u, "probe").await.ok().map(|_| ()) }
+        })
+        .await;
+        PrivateRedis { child, url }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP forwarder to a real server that a test can cut and restore, to play a network
+/// outage of that server without touching the server itself.
+pub(crate) struct FaultyLink {
+    pub(crate) port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultyLink {
+    pub(crate) async fn to(target: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let (up2, target) = (up.clone(), target.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused in effect
+                }
+                let target = target.clone();
+                let mut cuts = cuts.clone();
+                // Only cuts after this connection was accepted concern it.
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        FaultyLink { port, up, cut, task }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub(crate) fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FaultyLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

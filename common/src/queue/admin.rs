@@ -1,7 +1,7 @@
 //! Operator-facing reads and commands: show, list, status, workers, cancel, retry, logs.
 
 use super::{scripts, RedisQueue};
-use crate::{Error, JobEvent, JobId, JobRecord, JobState, Priority, Result, WorkerInfo};
+use crate::{Error, JobEvent, JobId, JobRecord, JobState, ListFilter, Priority, Result, WorkerInfo};
 use redis::AsyncCommands;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ pub struct QueueStatus {
     pub dead: u64,
     /// Live workers (heartbeat present).
     pub workers: Vec<WorkerInfo>,
+    /// Transitions not yet written to the job store.
+    pub outbox: u64,
 }
 
 impl QueueStatus {
@@ -126,19 +128,35 @@ impl RedisQueue {
         Ok(own.map(|i| i + reply.into_iter().flatten().sum::<u64>()))
     }
 
-    /// Newest jobs first, filtered by state and priority, at most `limit`.
-    pub async fn list(
-        &self,
-        state: Option<JobState>,
-        priority: Option<Priority>,
-        limit: usize,
-    ) -> Result<Vec<JobRecord>> {
+    /// Newest jobs first that match `filter` (its offset and limit are not applied here:
+    /// at most `filter.offset + filter.limit` are returned, for the caller to page).
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<JobRecord>> {
         const PAGE: isize = 200;
+        let want = filter.offset + filter.limit;
         let mut conn = self.conn().await?;
         let mut out = Vec::new();
         let mut start = 0isize;
-        while out.len() < limit {
-            let ids: Vec<String> = conn.zrevrange(self.keys.jobs(), start, start + PAGE - 1).await?;
+        // The index is scored by enqueue time: a time range bounds the scan.
+        let max = filter
+            .until_ms
+            .map(|t| format!("({t}"))
+            .unwrap_or_else(|| "+inf".into());
+        let min = filter
+            .since_ms
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| "-inf".into());
+        while out.len() < want {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys.jobs())
+                .arg(&max)
+                .arg(&min)
+                .arg("BYSCORE")
+                .arg("REV")
+                .arg("LIMIT")
+                .arg(start)
+                .arg(PAGE)
+                .query_async(&mut conn)
+                .await?;
             if ids.is_empty() {
                 break;
             }
@@ -154,12 +172,11 @@ impl RedisQueue {
                 }
                 let id: JobId = id.parse().map_err(Error::Corrupt)?;
                 let rec = JobRecord::from_hash(id, hash)?;
-                if state.is_some_and(|s| s != rec.state) || priority.is_some_and(|p| p != rec.priority) {
-                    continue;
-                }
-                out.push(rec);
-                if out.len() == limit {
-                    break;
+                if filter.matches(&rec) {
+                    out.push(rec);
+                    if out.len() == want {
+                        break;
+                    }
                 }
             }
         }
@@ -194,6 +211,7 @@ impl RedisQueue {
         pipe.zcard(self.keys.delayed())
             .llen(self.keys.dead())
             .smembers(self.keys.workers());
+        pipe.cmd("XLEN").arg(self.keys.outbox());
         let reply: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
         let mut priorities = Vec::new();
         let mut heads = Vec::new();
@@ -210,6 +228,7 @@ impl RedisQueue {
         let retrying: u64 = redis::from_redis_value_ref(&reply[6])?;
         let dead: u64 = redis::from_redis_value_ref(&reply[7])?;
         let lease_holders: Vec<String> = redis::from_redis_value_ref(&reply[8])?;
+        let outbox: u64 = redis::from_redis_value_ref(&reply[9])?;
 
         let mut pipe = redis::pipe();
         for head in &heads {
@@ -241,6 +260,7 @@ impl RedisQueue {
             retrying,
             dead,
             workers: self.workers().await?,
+            outbox,
         })
     }
 

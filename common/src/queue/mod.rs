@@ -8,12 +8,14 @@ mod admin;
 mod enqueue;
 pub mod keys;
 mod lease;
+mod outbox;
 mod scripts;
 
 pub use admin::{PriorityStatus, QueueStatus};
 pub use enqueue::EnqueueReport;
 pub use keys::Keys;
 pub use lease::{ClaimedJob, FinishState, Outcome};
+pub use outbox::{OutboxEvent, RestoreItem};
 
 use crate::{Error, Result};
 use deadpool_redis::{Manager, Pool, Runtime};

@@ -19,3 +19,5 @@ script!(REAP, "lua/reap.lua");
 script!(CANCEL, "lua/cancel.lua");
 script!(RETRY, "lua/retry.lua");
 script!(PROMOTE, "lua/promote.lua");
+script!(RESTORE, "lua/restore.lua");
+script!(EXPIRE, "lua/expire.lua");

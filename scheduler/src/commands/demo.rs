@@ -51,8 +51,12 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs, shutdown: CancellationToken)
     let serve_args = ServeArgs {
         promote_interval: Duration::from_millis(200),
         reap_interval: Duration::from_secs(1),
+        drain_interval: Duration::from_millis(100),
+        redis_retention: Duration::ZERO,
+        store_retention: Duration::ZERO,
     };
-    let serve = tokio::spawn(crate::serve::run(queue.clone(), serve_args, loops.clone()));
+    let store = crate::open_store(&common::store::sqlite_url(&scratch.join("jobs.db"))).await?;
+    let serve = tokio::spawn(crate::serve::run(queue.clone(), store, serve_args, loops.clone()));
     let mut workers = Vec::new();
     for i in 0..args.workers {
         workers.push(spawn_worker(

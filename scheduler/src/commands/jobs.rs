@@ -4,7 +4,7 @@ use crate::cli::{IdArgs, ListArgs, LogsArgs, ShowArgs};
 use crate::format::{age, print_json, short_duration, timestamp};
 use crate::CliResult;
 use common::queue::RedisQueue;
-use common::{now_ms, Error, JobRecord, JobState};
+use common::{now_ms, Error, JobRecord, JobState, ListFilter};
 
 pub(crate) async fn cancel(queue: &RedisQueue, a: IdArgs) -> CliResult<()> {
     let state = queue.cancel(&a.id, "cancelled by operator").await?;
@@ -32,11 +32,16 @@ pub(crate) async fn retry(queue: &RedisQueue, a: IdArgs) -> CliResult<()> {
     Ok(())
 }
 
-pub(crate) async fn show(queue: &RedisQueue, a: ShowArgs) -> CliResult<()> {
-    let record = queue
-        .get(&a.id)
-        .await?
-        .ok_or_else(|| Error::NotFound(a.id.clone()))?;
+pub(crate) async fn show(queue: &RedisQueue, store_url: &str, a: ShowArgs) -> CliResult<()> {
+    let record = match queue.get(&a.id).await? {
+        Some(r) => r,
+        // Finished jobs leave Redis after the retention period; the store keeps them.
+        None => crate::open_store(store_url)
+            .await?
+            .get(&a.id)
+            .await?
+            .ok_or_else(|| Error::NotFound(a.id.clone()))?,
+    };
     if a.json {
         print_json(&record);
         return Ok(());
@@ -103,8 +108,35 @@ pub(crate) async fn show(queue: &RedisQueue, a: ShowArgs) -> CliResult<()> {
     Ok(())
 }
 
-pub(crate) async fn list(queue: &RedisQueue, a: ListArgs) -> CliResult<()> {
-    let jobs = queue.list(a.state, a.priority, a.limit).await?;
+pub(crate) async fn list(queue: &RedisQueue, store_url: &str, a: ListArgs) -> CliResult<()> {
+    let filter = ListFilter {
+        state: a.state,
+        priority: a.priority,
+        team: a.team,
+        model_type: a.model_type,
+        since_ms: a.since,
+        until_ms: a.until,
+        offset: a.offset,
+        limit: a.limit,
+    };
+    // Redis has the live state; the store has everything, a few milliseconds behind.
+    // Merge them, Redis winning for jobs both hold, then page.
+    let live = queue.list(&filter).await?;
+    let store = crate::open_store(store_url).await?;
+    let stored = store
+        .list(&ListFilter {
+            offset: 0,
+            limit: filter.offset + filter.limit,
+            ..filter.clone()
+        })
+        .await?;
+    let mut by_id: std::collections::HashMap<_, _> = stored.into_iter().map(|r| (r.id.clone(), r)).collect();
+    for r in live {
+        by_id.insert(r.id.clone(), r);
+    }
+    let mut jobs: Vec<JobRecord> = by_id.into_values().filter(|r| filter.matches(r)).collect();
+    jobs.sort_by(|a, b| (b.enqueued_at, &b.id).cmp(&(a.enqueued_at, &a.id)));
+    let jobs: Vec<JobRecord> = jobs.into_iter().skip(filter.offset).take(filter.limit).collect();
     if a.json {
         print_json(&jobs);
         return Ok(());

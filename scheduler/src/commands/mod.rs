@@ -14,20 +14,35 @@ use tokio_util::sync::CancellationToken;
 pub(crate) async fn dispatch(
     command: Command,
     queue: RedisQueue,
+    store_url: String,
     shutdown: CancellationToken,
 ) -> CliResult<()> {
     match command {
         Command::Enqueue(a) => enqueue::enqueue(&queue, *a).await,
         Command::Batch(a) => enqueue::batch(&queue, a).await,
         Command::Cancel(a) => jobs::cancel(&queue, a).await,
-        Command::Show(a) => jobs::show(&queue, a).await,
-        Command::List(a) => jobs::list(&queue, a).await,
+        Command::Show(a) => jobs::show(&queue, &store_url, a).await,
+        Command::List(a) => jobs::list(&queue, &store_url, a).await,
         Command::Retry(a) => jobs::retry(&queue, a).await,
         Command::Logs(a) => jobs::logs(&queue, a).await,
         Command::Status(a) => status::status(&queue, a.json).await,
         Command::Workers(a) => status::workers(&queue, a.json).await,
         Command::Serve(a) => {
-            crate::serve::run(queue, a, shutdown).await;
+            let store = crate::open_store(&store_url).await?;
+            crate::serve::run(queue, store, a, shutdown).await;
+            Ok(())
+        }
+        Command::Reconcile(a) => {
+            let store = crate::open_store(&store_url).await?;
+            let report = crate::store_sync::reconcile::reconcile(&queue, &store).await?;
+            if a.json {
+                crate::format::print_json(&report);
+            } else {
+                println!(
+                    "reconciled: {} transitions written to the store, {} jobs recorded from Redis, {} jobs restored to Redis",
+                    report.drained, report.recorded, report.restored
+                );
+            }
             Ok(())
         }
         Command::Demo(_) => unreachable!("the demo brings its own Redis and is dispatched before connecting"),

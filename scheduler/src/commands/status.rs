@@ -4,11 +4,17 @@ use super::jobs::elapsed;
 use crate::format::{age, print_json, short_duration};
 use crate::CliResult;
 use common::queue::RedisQueue;
-use common::{now_ms, JobState};
+use common::{now_ms, JobState, ListFilter};
 
 pub(crate) async fn status(queue: &RedisQueue, json: bool) -> CliResult<()> {
     let status = queue.status().await?;
-    let running = queue.list(Some(JobState::Running), None, 20).await?;
+    let running = queue
+        .list(&ListFilter {
+            state: Some(JobState::Running),
+            limit: 20,
+            ..ListFilter::default()
+        })
+        .await?;
     if json {
         print_json(&serde_json::json!({ "queue": status, "running_jobs": running }));
         return Ok(());
@@ -28,6 +34,7 @@ pub(crate) async fn status(queue: &RedisQueue, json: bool) -> CliResult<()> {
         );
     }
     println!("  retrying {}   dead-lettered {}", status.retrying, status.dead);
+    println!("  job store: {} transitions waiting to be written", status.outbox);
     println!();
     println!(
         "workers    {} live, {} of {slots} slots busy",

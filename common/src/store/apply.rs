@@ -1,0 +1,327 @@
+//! Writing outbox batches into the store.
+
+use super::{store_err, JobStore};
+use crate::queue::OutboxEvent;
+use crate::{JobId, JobSpec, JobState, Result};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// Rows bound per multi-row INSERT (11 values each; well under SQLite's parameter limit).
+const HISTORY_CHUNK: usize = 400;
+
+/// A `jobs` row, as read, folded forward and written back.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JobRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) team: String,
+    pub(crate) model_type: String,
+    pub(crate) priority: String,
+    pub(crate) state: String,
+    pub(crate) attempt: i64,
+    pub(crate) attempt_limit: i64,
+    pub(crate) spec: String,
+    pub(crate) enqueued_at: i64,
+    pub(crate) enqueue_ms: i64,
+    pub(crate) enqueue_seq: i64,
+    pub(crate) started_at: Option<i64>,
+    pub(crate) finished_at: Option<i64>,
+    pub(crate) updated_at: i64,
+    pub(crate) worker: Option<String>,
+    pub(crate) exit_code: Option<i64>,
+    pub(crate) reason: Option<String>,
+    pub(crate) runtime_ms: Option<i64>,
+    pub(crate) last_event_ms: i64,
+    pub(crate) last_event_seq: i64,
+}
+
+pub(crate) const JOB_COLUMNS: &str =
+    "id, name, team, model_type, priority, state, attempt, attempt_limit, spec, \
+     enqueued_at, enqueue_ms, enqueue_seq, started_at, finished_at, updated_at, worker, exit_code, reason, runtime_ms, \
+     last_event_ms, last_event_seq";
+
+impl JobRow {
+    /// A new row for a job first seen at `first` with this spec JSON.
+    fn new(id: &JobId, spec_json: String, first: &OutboxEvent) -> Option<Self> {
+        let spec: JobSpec = serde_json::from_str(&spec_json).ok()?;
+        Some(JobRow {
+            id: id.to_string(),
+            name: spec.name,
+            team: spec.team,
+            model_type: spec.model_type,
+            priority: first.priority.unwrap_or(spec.priority).to_string(),
+            state: first.to.to_string(),
+            attempt: i64::from(first.attempt),
+            attempt_limit: i64::from(first.limit.unwrap_or(spec.max_attempts)),
+            spec: spec_json,
+            enqueued_at: first.at as i64,
+            enqueue_ms: first.ms as i64,
+            enqueue_seq: first.seq as i64,
+            started_at: None,
+            finished_at: None,
+            updated_at: first.at as i64,
+            worker: None,
+            exit_code: None,
+            reason: None,
+            runtime_ms: None,
+            last_event_ms: 0,
+            last_event_seq: -1,
+        })
+    }
+
+    pub(crate) fn from_row(r: &AnyRow) -> std::result::Result<Self, sqlx::Error> {
+        Ok(JobRow {
+            id: r.try_get("id")?,
+            name: r.try_get("name")?,
+            team: r.try_get("team")?,
+            model_type: r.try_get("model_type")?,
+            priority: r.try_get("priority")?,
+            state: r.try_get("state")?,
+            attempt: r.try_get("attempt")?,
+            attempt_limit: r.try_get("attempt_limit")?,
+            spec: r.try_get("spec")?,
+            enqueued_at: r.try_get("enqueued_at")?,
+            enqueue_ms: r.try_get("enqueue_ms")?,
+            enqueue_seq: r.try_get("enqueue_seq")?,
+            started_at: r.try_get("started_at")?,
+            finished_at: r.try_get("finished_at")?,
+            updated_at: r.try_get("updated_at")?,
+            worker: r.try_get("worker")?,
+            exit_code: r.try_get("exit_code")?,
+            reason: r.try_get("reason")?,
+            runtime_ms: r.try_get("runtime_ms")?,
+            last_event_ms: r.try_get("last_event_ms")?,
+            last_event_seq: r.try_get("last_event_seq")?,
+        })
+    }
+
+    /// Moves the row forward by one transition; older transitions than the last applied
+    /// are ignored, which makes replays and concurrent drainers harmless.
+    fn apply(&mut self, e: &OutboxEvent) {
+        if (e.ms as i64, e.seq as i64) <= (self.last_event_ms, self.last_event_seq) {
+            return;
+        }
+        let at = e.at as i64;
+        match e.to {
+            JobState::Running => {
+                self.started_at = Some(at);
+                self.finished_at = None;
+                self.runtime_ms = None;
+                self.worker.clone_from(&e.worker);
+                self.exit_code = None;
+                self.reason = None;
+            }
+            JobState::Failed => {
+                self.exit_code = e.code.map(i64::from);
+                self.reason.clone_from(&e.detail);
+                self.runtime_ms = self.started_at.map(|s| at - s);
+            }
+            JobState::Succeeded | JobState::Cancelled | JobState::Dead => {
+                self.finished_at = Some(at);
+                if e.from == Some(JobState::Running) {
+                    self.runtime_ms = self.started_at.map(|s| at - s);
+                }
+                if e.to != JobState::Dead || e.from == Some(JobState::Running) {
+                    self.reason.clone_from(&e.detail);
+                }
+                if let Some(c) = e.code {
+                    self.exit_code = Some(i64::from(c));
+                }
+            }
+            JobState::Queued => {
+                self.finished_at = None;
+                if e.from.is_some() && e.from != Some(JobState::Retrying) {
+                    self.reason.clone_from(&e.detail);
+                }
+            }
+            JobState::Retrying => {}
+        }
+        if let Some(limit) = e.limit {
+            self.attempt_limit = i64::from(limit);
+        }
+        self.state = e.to.to_string();
+        self.attempt = i64::from(e.attempt);
+        self.updated_at = at;
+        self.last_event_ms = e.ms as i64;
+        self.last_event_seq = e.seq as i64;
+    }
+}
+
+impl JobStore {
+    /// Ids among `ids` the store has no row for.
+    pub async fn missing(&self, ids: &[String]) -> Result<Vec<String>> {
+        let rows = self.rows(ids).await?;
+        Ok(ids.iter().filter(|id| !rows.contains_key(*id)).cloned().collect())
+    }
+
+    pub(crate) async fn rows(&self, ids: &[String]) -> Result<HashMap<String, JobRow>> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await.map_err(store_err)? {
+                let row = JobRow::from_row(&r).map_err(store_err)?;
+                out.insert(row.id.clone(), row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Applies a batch of outbox entries (in stream order) in one transaction.
+    /// `specs` supplies spec JSON for jobs the store has no row for and whose enqueue is
+    /// not in the batch (read from Redis by the caller). Returns the number of history rows
+    /// written (replayed entries are not counted).
+    pub async fn apply(&self, events: &[OutboxEvent], specs: &HashMap<String, String>) -> Result<u64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut ids: Vec<String> = events.iter().map(|e| e.job.to_string()).collect();
+        ids.sort();
+        ids.dedup();
+        let mut rows = self.rows(&ids).await?;
+        let mut touched: Vec<String> = Vec::new();
+        for e in events {
+            let key = e.job.as_str();
+            if !rows.contains_key(key) {
+                let spec = e.spec.clone().or_else(|| specs.get(key).cloned());
+                match spec.and_then(|s| JobRow::new(&e.job, s, e)) {
+                    Some(row) => {
+                        rows.insert(key.to_string(), row);
+                    }
+                    None => {
+                        tracing::warn!(job_id = key, event = %e.event_id, "no spec for a job the store lacks; history only");
+                        continue;
+                    }
+                }
+            }
+            let row = rows.get_mut(key).expect("inserted above");
+            row.apply(e);
+            if !touched.iter().any(|t| t == key) {
+                touched.push(key.to_string());
+            }
+        }
+
+        let mut tx = self.pool.begin().await.map_err(store_err)?;
+        let mut written = 0;
+        for chunk in events.chunks(HISTORY_CHUNK) {
+            written += insert_history(&mut tx, chunk).await?;
+        }
+        for id in &touched {
+            upsert(&mut tx, &rows[id]).await?;
+        }
+        tx.commit().await.map_err(store_err)?;
+        Ok(written)
+    }
+
+    /// Records jobs straight from their current Redis record (reconciliation of jobs the
+    /// outbox never delivered). History rows get synthetic ids `redis:<job>:<n>`.
+    pub async fn record_from_redis(&self, record: &crate::JobRecord) -> Result<()> {
+        let spec = serde_json::to_string(&record.spec).expect("a spec always serializes");
+        let mut events = Vec::new();
+        for (n, e) in record.events.iter().enumerate() {
+            events.push(OutboxEvent {
+                event_id: format!("redis:{}:{n}", record.id),
+                ms: e.at,
+                seq: n as u64,
+                job: record.id.clone(),
+                from: None,
+                to: e.state,
+                at: e.at,
+                attempt: e.attempt,
+                worker: e.worker.clone(),
+                detail: e.detail.clone(),
+                spec: (n == 0).then(|| spec.clone()),
+                priority: (n == 0).then_some(record.priority),
+                limit: None,
+                code: None,
+            });
+        }
+        if let Some(last) = events.last_mut() {
+            last.limit = Some(record.attempt_limit);
+            last.code = record.exit_code;
+        }
+        self.apply(&events, &HashMap::from([(record.id.to_string(), spec)]))
+            .await
+            .map(|_| ())
+    }
+}
+
+async fn insert_history(tx: &mut sqlx::Transaction<'_, sqlx::Any>, chunk: &[OutboxEvent]) -> Result<u64> {
+    let mut sql = String::from(
+        "INSERT INTO job_history (event_id, event_ms, event_seq, job_id, from_state, to_state, at, attempt, \
+         worker, detail, exit_code) VALUES ",
+    );
+    for i in 0..chunk.len() {
+        let row: Vec<String> = (1..=11).map(|k| format!("${}", i * 11 + k)).collect();
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!("({})", row.join(", ")));
+    }
+    sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
+    let mut q = sqlx::query(&sql);
+    for e in chunk {
+        q = q
+            .bind(e.event_id.as_str())
+            .bind(e.ms as i64)
+            .bind(e.seq as i64)
+            .bind(e.job.as_str())
+            .bind(e.from.map(|s| s.as_str()))
+            .bind(e.to.as_str())
+            .bind(e.at as i64)
+            .bind(i64::from(e.attempt))
+            .bind(e.worker.as_deref())
+            .bind(e.detail.as_deref())
+            .bind(e.code.map(i64::from));
+    }
+    Ok(q.execute(&mut **tx).await.map_err(store_err)?.rows_affected())
+}
+
+/// Inserts or moves a job row forward; a row already past this transition is left alone.
+async fn upsert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &JobRow) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $19, $20, $21) \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempt = excluded.attempt, \
+         attempt_limit = excluded.attempt_limit, started_at = excluded.started_at, \
+         finished_at = excluded.finished_at, updated_at = excluded.updated_at, worker = excluded.worker, \
+         exit_code = excluded.exit_code, reason = excluded.reason, runtime_ms = excluded.runtime_ms, \
+         last_event_ms = excluded.last_event_ms, last_event_seq = excluded.last_event_seq \
+         WHERE jobs.last_event_ms < excluded.last_event_ms \
+            OR (jobs.last_event_ms = excluded.last_event_ms AND jobs.last_event_seq < excluded.last_event_seq)"
+    );
+    sqlx::query(&sql)
+        .bind(r.id.as_str())
+        .bind(r.name.as_str())
+        .bind(r.team.as_str())
+        .bind(r.model_type.as_str())
+        .bind(r.priority.as_str())
+        .bind(r.state.as_str())
+        .bind(r.attempt)
+        .bind(r.attempt_limit)
+        .bind(r.spec.as_str())
+        .bind(r.enqueued_at)
+        .bind(r.enqueue_ms)
+        .bind(r.enqueue_seq)
+        .bind(r.started_at)
+        .bind(r.finished_at)
+        .bind(r.updated_at)
+        .bind(r.worker.as_deref())
+        .bind(r.exit_code)
+        .bind(r.reason.as_deref())
+        .bind(r.runtime_ms)
+        .bind(r.last_event_ms)
+        .bind(r.last_event_seq)
+        .execute(&mut **tx)
+        .await
+        .map_err(store_err)?;
+    Ok(())
+}

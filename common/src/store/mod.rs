@@ -1,0 +1,167 @@
+//! The job store: the system of record behind the hot queue.
+//!
+//! PostgreSQL in production, SQLite embedded by default, chosen at run time from the URL
+//! through sqlx's `Any` driver; one set of migrations serves both (plain SQL, BIGINT times
+//! in ms, JSON as text, `$n` placeholders, which both backends accept).
+//!
+//! The store is written only from the outbox (see [`crate::queue::OutboxEvent`]): the Lua
+//! scripts append every transition to a Redis stream in the same atomic step as the change,
+//! and `scheduler serve` applies the stream here in batches. A crash between commit and
+//! acknowledgement replays entries, which is harmless: history rows are keyed by the
+//! stream entry id and job rows only move forward in stream order.
+
+mod apply;
+mod read;
+
+use crate::queue::mask_url;
+use crate::{Error, Result};
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use std::path::PathBuf;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The backend behind a store URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgres://` or `postgresql://`
+    Postgres,
+    /// `sqlite://`
+    Sqlite,
+}
+
+/// A connection pool to the job store.
+#[derive(Debug, Clone)]
+pub struct JobStore {
+    pool: AnyPool,
+    backend: Backend,
+    display_url: String,
+}
+
+impl JobStore {
+    /// The default store: an SQLite file under the user's data directory
+    /// (`$XDG_DATA_HOME/gpuq/jobs.db`, else `~/.local/share/gpuq/jobs.db`).
+    pub fn default_url() -> String {
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(std::env::temp_dir);
+        sqlite_url(&base.join("gpuq").join("jobs.db"))
+    }
+
+    /// Opens the store at `url` and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        let display_url = mask_url(url);
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(Error::InvalidInput(format!(
+                "unsupported database URL {display_url}: use postgres://... or sqlite://PATH"
+            )));
+        };
+        if backend == Backend::Sqlite {
+            if let Some(parent) = sqlite_path(url).as_ref().and_then(|p| p.parent()) {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| Error::Store(format!("cannot create {}: {e}", parent.display())))?;
+            }
+        }
+        sqlx::any::install_default_drivers();
+        let url = with_sqlite_defaults(url);
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .map_err(|e| Error::Store(format!("cannot open job store at {display_url}: {e}")))?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers (CLI) work while `serve` writes.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(store_err)?;
+        }
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| Error::Store(format!("migrating job store at {display_url}: {e}")))?;
+        Ok(JobStore {
+            pool,
+            backend,
+            display_url,
+        })
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL with the password masked.
+    pub fn display_url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// Checks that the store answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// `sqlite://PATH?mode=rwc` for a file path.
+pub fn sqlite_url(path: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// Creates the SQLite file when missing, unless the URL says otherwise.
+fn with_sqlite_defaults(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_string()
+    }
+}
+
+pub(crate) fn store_err(e: sqlx::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls() {
+        assert_eq!(
+            sqlite_path("sqlite:///var/lib/gpuq/jobs.db?mode=rwc"),
+            Some("/var/lib/gpuq/jobs.db".into())
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(with_sqlite_defaults("sqlite:///a.db"), "sqlite:///a.db?mode=rwc");
+        assert_eq!(
+            with_sqlite_defaults("sqlite:///a.db?mode=ro"),
+            "sqlite:///a.db?mode=ro"
+        );
+        assert!(JobStore::default_url().ends_with("gpuq/jobs.db?mode=rwc"));
+    }
+}

@@ -1,0 +1,91 @@
+//! Drains the outbox stream into the job store.
+//!
+//! Order of operations per batch: read the oldest entries, commit them to the store in one
+//! transaction, then delete them from the stream. A crash after the commit replays the
+//! batch, which the store ignores (idempotent by entry id). A store outage leaves the
+//! entries in Redis: the queue keeps running, and they are written when the store returns.
+
+use common::queue::RedisQueue;
+use common::store::JobStore;
+use common::{Backoff, Result};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Entries read and committed per round trip.
+pub const BATCH: usize = 1000;
+
+/// Writes one batch. Returns the number of outbox entries handled (0 when it was empty).
+pub async fn drain_once(queue: &RedisQueue, store: &JobStore, batch: usize) -> Result<usize> {
+    let events = queue.read_outbox(batch).await?;
+    if events.is_empty() {
+        return Ok(0);
+    }
+    // Jobs new to the store whose enqueue is not in this batch: take their spec from Redis.
+    let mut ids: Vec<String> = events
+        .iter()
+        .filter(|e| e.spec.is_none())
+        .map(|e| e.job.to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let mut specs = HashMap::new();
+    if !ids.is_empty() {
+        let missing = store.missing(&ids).await?;
+        for (id, spec) in missing.iter().zip(queue.specs(&missing).await?) {
+            if let Some(spec) = spec {
+                specs.insert(id.clone(), spec);
+            }
+        }
+    }
+    store.apply(&events, &specs).await?;
+    queue.ack_outbox(&events).await?;
+    Ok(events.len())
+}
+
+/// Drains until the outbox is empty.
+pub async fn drain_all(queue: &RedisQueue, store: &JobStore) -> Result<usize> {
+    let mut total = 0;
+    loop {
+        match drain_once(queue, store, BATCH).await? {
+            0 => return Ok(total),
+            n => total += n,
+        }
+    }
+}
+
+/// Runs until `shutdown`: drains whenever there is something, otherwise checks every
+/// `idle`; on failure backs off and says how much is waiting.
+pub async fn drain_loop(queue: RedisQueue, store: JobStore, idle: Duration, shutdown: CancellationToken) {
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut failures = 0u32;
+    loop {
+        let pause = match drain_once(&queue, &store, BATCH).await {
+            Ok(n) => {
+                if failures > 0 {
+                    tracing::info!(after_failures = failures, "job store writes resumed");
+                    failures = 0;
+                }
+                if n == BATCH {
+                    continue;
+                }
+                idle
+            }
+            Err(e) => {
+                failures += 1;
+                let waiting = queue.outbox_len().await.ok();
+                tracing::warn!(error = %e, failures, waiting = ?waiting, store = store.display_url(),
+                    "cannot write transitions to the job store; they wait in the Redis outbox");
+                backoff.jittered(failures)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    // Leave as little as possible behind on a clean stop.
+    if let Err(e) = drain_all(&queue, &store).await {
+        tracing::warn!(error = %e, "final drain failed; the outbox keeps the rest");
+    }
+}

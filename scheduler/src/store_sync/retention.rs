@@ -1,0 +1,59 @@
+//! Retention: finished jobs leave Redis after a while (the store keeps them), and the
+//! store forgets jobs past its own retention, if one is set.
+
+use common::now_ms;
+use common::queue::RedisQueue;
+use common::store::JobStore;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long each kind of record is kept; zero keeps forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub redis: Duration,
+    pub store: Duration,
+}
+
+/// One pass: returns (removed from Redis, removed from the store).
+pub async fn run_once(queue: &RedisQueue, store: &JobStore, keep: Retention) -> common::Result<(usize, u64)> {
+    let now = now_ms();
+    let mut from_redis = 0;
+    if !keep.redis.is_zero() {
+        let cutoff = now.saturating_sub(keep.redis.as_millis() as u64);
+        loop {
+            let n = queue.expire_finished(cutoff, 500).await?;
+            from_redis += n;
+            if n < 500 {
+                break;
+            }
+        }
+    }
+    let mut from_store = 0;
+    if !keep.store.is_zero() {
+        from_store = store
+            .purge_finished_before(now.saturating_sub(keep.store.as_millis() as u64))
+            .await?;
+    }
+    Ok((from_redis, from_store))
+}
+
+pub async fn retention_loop(
+    queue: RedisQueue,
+    store: JobStore,
+    keep: Retention,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match run_once(&queue, &store, keep).await {
+            Ok((0, 0)) => {}
+            Ok((r, s)) => tracing::info!(from_redis = r, from_store = s, "retention removed finished jobs"),
+            Err(e) => tracing::warn!(error = %e, "retention pass failed; retrying next time"),
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! The job store, over both backends: every test runs once on SQLite and once on
+//! PostgreSQL (a fresh database each).
+
+use crate::support::{sh, stderr, wait_for, PrivateRedis, TestEnv};
+use common::queue::{Outcome, RedisQueue};
+use common::store::JobStore;
+use common::{JobId, JobSpec, JobState, ListFilter, Priority, WorkerId, WorkerInfo};
+use scheduler::store_sync::{drain::drain_all, reconcile::reconcile};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Generates `NAME::sqlite` and `NAME::postgres` tests calling `NAME(url)`.
+macro_rules! over_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() {
+                let path = std::env::temp_dir().join(format!("gpuq-store-{}.db", uuid::Uuid::new_v4().simple()));
+                super::$name(&common::store::sqlite_url(&path)).await;
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() {
+                let db = crate::support::TestDatabase::postgres().await;
+                super::$name(&db.url).await;
+            }
+        }
+    )*};
+}
+
+over_both_stores!(
+    migrations_run_on_an_empty_database,
+    success_is_recorded_in_order,
+    failure_retry_and_dead_letter_are_recorded,
+    cancellations_are_recorded,
+    replayed_outbox_entries_change_nothing,
+    a_redis_wipe_is_repaired_by_reconcile,
+    a_sigkilled_worker_leaves_a_consistent_history,
+    concurrent_workers_and_drainers_keep_one_row_per_job,
+    finished_jobs_leave_redis_but_not_the_store,
+);
+
+fn spec(name: &str, p: Priority) -> JobSpec {
+    let mut s = JobSpec::new(name, "research", vec!["true".into()]);
+    s.priority = p;
+    s
+}
+
+async fn live_worker(queue: &RedisQueue) -> WorkerId {
+    let w = WorkerId::generate("store-test");
+    let info = WorkerInfo {
+        id: w.to_string(),
+        host: "t".into(),
+        pid: 1,
+        started_at: 0,
+        version: "t".into(),
+        launcher: "t".into(),
+        concurrency: 1,
+        jobs: vec![],
+        draining: false,
+    };
+    queue.heartbeat(&info, Duration::from_secs(60)).await.unwrap();
+    w
+}
+
+fn states(events: &[common::JobEvent]) -> Vec<&'static str> {
+    events.iter().map(|e| e.state.as_str()).collect()
+}
+
+async fn migrations_run_on_an_empty_database(url: &str) {
+    let store = JobStore::open(url).await.unwrap();
+    assert_eq!(store.counts().await.unwrap(), (0, 0));
+    store.close().await;
+    let again = JobStore::open(url).await.unwrap();
+    assert_eq!(
+        again.counts().await.unwrap(),
+        (0, 0),
+        "migrating twice is a no-op"
+    );
+}
+
+async fn success_is_recorded_in_order(url: &str) {
+    let env = TestEnv::new().await;
+    let store = JobStore::open(url).await.unwrap();
+    let id = env
+        .queue
+        .enqueue_batch(vec![spec("ok", Priority::Urgent)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let w = live_worker(&env.queue).await;
+    env.queue.claim(&w).await.unwrap().unwrap();
+    env.queue.finish(&w, &id, &Outcome::Succeeded).await.unwrap();
+    assert_eq!(drain_all(&env.queue, &store).await.unwrap(), 3);
+    assert_eq!(
+        env.queue.outbox_len().await.unwrap(),
+        0,
+        "drained entries leave the outbox"
+    );
+
+    let rec = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.attempt, rec.priority),
+        (JobState::Succeeded, 1, Priority::Urgent)
+    );
+    assert_eq!(rec.spec.name, "ok");
+    assert_eq!(rec.worker.as_deref(), Some(w.as_str()));
+    assert!(rec.started_at.is_some() && rec.finished_at >= rec.started_at);
+    assert_eq!(states(&rec.events), ["queued", "running", "succeeded"]);
+    // The store's history is the same as Redis's, transition for transition.
+    assert_eq!(rec.events, env.record(&id).await.events);
+}
+
+async fn failure_retry_and_dead_letter_are_recorded(url: &str) {
+    let env = TestEnv::new().await;
+    let store = JobStore::open(url).await.unwrap();
+    let mut s = spec("flaky", Priority::Normal);
+    s.max_attempts = 2;
+    let id = env.queue.enqueue_batch(vec![s]).await.unwrap().ids.remove(0);
+    let w = live_worker(&env.queue).await;
+    let fail = Outcome::Failed {
+        exit_code: Some(7),
+        reason: "exited with code 7".into(),
+        retry_after: Duration::ZERO,
+    };
+    env.queue.claim(&w).await.unwrap().unwrap();
+    env.queue.finish(&w, &id, &fail).await.unwrap();
+    drain_all(&env.queue, &store).await.unwrap();
+    assert_eq!(store.get(&id).await.unwrap().unwrap().state, JobState::Retrying);
+
+    env.queue.claim(&w).await.unwrap().unwrap();
+    env.queue.finish(&w, &id, &fail).await.unwrap();
+    drain_all(&env.queue, &store).await.unwrap();
+    let rec = store.get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.attempt, rec.exit_code),
+        (JobState::Dead, 2, Some(7))
+    );
+    assert_eq!(rec.reason.as_deref(), Some("exited with code 7"));
+    assert_eq!(
+        states(&rec.events),
+        ["queued", "running", "failed", "retrying", "queued", "running", "failed", "dead"]
+    );
+
+    env.queue.retry(&id).await.unwrap();
+    drain_all(&env.queue, &store).await.unwrap();
+    let rec = store.get(&id).await.unwrap().unwrap();
+    assert_eq!((rec.state, rec.attempt_limit), (JobState::Queued, 4));
+}
+
+async fn cancellations_are_recorded(url: &str) {
+    let env = TestEnv::new().await;
+    let store = JobStore::open(url).await.unwrap();
+    let ids = env
+        .queue
+        .enqueue_batch(vec![
+            spec("running", Priority::Normal),
+            spec("queued", Priority::Normal),
+        ])
+        .await
+        .unwrap()
+        .ids;
+    let w = live_worker(&env.queue).await;
+    env.queue.claim(&w).await.unwrap().unwrap();
+    env.queue.cancel(&ids[1], "operator").await.unwrap();
+    env.queue.cancel(&ids[0], "operator").await.unwrap();
+    env.queue.finish(&w, &ids[0], &Outcome::Cancelled).await.unwrap();
+    drain_all(&env.queue, &store).await.unwrap();
+    let running = store.get(&ids[0]).await.unwrap().unwrap();
+    let queued = store.get(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(states(&running.events), ["queued", "running", "cancelled"]);
+    assert_eq!(states(&queued.events), ["queued", "cancelled"]);
+    assert_eq!(queued.reason.as_deref(), Some("operator"));
+    assert!(running.finished_at.is_some() && queued.finished_at.is_some());
+}
+
+async fn replayed_outbox_entries_change_nothing(url: &str) {
+    // `serve` killed after committing a batch but before deleting it from the outbox.
+    let env = TestEnv::new().await;
+    let store = JobStore::open(url).await.unwrap();
+    let specs: Vec<JobSpec> = (0..20)
+        .map(|i| spec(&format!("j{i}"), Priority::Background))
+        .collect();
+    env.queue.enqueue_batch(specs).await.unwrap();
+    let w = live_worker(&env.queue).await;
+    let first = env.queue.claim(&w).await.unwrap().unwrap();
+    env.queue
+        .finish(&w, &first.id, &Outcome::Succeeded)
+        .await
+        .unwrap();
+    let batch = env.queue.read_outbox(1000).await.unwrap();
+    assert_eq!(store.apply(&batch, &Default::default()).await.unwrap(), 22);
+    let before = store.counts().await.unwrap();
+    // Replaying the whole batch, then an older part of it after newer state: no change.
+    drain_all(&env.queue, &store).await.unwrap();
+    store.apply(&batch[..5], &Default::default()).await.unwrap();
+    assert_eq!(store.counts().await.unwrap(), before);
+    assert_eq!(before, (20, 22));
+    assert_eq!(
+        store.get(&first.id).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
+
+async fn a_redis_wipe_is_repaired_by_reconcile(url: &str) {
+    let redis = PrivateRedis::start().await;
+    let queue = RedisQueue::connect(&redis.url, "wipe").await.unwrap();
+    let store = JobStore::open(url).await.unwrap();
+    let mut expected: [Vec<String>; 3] = Default::default();
+    let mut specs = Vec::new();
+    for i in 0..30 {
+        let p = Priority::ALL[(i * 5) % 3];
+        let mut s = spec(&format!("w{i}"), p);
+        s.id = Some(format!("wipe-{i:02}").parse().unwrap());
+        specs.push(s);
+        expected[(i * 5) % 3].push(format!("wipe-{i:02}"));
+    }
+    // Half in one batch, half one by one, so FIFO spans batches.
+    let rest = specs.split_off(15);
+    queue.enqueue_batch(specs).await.unwrap();
+    for s in rest {
+        queue.enqueue_batch(vec![s]).await.unwrap();
+    }
+    // One job is running when Redis is wiped: its lease goes with the wipe, so it must
+    // come back too (at the head: it was the oldest urgent job).
+    let w = live_worker(&queue).await;
+    let running = queue.claim(&w).await.unwrap().unwrap();
+    assert_eq!(running.id.as_str(), expected[0][0]);
+    drain_all(&queue, &store).await.unwrap();
+
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    assert_eq!(queue.status().await.unwrap().queued(), 0);
+
+    let report = reconcile(&queue, &store).await.unwrap();
+    assert_eq!(report.restored, 30);
+    assert_eq!(
+        reconcile(&queue, &store).await.unwrap().restored,
+        0,
+        "reconcile is idempotent"
+    );
+    let w = live_worker(&queue).await;
+    let mut order = Vec::new();
+    while let Some(job) = queue.claim(&w).await.unwrap() {
+        order.push(job.id.to_string());
+    }
+    assert_eq!(
+        order,
+        expected.concat(),
+        "every job is back, in priority then FIFO order"
+    );
+    let rec = queue.get(&running.id).await.unwrap().unwrap();
+    assert_eq!(rec.attempt, 2, "the attempt lost with the wipe counts");
+}
+
+async fn a_sigkilled_worker_leaves_a_consistent_history(url: &str) {
+    let env = TestEnv::with_store(url).await;
+    let _serve = env.serve();
+    let marker = env.path("started");
+    let script = format!(
+        "if [ -e {m} ]; then exit 0; fi; touch {m}; exec sleep 120",
+        m = marker.display()
+    );
+    let id = env
+        .queue
+        .enqueue_batch(vec![sh("victim", &script)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let mut doomed = env.worker(&[]);
+    wait_for("the first attempt", LONG, || async {
+        marker.exists().then_some(())
+    })
+    .await;
+    doomed.kill();
+    let _rescuer = env.worker(&[]);
+    env.wait_state(&id, JobState::Succeeded, LONG).await;
+
+    let store = JobStore::open(url).await.unwrap();
+    let rec = wait_for("the store to catch up", LONG, || async {
+        store
+            .get(&id)
+            .await
+            .unwrap()
+            .filter(|r| r.state == JobState::Succeeded)
+    })
+    .await;
+    assert_eq!(
+        states(&rec.events),
+        ["queued", "running", "queued", "running", "succeeded"]
+    );
+    assert!(rec.events[2]
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("heartbeat expired"));
+    assert_eq!(rec.attempt, 2);
+    assert_eq!(rec.events, env.record(&id).await.events);
+}
+
+async fn concurrent_workers_and_drainers_keep_one_row_per_job(url: &str) {
+    let env = TestEnv::with_store(url).await;
+    let _drainers = [env.serve(), env.serve()];
+    let _workers: Vec<_> = (0..3).map(|_| env.worker(&["--concurrency", "8"])).collect();
+    let specs: Vec<JobSpec> = (0..60)
+        .map(|i| {
+            let mut s = sh(&format!("c{i}"), if i % 4 == 0 { "exit 3" } else { "true" });
+            s.max_attempts = 2;
+            s
+        })
+        .collect();
+    let ids = env.queue.enqueue_batch(specs).await.unwrap().ids;
+    for (i, id) in ids.iter().enumerate() {
+        let want = if i % 4 == 0 {
+            JobState::Dead
+        } else {
+            JobState::Succeeded
+        };
+        env.wait_state(id, want, LONG).await;
+    }
+    let store = JobStore::open(url).await.unwrap();
+    wait_for("the outbox to drain", LONG, || async {
+        (env.queue.outbox_len().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    let mut redis_events = 0;
+    for id in &ids {
+        let live = env.record(id).await;
+        let stored = store.get(id).await.unwrap().unwrap();
+        assert_eq!((stored.state, stored.attempt), (live.state, live.attempt));
+        assert_eq!(stored.events, live.events, "complete history for {id}");
+        redis_events += live.events.len() as u64;
+    }
+    assert_eq!(store.counts().await.unwrap(), (60, redis_events));
+}
+
+async fn finished_jobs_leave_redis_but_not_the_store(url: &str) {
+    let env = TestEnv::with_store(url).await;
+    let store = JobStore::open(url).await.unwrap();
+    let mut a = spec("a", Priority::Normal);
+    a.team = "vision".into();
+    a.id = Some("keep-a".parse().unwrap());
+    let mut b = spec("b", Priority::Urgent);
+    b.id = Some("keep-b".parse().unwrap());
+    env.queue.enqueue_batch(vec![a, b]).await.unwrap();
+    let w = live_worker(&env.queue).await;
+    for _ in 0..2 {
+        let job = env.queue.claim(&w).await.unwrap().unwrap();
+        env.queue.finish(&w, &job.id, &Outcome::Succeeded).await.unwrap();
+    }
+    // Not yet in the store: retention must not remove what only Redis holds.
+    assert_eq!(
+        env.queue
+            .expire_finished(common::now_ms() + 1, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    drain_all(&env.queue, &store).await.unwrap();
+    assert_eq!(
+        env.queue
+            .expire_finished(common::now_ms() + 1, 100)
+            .await
+            .unwrap(),
+        2
+    );
+    let id: JobId = "keep-a".parse().unwrap();
+    assert!(env.queue.get(&id).await.unwrap().is_none(), "gone from Redis");
+
+    let out = env.scheduler(&["show", "keep-a", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (shown["state"].as_str(), shown["events"].as_array().unwrap().len()),
+        (Some("succeeded"), 3)
+    );
+
+    let list = |args: &[&str]| -> Vec<String> {
+        let mut full = vec!["list", "--json"];
+        full.extend_from_slice(args);
+        let out = env.scheduler(&full);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(list(&["--team", "vision"]), ["keep-a"]);
+    assert_eq!(list(&["--priority", "p0", "--state", "succeeded"]), ["keep-b"]);
+    assert_eq!(list(&["--since", "1h"]).len(), 2);
+    assert!(list(&["--until", "1h"]).is_empty());
+    assert_eq!(
+        list(&["--limit", "1"]).len() + list(&["--limit", "1", "--offset", "1"]).len(),
+        2
+    );
+    let filter = ListFilter {
+        model_type: Some("generic".into()),
+        limit: 10,
+        ..ListFilter::default()
+    };
+    assert_eq!(store.list(&filter).await.unwrap().len(), 2);
+
+    // Store retention is its own setting.
+    assert_eq!(
+        store.purge_finished_before(common::now_ms() + 1).await.unwrap(),
+        2
+    );
+    assert_eq!(store.counts().await.unwrap(), (0, 0));
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_named_with_its_password_masked() {
+    let env = TestEnv::with_store("postgres://gpuq:s3cret@127.0.0.1:1/jobs").await;
+    let out = env.scheduler(&["serve"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot open job store at postgres://gpuq:***@127.0.0.1:1/jobs"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    let out = TestEnv::with_store("mysql://x@h/db")
+        .await
+        .scheduler(&["reconcile"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_keeps_working_while_the_store_is_down_and_nothing_is_lost() {
+    let db = crate::support::TestDatabase::postgres().await;
+    let server = db
+        .url
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let link = crate::support::FaultyLink::to(&server).await;
+    let via_link = db.url.replace(&server, &format!("127.0.0.1:{}", link.port));
+    let env = TestEnv::with_store(&via_link).await;
+    let serve = env.serve();
+    let _worker = env.worker(&["--concurrency", "4"]);
+    let store = JobStore::open(&db.url).await.unwrap();
+
+    let before = env
+        .queue
+        .enqueue_batch((0..5).map(|i| sh(&format!("b{i}"), "true")).collect())
+        .await
+        .unwrap()
+        .ids;
+    wait_for("the store to record the first jobs", LONG, || async {
+        (store.counts().await.unwrap().0 == 5).then_some(())
+    })
+    .await;
+
+    link.cut();
+    let during = env
+        .queue
+        .enqueue_batch((0..10).map(|i| sh(&format!("d{i}"), "true")).collect())
+        .await
+        .unwrap()
+        .ids;
+    for id in during.iter().chain(&before) {
+        env.wait_state(id, JobState::Succeeded, LONG).await;
+    }
+    assert!(
+        env.queue.outbox_len().await.unwrap() >= 30,
+        "transitions wait in the outbox"
+    );
+    wait_for("the outage to be reported", LONG, || async {
+        serve
+            .log()
+            .contains("cannot write transitions to the job store")
+            .then_some(())
+    })
+    .await;
+
+    link.restore();
+    wait_for("the outbox to drain after the outage", LONG, || async {
+        (env.queue.outbox_len().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    assert!(serve.log().contains("job store writes resumed"));
+    for id in during.iter().chain(&before) {
+        let rec = store.get(id).await.unwrap().unwrap();
+        assert_eq!(states(&rec.events), ["queued", "running", "succeeded"], "{id}");
+    }
+    assert_eq!(store.counts().await.unwrap(), (15, 45));
+}
