@@ -1,0 +1,297 @@
+//! The manifests agree with the product (ports, env, grace periods, priorities) and with each
+//! other (the KEDA alternative scales exactly like the HPA; the adapter serves what the HPA
+//! reads).
+
+use k8s::hpa::Hpa;
+use k8s::manifest::{at, find, str_at};
+use serde_yaml::Value;
+
+fn worker() -> Value {
+    find("base/worker.yaml", "Deployment", "gpuq-worker").unwrap()
+}
+
+fn container(deployment: &Value) -> &Value {
+    at(deployment, &["spec", "template", "spec", "containers", "0"]).expect("a container")
+}
+
+/// The literal value of an env var of a container.
+fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    let vars = at(container, &["env"])?.as_sequence()?;
+    vars.iter()
+        .find(|v| str_at(v, &["name"]) == Some(name))
+        .and_then(|v| str_at(v, &["value"]))
+}
+
+/// The secret and key an env var of a container is read from.
+fn secret_ref<'a>(container: &'a Value, name: &str) -> Option<(&'a str, &'a str)> {
+    let vars = at(container, &["env"])?.as_sequence()?;
+    let var = vars.iter().find(|v| str_at(v, &["name"]) == Some(name))?;
+    Some((
+        str_at(var, &["valueFrom", "secretKeyRef", "name"])?,
+        str_at(var, &["valueFrom", "secretKeyRef", "key"])?,
+    ))
+}
+
+/// Seconds in a Go-style duration as the worker's flags take it ("25s", "2m").
+fn seconds(duration: &str) -> u64 {
+    let (number, unit) = duration.split_at(duration.len() - 1);
+    let n: u64 = number.parse().unwrap_or_else(|_| panic!("duration {duration:?}"));
+    match unit {
+        "s" => n,
+        "m" => n * 60,
+        _ => panic!("duration {duration:?}"),
+    }
+}
+
+fn number(value: Option<&Value>) -> f64 {
+    match value {
+        Some(Value::Number(n)) => n.as_f64().unwrap(),
+        Some(Value::String(s)) => s.parse().unwrap(),
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+#[test]
+fn the_worker_is_killed_only_after_its_graceful_shutdown() {
+    let deployment = worker();
+    let worker = container(&deployment);
+    let grace = seconds(env(worker, "GPUQ_GRACE_PERIOD").unwrap());
+    let kill_grace = seconds(env(worker, "GPUQ_KILL_GRACE").unwrap());
+    let termination = at(
+        &deployment,
+        &["spec", "template", "spec", "terminationGracePeriodSeconds"],
+    );
+    let termination = termination.and_then(Value::as_u64).unwrap();
+    assert_eq!((grace, kill_grace), (25, 5));
+    // A margin for the hand-back to reach Redis: at least 5 s.
+    assert!(
+        termination >= grace + kill_grace + 5,
+        "{termination} s for {grace} + {kill_grace} s of shutdown"
+    );
+}
+
+#[test]
+fn the_worker_is_configured_as_the_product_expects() {
+    let deployment = worker();
+    let worker = container(&deployment);
+    assert_eq!(secret_ref(worker, "REDIS_URL"), Some(("gpuq-redis", "url")));
+    assert_eq!(env(worker, "GPUQ_NAMESPACE"), Some("gpuq"));
+    assert_eq!(env(worker, "GPUQ_LAUNCHER"), Some("kube"));
+    assert_eq!(env(worker, "GPUQ_LOG_FORMAT"), Some("json"));
+    assert_eq!(env(worker, "GPUQ_HEARTBEAT_INTERVAL").map(seconds), Some(10));
+    assert_eq!(env(worker, "GPUQ_HEARTBEAT_TTL").map(seconds), Some(30));
+    assert_eq!(env(worker, "GPUQ_METRICS_ADDR"), Some("0.0.0.0:9091"));
+    assert_eq!(
+        str_at(&deployment, &["spec", "template", "spec", "serviceAccountName"]),
+        Some("gpuq-worker")
+    );
+}
+
+#[test]
+fn the_worker_probes_its_metrics_port() {
+    let deployment = worker();
+    let worker = container(&deployment);
+    assert_eq!(str_at(worker, &["ports", "0", "name"]), Some("metrics"));
+    assert_eq!(
+        at(worker, &["ports", "0", "containerPort"]).and_then(Value::as_u64),
+        Some(9091)
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(str_at(worker, &[probe, "httpGet", "path"]), Some(path), "{probe}");
+        assert_eq!(
+            str_at(worker, &[probe, "httpGet", "port"]),
+            Some("metrics"),
+            "{probe}"
+        );
+    }
+}
+
+#[test]
+fn the_scheduler_serves_http_on_8080() {
+    let deployment = find("base/scheduler.yaml", "Deployment", "gpuq-scheduler").unwrap();
+    let scheduler = container(&deployment);
+    assert_eq!(at(scheduler, &["args"]), Some(&Value::from(vec!["serve"])));
+    assert_eq!(secret_ref(scheduler, "REDIS_URL"), Some(("gpuq-redis", "url")));
+    assert_eq!(str_at(scheduler, &["ports", "0", "name"]), Some("http"));
+    assert_eq!(
+        at(scheduler, &["ports", "0", "containerPort"]).and_then(Value::as_u64),
+        Some(8080)
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(
+            str_at(scheduler, &[probe, "httpGet", "path"]),
+            Some(path),
+            "{probe}"
+        );
+    }
+    let service = find("base/scheduler.yaml", "Service", "gpuq-scheduler").unwrap();
+    assert_eq!(str_at(&service, &["spec", "ports", "0", "name"]), Some("http"));
+    assert_eq!(
+        at(&service, &["spec", "ports", "0", "port"]).and_then(Value::as_u64),
+        Some(8080)
+    );
+    assert_eq!(
+        at(&service, &["spec", "selector"]),
+        at(&deployment, &["spec", "selector", "matchLabels"]),
+        "the Service selects the scheduler's pods"
+    );
+}
+
+#[test]
+fn the_hpa_owns_the_worker_replica_count() {
+    let hpa = find("base/hpa.yaml", "HorizontalPodAutoscaler", "gpuq-worker").unwrap();
+    assert_eq!(
+        str_at(&hpa, &["spec", "scaleTargetRef", "kind"]),
+        Some("Deployment")
+    );
+    assert_eq!(
+        str_at(&hpa, &["spec", "scaleTargetRef", "name"]),
+        Some("gpuq-worker")
+    );
+    // A replicas field would reset the pool on every `kubectl apply`.
+    assert_eq!(at(&worker(), &["spec", "replicas"]), None);
+}
+
+#[test]
+fn priority_classes_follow_the_job_priorities() {
+    let expected = [
+        ("gpuq-urgent", 1000, "PreemptLowerPriority"),
+        ("gpuq-normal", 100, "Never"),
+        ("gpuq-background", 10, "Never"),
+    ];
+    for (name, value, preemption) in expected {
+        let class = find("base/priorityclasses.yaml", "PriorityClass", name).unwrap();
+        assert_eq!(
+            at(&class, &["value"]).and_then(Value::as_u64),
+            Some(value),
+            "{name}"
+        );
+        assert_eq!(str_at(&class, &["preemptionPolicy"]), Some(preemption), "{name}");
+        assert_eq!(
+            at(&class, &["globalDefault"]).and_then(Value::as_bool),
+            Some(false),
+            "{name}"
+        );
+    }
+    // gpuq's own pods outrank every training pod, so training never preempts its supervisor.
+    let control = find("base/priorityclasses.yaml", "PriorityClass", "gpuq-control").unwrap();
+    assert!(at(&control, &["value"]).and_then(Value::as_u64).unwrap() > 1000);
+}
+
+#[test]
+fn the_quota_caps_gpus_cpu_memory_and_pods() {
+    let quota = find("base/quota.yaml", "ResourceQuota", "gpuq-compute").unwrap();
+    for resource in [
+        "requests.nvidia.com/gpu",
+        "requests.cpu",
+        "requests.memory",
+        "pods",
+    ] {
+        assert!(at(&quota, &["spec", "hard", resource]).is_some(), "{resource}");
+    }
+    let limits = find("base/quota.yaml", "LimitRange", "gpuq-container-defaults").unwrap();
+    let container = at(&limits, &["spec", "limits", "0"]).unwrap();
+    assert_eq!(str_at(container, &["type"]), Some("Container"));
+    for default in ["default", "defaultRequest"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                at(container, &[default, resource]).is_some(),
+                "{default}.{resource}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_keda_scaled_object_scales_like_the_hpa() {
+    let hpa = find("base/hpa.yaml", "HorizontalPodAutoscaler", "gpuq-worker").unwrap();
+    let model = Hpa::worker().unwrap();
+    let so = find("components/keda/scaledobject.yaml", "ScaledObject", "gpuq-worker").unwrap();
+    let spec = at(&so, &["spec"]).unwrap();
+
+    assert_eq!(str_at(spec, &["scaleTargetRef", "name"]), Some("gpuq-worker"));
+    assert_eq!(
+        at(spec, &["minReplicaCount"]).and_then(Value::as_u64),
+        Some(model.min_replicas.into())
+    );
+    assert_eq!(
+        at(spec, &["maxReplicaCount"]).and_then(Value::as_u64),
+        Some(model.max_replicas.into())
+    );
+    assert_eq!(
+        at(spec, &["advanced", "horizontalPodAutoscalerConfig", "behavior"]),
+        at(&hpa, &["spec", "behavior"]),
+        "the same scaling behaviour"
+    );
+
+    // One trigger per priority list, summed into one metric with the HPA's per-worker target.
+    let worker = worker();
+    let namespace = env(container(&worker), "GPUQ_NAMESPACE").unwrap();
+    let triggers = at(spec, &["triggers"]).and_then(Value::as_sequence).unwrap();
+    let mut names = Vec::new();
+    for (priority, trigger) in ["p0", "p1", "p2"].iter().zip(triggers) {
+        assert_eq!(str_at(trigger, &["type"]), Some("redis"));
+        assert_eq!(
+            str_at(trigger, &["metadata", "listName"]),
+            Some(format!("{{{namespace}}}:queue:{priority}").as_str())
+        );
+        assert_eq!(
+            number(at(trigger, &["metadata", "listLength"])),
+            model.target_average_value
+        );
+        assert_eq!(
+            str_at(trigger, &["authenticationRef", "name"]),
+            Some("gpuq-redis")
+        );
+        names.push(str_at(trigger, &["name"]).unwrap());
+    }
+    assert_eq!(triggers.len(), 3);
+    let modifiers = at(spec, &["advanced", "scalingModifiers"]).unwrap();
+    assert_eq!(str_at(modifiers, &["formula"]), Some(names.join(" + ").as_str()));
+    assert_eq!(number(at(modifiers, &["target"])), model.target_average_value);
+    assert_eq!(str_at(modifiers, &["metricType"]), Some("AverageValue"));
+
+    // The credentials come from the Secret the worker reads its REDIS_URL from.
+    let auth = find(
+        "components/keda/triggerauthentication.yaml",
+        "TriggerAuthentication",
+        "gpuq-redis",
+    )
+    .unwrap();
+    let refs = at(&auth, &["spec", "secretTargetRef"])
+        .and_then(Value::as_sequence)
+        .unwrap();
+    let (secret, _) = secret_ref(container(&worker), "REDIS_URL").unwrap();
+    assert!(refs.iter().all(|r| str_at(r, &["name"]) == Some(secret)));
+    assert!(refs.iter().any(|r| str_at(r, &["parameter"]) == Some("address")));
+}
+
+#[test]
+fn the_adapter_rule_serves_the_metric_the_hpa_reads() {
+    let model = Hpa::worker().unwrap();
+    let config_map = find(
+        "prometheus-adapter/configmap.yaml",
+        "ConfigMap",
+        "prometheus-adapter",
+    )
+    .unwrap();
+    let config: Value = serde_yaml::from_str(str_at(&config_map, &["data", "config.yaml"]).unwrap()).unwrap();
+    let rules = at(&config, &["externalRules"])
+        .and_then(Value::as_sequence)
+        .unwrap();
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    assert_eq!(str_at(rule, &["name", "as"]), Some(model.metric_name.as_str()));
+    assert!(str_at(rule, &["seriesQuery"])
+        .unwrap()
+        .starts_with(&model.metric_name));
+    let query = str_at(rule, &["metricsQuery"]).unwrap();
+    assert!(
+        query.starts_with("sum by (namespace)"),
+        "sums over the priorities: {query}"
+    );
+    assert!(
+        query.contains("max by (namespace, priority)"),
+        "de-duplicates scheduler replicas: {query}"
+    );
+}
