@@ -1,0 +1,1 @@
+//! Cost engine (being written).
