@@ -62,6 +62,9 @@ pub fn parse_args<T: clap::Parser>() -> T {
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
+    /// JSON when stderr is not a terminal and the process runs in a container
+    /// (Kubernetes sets KUBERNETES_SERVICE_HOST; Docker leaves /.dockerenv), else text.
+    Auto,
     /// Human-readable lines.
     Text,
     /// One JSON object per line, for log collectors.
@@ -76,9 +79,23 @@ pub fn init_telemetry(format: LogFormat, default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let json = match format {
+        LogFormat::Auto => {
+            use std::io::IsTerminal;
+            let in_container = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+                || std::path::Path::new("/.dockerenv").exists();
+            !std::io::stderr().is_terminal() && in_container
+        }
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+    };
+    let _ = match json {
+        false => builder.try_init(),
+        true => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }
 

@@ -18,6 +18,8 @@ mod backoff;
 pub mod cli;
 mod client;
 mod error;
+#[cfg(feature = "cli")]
+pub mod http;
 mod id;
 mod priority;
 pub mod queue;

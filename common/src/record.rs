@@ -70,6 +70,12 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// The record with secret-looking environment values masked (see [`JobSpec::redacted`]).
+    pub fn redacted(mut self) -> Self {
+        self.spec = self.spec.redacted();
+        self
+    }
+
     /// Decodes the fields of a job hash.
     pub(crate) fn from_hash(id: JobId, mut h: HashMap<String, String>) -> Result<Self> {
         let corrupt = |what: &str| Error::Corrupt(format!("job {id}: {what}"));

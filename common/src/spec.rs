@@ -212,6 +212,29 @@ impl JobSpec {
         Ok(spec)
     }
 
+    /// A copy for display: values of environment variables whose names suggest a secret
+    /// (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, `*CREDENTIAL*`, `*AUTH*`) become `***`.
+    /// The job itself still gets the real values.
+    pub fn redacted(&self) -> JobSpec {
+        const MARKERS: [&str; 7] = [
+            "TOKEN",
+            "SECRET",
+            "PASSWORD",
+            "PASSWD",
+            "KEY",
+            "CREDENTIAL",
+            "AUTH",
+        ];
+        let mut copy = self.clone();
+        for (k, v) in copy.env.iter_mut() {
+            let upper = k.to_ascii_uppercase();
+            if MARKERS.iter().any(|m| upper.contains(m)) {
+                *v = "***".into();
+            }
+        }
+        copy
+    }
+
     /// Checks the values serde cannot: ranges, emptiness, safe names.
     pub fn validate(&self) -> Result<(), SpecError> {
         let bad = |field: &str, msg: String| Err(SpecError::new(field, msg));
@@ -390,6 +413,19 @@ mod tests {
         assert!(e.to_string().contains("unknown field `colour`"), "{e}");
         let e = JobSpec::from_json("{not json").unwrap_err();
         assert!(e.to_string().starts_with("invalid job spec"), "{e}");
+    }
+
+    #[test]
+    fn redacts_secret_looking_env() {
+        let mut s = JobSpec::from_json(GOOD).unwrap();
+        s.env.insert("HF_TOKEN".into(), "abc".into());
+        s.env.insert("db_password".into(), "pw".into());
+        s.env.insert("LR".into(), "0.1".into());
+        let r = s.redacted();
+        assert_eq!(r.env["HF_TOKEN"], "***");
+        assert_eq!(r.env["db_password"], "***");
+        assert_eq!(r.env["LR"], "0.1");
+        assert_eq!(s.env["HF_TOKEN"], "abc", "the original keeps the real value");
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub struct Cli {
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Log format (logs go to stderr).
-    #[arg(long, env = "GPUQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(long, env = "GPUQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -209,6 +209,9 @@ pub struct ServeArgs {
     /// Succeeded and cancelled jobs leave Redis this long after they end (0 keeps them).
     #[arg(long, env = "GPUQ_REDIS_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub redis_retention: Duration,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "GPUQ_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: Option<String>,
     /// Finished jobs leave the job store this long after they end (0 keeps them forever).
     #[arg(long, env = "GPUQ_STORE_RETENTION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub store_retention: Duration,

@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod error;
 mod format;
+pub mod metrics;
 pub mod serve;
 pub mod store_sync;
 

@@ -1,32 +1,54 @@
 //! `scheduler serve`: the long-running loops that look after the queue.
 //!
 //! Workers also reap and promote, so the queue keeps working while `serve` is down;
-//! `serve` makes recovery and retries prompt when no worker is idle to notice, and it
-//! is the one process that writes the job store (from the outbox).
+//! `serve` makes recovery and retries prompt when no worker is idle to notice, it is the
+//! one process that writes the job store (from the outbox), and it serves the pool-wide
+//! metrics the autoscaler reads.
 
 use crate::cli::ServeArgs;
+use crate::metrics::ServeMetrics;
 use crate::store_sync::{drain, reconcile, retention};
+use crate::{CliError, CliResult};
 use common::queue::RedisQueue;
 use common::store::JobStore;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Reconciles once, then runs the reaper, the retry promoter, the outbox drainer and
-/// retention until `shutdown` fires.
-pub async fn run(queue: RedisQueue, store: JobStore, args: ServeArgs, shutdown: CancellationToken) {
-    tracing::info!(store = store.display_url(), promote = ?args.promote_interval, reap = ?args.reap_interval, "scheduler serving");
-    match reconcile::reconcile(&queue, &store).await {
+/// Reconciles once, then runs the reaper, the retry promoter, the outbox drainer,
+/// retention and the HTTP endpoints until `shutdown` fires.
+pub async fn run(
+    queue: RedisQueue,
+    store: JobStore,
+    args: ServeArgs,
+    shutdown: CancellationToken,
+) -> CliResult<()> {
+    let metrics = Arc::new(ServeMetrics::new());
+    let listener = match &args.listen {
+        Some(addr) => Some(common::http::bind(addr).await.map_err(CliError::Infra)?),
+        None => None,
+    };
+    tracing::info!(store = store.display_url(), listen = ?args.listen, "scheduler serving");
+    match reconcile::reconcile(&queue, &store, Some(&metrics)).await {
         Ok(report) => tracing::info!(?report, "reconciled Redis and the job store"),
         Err(e) => {
             tracing::warn!(error = %e, "start-up reconciliation failed; run `scheduler reconcile` later")
         }
     }
     let tasks = TaskTracker::new();
+    if let Some(listener) = listener {
+        tasks.spawn(common::http::serve(
+            listener,
+            endpoints(&queue, &store, &metrics),
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(drain::drain_loop(
         queue.clone(),
         store.clone(),
         args.drain_interval,
+        metrics.clone(),
         shutdown.clone(),
     ));
     let keep = retention::Retention {
@@ -45,6 +67,28 @@ pub async fn run(queue: RedisQueue, store: JobStore, args: ServeArgs, shutdown: 
     tasks.wait().await;
     store.close().await;
     tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+/// /metrics reads the queue at scrape time; /readyz needs both Redis and the store.
+fn endpoints(queue: &RedisQueue, store: &JobStore, metrics: &Arc<ServeMetrics>) -> common::http::Endpoints {
+    let (q, m) = (queue.clone(), metrics.clone());
+    let (q2, s) = (queue.clone(), store.clone());
+    common::http::Endpoints {
+        metrics: Arc::new(move || {
+            let (q, m) = (q.clone(), m.clone());
+            Box::pin(async move { m.scrape(&q).await })
+        }),
+        ready: Arc::new(move || {
+            let (q, s) = (q2.clone(), s.clone());
+            Box::pin(async move {
+                q.ping().await.map_err(|e| format!("Redis: {e}"))?;
+                s.ping()
+                    .await
+                    .map_err(|e| format!("job store {}: {e}", s.display_url()))
+            })
+        }),
+    }
 }
 
 async fn housekeeping(queue: &RedisQueue, args: &ServeArgs, shutdown: &CancellationToken) {

@@ -70,3 +70,8 @@ ensure_postgres() {
   as_root su postgres -c "psql -qc \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null
   as_root su postgres -c "createdb test" 2>/dev/null || true
 }
+
+# promtool checks the metrics exposition and the alert rules (Debian's prometheus package).
+ensure_promtool() {
+  command -v promtool >/dev/null || apt_install prometheus
+}

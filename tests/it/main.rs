@@ -2,6 +2,7 @@
 //! The binaries must be built first: `cargo build --workspace --bins` (scripts/test does it).
 
 mod cli;
+mod observability;
 mod protocol;
 mod store;
 mod support;

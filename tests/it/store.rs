@@ -96,7 +96,7 @@ async fn success_is_recorded_in_order(url: &str) {
     let w = live_worker(&env.queue).await;
     env.queue.claim(&w).await.unwrap().unwrap();
     env.queue.finish(&w, &id, &Outcome::Succeeded).await.unwrap();
-    assert_eq!(drain_all(&env.queue, &store).await.unwrap(), 3);
+    assert_eq!(drain_all(&env.queue, &store, None).await.unwrap(), 3);
     assert_eq!(
         env.queue.outbox_len().await.unwrap(),
         0,
@@ -130,12 +130,12 @@ async fn failure_retry_and_dead_letter_are_recorded(url: &str) {
     };
     env.queue.claim(&w).await.unwrap().unwrap();
     env.queue.finish(&w, &id, &fail).await.unwrap();
-    drain_all(&env.queue, &store).await.unwrap();
+    drain_all(&env.queue, &store, None).await.unwrap();
     assert_eq!(store.get(&id).await.unwrap().unwrap().state, JobState::Retrying);
 
     env.queue.claim(&w).await.unwrap().unwrap();
     env.queue.finish(&w, &id, &fail).await.unwrap();
-    drain_all(&env.queue, &store).await.unwrap();
+    drain_all(&env.queue, &store, None).await.unwrap();
     let rec = store.get(&id).await.unwrap().unwrap();
     assert_eq!(
         (rec.state, rec.attempt, rec.exit_code),
@@ -148,7 +148,7 @@ async fn failure_retry_and_dead_letter_are_recorded(url: &str) {
     );
 
     env.queue.retry(&id).await.unwrap();
-    drain_all(&env.queue, &store).await.unwrap();
+    drain_all(&env.queue, &store, None).await.unwrap();
     let rec = store.get(&id).await.unwrap().unwrap();
     assert_eq!((rec.state, rec.attempt_limit), (JobState::Queued, 4));
 }
@@ -170,7 +170,7 @@ async fn cancellations_are_recorded(url: &str) {
     env.queue.cancel(&ids[1], "operator").await.unwrap();
     env.queue.cancel(&ids[0], "operator").await.unwrap();
     env.queue.finish(&w, &ids[0], &Outcome::Cancelled).await.unwrap();
-    drain_all(&env.queue, &store).await.unwrap();
+    drain_all(&env.queue, &store, None).await.unwrap();
     let running = store.get(&ids[0]).await.unwrap().unwrap();
     let queued = store.get(&ids[1]).await.unwrap().unwrap();
     assert_eq!(states(&running.events), ["queued", "running", "cancelled"]);
@@ -194,10 +194,10 @@ async fn replayed_outbox_entries_change_nothing(url: &str) {
         .await
         .unwrap();
     let batch = env.queue.read_outbox(1000).await.unwrap();
-    assert_eq!(store.apply(&batch, &Default::default()).await.unwrap(), 22);
+    assert_eq!(store.apply(&batch, &Default::default()).await.unwrap().len(), 22);
     let before = store.counts().await.unwrap();
     // Replaying the whole batch, then an older part of it after newer state: no change.
-    drain_all(&env.queue, &store).await.unwrap();
+    drain_all(&env.queue, &store, None).await.unwrap();
     store.apply(&batch[..5], &Default::default()).await.unwrap();
     assert_eq!(store.counts().await.unwrap(), before);
     assert_eq!(before, (20, 22));
@@ -231,17 +231,17 @@ async fn a_redis_wipe_is_repaired_by_reconcile(url: &str) {
     let w = live_worker(&queue).await;
     let running = queue.claim(&w).await.unwrap().unwrap();
     assert_eq!(running.id.as_str(), expected[0][0]);
-    drain_all(&queue, &store).await.unwrap();
+    drain_all(&queue, &store, None).await.unwrap();
 
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
     assert_eq!(queue.status().await.unwrap().queued(), 0);
 
-    let report = reconcile(&queue, &store).await.unwrap();
+    let report = reconcile(&queue, &store, None).await.unwrap();
     assert_eq!(report.restored, 30);
     assert_eq!(
-        reconcile(&queue, &store).await.unwrap().restored,
+        reconcile(&queue, &store, None).await.unwrap().restored,
         0,
         "reconcile is idempotent"
     );
@@ -363,7 +363,7 @@ async fn finished_jobs_leave_redis_but_not_the_store(url: &str) {
             .unwrap(),
         0
     );
-    drain_all(&env.queue, &store).await.unwrap();
+    drain_all(&env.queue, &store, None).await.unwrap();
     assert_eq!(
         env.queue
             .expire_finished(common::now_ms() + 1, 100)

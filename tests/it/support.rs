@@ -46,6 +46,10 @@ impl TestEnv {
 
     /// Starts `scheduler serve` on this namespace and store.
     pub(crate) fn serve(&self) -> WorkerProcess {
+        self.serve_with(&["--listen", &format!("127.0.0.1:{}", free_port())])
+    }
+
+    pub(crate) fn serve_with(&self, extra: &[&str]) -> WorkerProcess {
         let log = self.path(&format!("serve-{}.log", uuid::Uuid::new_v4().simple()));
         let child = Command::new(bin("scheduler"))
             .args([
@@ -57,6 +61,7 @@ impl TestEnv {
                 "--drain-interval",
                 "50ms",
             ])
+            .args(extra)
             .env("REDIS_URL", redis_url())
             .env("GPUQ_NAMESPACE", &self.ns)
             .env("DATABASE_URL", &self.database_url)
@@ -124,6 +129,7 @@ impl TestEnv {
             ])
             .arg("--work-dir")
             .arg(self.path("work"))
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
             .args(extra)
             .env("REDIS_URL", redis_url())
             .env("GPUQ_NAMESPACE", &self.ns)
@@ -420,4 +426,29 @@ impl Drop for FaultyLink {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A free TCP port on 127.0.0.1 (for a server the test starts next).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path` over plain HTTP/1.1; returns the status code and the body.
+pub(crate) async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
 }

@@ -29,6 +29,7 @@ pub(crate) struct AttemptDeps {
     pub(crate) launcher: Arc<dyn Launcher>,
     pub(crate) running: RunningJobs,
     pub(crate) settings: Arc<Settings>,
+    pub(crate) metrics: Arc<crate::metrics::WorkerMetrics>,
     /// Fired when the shutdown grace period is over: running attempts are stopped and
     /// their jobs handed back to the queue.
     pub(crate) hard_stop: CancellationToken,
@@ -42,6 +43,9 @@ pub(crate) async fn run(job: ClaimedJob, deps: Arc<AttemptDeps>, _permit: OwnedS
         tracing::info!(priority = %job.priority, name = %job.spec.name, "attempt started");
         let (sink, output) = OutputSink::start(deps.queue.clone(), job.id.clone());
         let result = supervise(&job, &deps, cancel, output).await;
+        if matches!(result, AttemptEnd::Finished(LaunchResult::Error(_))) {
+            deps.metrics.launcher_errors.inc();
+        }
         sink.finish().await;
         deps.running.remove(&job.id);
         report(&deps, &job, result).await;

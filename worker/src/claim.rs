@@ -29,7 +29,11 @@ pub(crate) async fn claim_loop(
             return;
         }
         // The claim itself is never abandoned half-way: its reply carries the lease.
-        match deps.queue.claim(&deps.worker).await {
+        let claimed = {
+            let _t = deps.metrics.time("claim");
+            deps.queue.claim(&deps.worker).await
+        };
+        match claimed {
             Ok(Some(job)) => {
                 failures = 0;
                 tracker.spawn(attempt::run(job, deps.clone(), permit));

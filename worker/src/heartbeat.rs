@@ -37,6 +37,7 @@ pub(crate) async fn heartbeat_loop(
     queue: RedisQueue,
     beat: Beat,
     settings: Arc<Settings>,
+    metrics: Arc<crate::metrics::WorkerMetrics>,
     stop: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(settings.heartbeat_interval);
@@ -46,7 +47,14 @@ pub(crate) async fn heartbeat_loop(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        match queue.heartbeat(&beat.snapshot(), settings.heartbeat_ttl).await {
+        let result = {
+            let _t = metrics.time("heartbeat");
+            queue.heartbeat(&beat.snapshot(), settings.heartbeat_ttl).await
+        };
+        if result.is_err() {
+            metrics.heartbeat_failures.inc();
+        }
+        match result {
             Ok(true) => {}
             Ok(false) => tracing::warn!(
                 "heartbeat had expired before this refresh; leases may have been recovered and those jobs may run twice"

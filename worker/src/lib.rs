@@ -9,6 +9,7 @@ mod attempt;
 mod claim;
 mod heartbeat;
 pub mod launch;
+mod metrics;
 mod output;
 mod report;
 mod running;
@@ -81,8 +82,11 @@ pub struct Config {
     /// Directory for job checkpoints (GPUQ_CHECKPOINT_DIR = WORK_DIR/JOB_ID/checkpoint).
     #[arg(long, env = "GPUQ_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, env = "GPUQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "GPUQ_METRICS_ADDR", default_value = "0.0.0.0:9091")]
+    pub metrics_addr: String,
+    /// Log format (auto: JSON when not on a terminal inside a container).
+    #[arg(long, env = "GPUQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 }
 
@@ -165,12 +169,22 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
     heartbeat::publish(&queue, &beat, &settings).await?;
     tracing::info!(worker = %worker, concurrency = config.concurrency, launcher = launcher.name(), "worker started");
 
+    let metrics = Arc::new(metrics::WorkerMetrics::new(config.concurrency));
+    let listener = common::http::bind(&config.metrics_addr)
+        .await
+        .map_err(common::Error::InvalidInput)?;
     let background = CancellationToken::new();
     let tasks = TaskTracker::new();
+    tasks.spawn(common::http::serve(
+        listener,
+        endpoints(&queue, &metrics, &running),
+        background.clone(),
+    ));
     tasks.spawn(heartbeat::heartbeat_loop(
         queue.clone(),
         beat,
         settings.clone(),
+        metrics.clone(),
         background.clone(),
     ));
     tasks.spawn(heartbeat::reaper_loop(
@@ -191,6 +205,7 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
         launcher,
         running: running.clone(),
         settings: settings.clone(),
+        metrics: metrics.clone(),
         hard_stop: CancellationToken::new(),
     });
     let slots = Arc::new(Semaphore::new(config.concurrency as usize));
@@ -219,4 +234,28 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
     }
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// /metrics renders this worker's registry (slots busy counted at scrape time);
+/// /readyz answers when Redis does.
+fn endpoints(
+    queue: &RedisQueue,
+    metrics: &Arc<metrics::WorkerMetrics>,
+    running: &running::RunningJobs,
+) -> common::http::Endpoints {
+    let (m, r) = (metrics.clone(), running.clone());
+    let q = queue.clone();
+    common::http::Endpoints {
+        metrics: Arc::new(move || {
+            let (m, r) = (m.clone(), r.clone());
+            Box::pin(async move {
+                m.slots_busy.set(r.ids().len() as i64);
+                common::http::render(&m.registry)
+            })
+        }),
+        ready: Arc::new(move || {
+            let q = q.clone();
+            Box::pin(async move { q.ping().await.map_err(|e| format!("Redis: {e}")) })
+        }),
+    }
 }

@@ -1,7 +1,7 @@
 //! Reporting an attempt's end to the queue, retried until Redis takes it.
 
 use crate::attempt::{AttemptDeps, AttemptEnd};
-use common::queue::{ClaimedJob, FinishState};
+use common::queue::{ClaimedJob, FinishState, Outcome};
 use common::Backoff;
 use std::time::Duration;
 
@@ -15,8 +15,12 @@ pub(crate) async fn report(deps: &AttemptDeps, job: &ClaimedJob, end: AttemptEnd
     let mut tries = 0;
     loop {
         let result = match &outcome {
-            Some(o) => deps.queue.finish(&deps.worker, &job.id, o).await,
+            Some(o) => {
+                let _t = deps.metrics.time("finish");
+                deps.queue.finish(&deps.worker, &job.id, o).await
+            }
             None => {
+                let _t = deps.metrics.time("release");
                 deps.queue
                     .release(&deps.worker, &job.id, "worker shutting down")
                     .await
@@ -25,9 +29,11 @@ pub(crate) async fn report(deps: &AttemptDeps, job: &ClaimedJob, end: AttemptEnd
         match result {
             Ok(FinishState::Moved(state)) => {
                 tracing::info!(%state, outcome = ?outcome, "attempt reported");
+                deps.metrics.count_outcome(outcome_label(outcome.as_ref()));
                 return;
             }
             Ok(FinishState::Stale) => {
+                deps.metrics.count_outcome("stale");
                 tracing::warn!(
                     "lease was lost (heartbeat expired); the job was recovered and this outcome is dropped"
                 );
@@ -45,5 +51,15 @@ pub(crate) async fn report(deps: &AttemptDeps, job: &ClaimedJob, end: AttemptEnd
                 }
             }
         }
+    }
+}
+
+fn outcome_label(outcome: Option<&Outcome>) -> &'static str {
+    match outcome {
+        Some(Outcome::Succeeded) => "succeeded",
+        Some(Outcome::Failed { .. }) => "failed",
+        Some(Outcome::Fatal { .. }) => "fatal",
+        Some(Outcome::Cancelled) => "cancelled",
+        None => "released",
     }
 }

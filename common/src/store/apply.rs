@@ -148,6 +148,51 @@ impl JobRow {
     }
 }
 
+/// A transition newly written to the store, with what metrics need to know about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedTransition {
+    /// State before, if known.
+    pub from: Option<JobState>,
+    /// State entered.
+    pub to: JobState,
+    /// The job's priority (`p0`..`p2`).
+    pub priority: String,
+    /// The job's model type.
+    pub model_type: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// For a start: how long the job had waited in its queue (ms).
+    pub wait_ms: Option<u64>,
+    /// For the end of an attempt: how long it ran (ms).
+    pub run_ms: Option<u64>,
+}
+
+impl AppliedTransition {
+    /// Describes `e` as applied to `row` (the row before the transition).
+    fn of(row: &JobRow, e: &OutboxEvent) -> Self {
+        let at = e.at as i64;
+        let wait_ms =
+            (e.to == JobState::Running && row.state == "queued").then(|| (at - row.updated_at).max(0) as u64);
+        let ended = matches!(
+            e.to,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Dead
+        );
+        let run_ms = (ended && e.from == Some(JobState::Running))
+            .then_some(row.started_at)
+            .flatten()
+            .map(|s| (at - s).max(0) as u64);
+        AppliedTransition {
+            from: e.from,
+            to: e.to,
+            priority: row.priority.clone(),
+            model_type: row.model_type.clone(),
+            attempt: e.attempt,
+            wait_ms,
+            run_ms,
+        }
+    }
+}
+
 impl JobStore {
     /// Ids among `ids` the store has no row for.
     pub async fn missing(&self, ids: &[String]) -> Result<Vec<String>> {
@@ -179,15 +224,20 @@ impl JobStore {
     /// `specs` supplies spec JSON for jobs the store has no row for and whose enqueue is
     /// not in the batch (read from Redis by the caller). Returns the number of history rows
     /// written (replayed entries are not counted).
-    pub async fn apply(&self, events: &[OutboxEvent], specs: &HashMap<String, String>) -> Result<u64> {
+    pub async fn apply(
+        &self,
+        events: &[OutboxEvent],
+        specs: &HashMap<String, String>,
+    ) -> Result<Vec<AppliedTransition>> {
         if events.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut ids: Vec<String> = events.iter().map(|e| e.job.to_string()).collect();
         ids.sort();
         ids.dedup();
         let mut rows = self.rows(&ids).await?;
         let mut touched: Vec<String> = Vec::new();
+        let mut transitions: Vec<(String, AppliedTransition)> = Vec::with_capacity(events.len());
         for e in events {
             let key = e.job.as_str();
             if !rows.contains_key(key) {
@@ -203,6 +253,7 @@ impl JobStore {
                 }
             }
             let row = rows.get_mut(key).expect("inserted above");
+            transitions.push((e.event_id.clone(), AppliedTransition::of(row, e)));
             row.apply(e);
             if !touched.iter().any(|t| t == key) {
                 touched.push(key.to_string());
@@ -210,15 +261,19 @@ impl JobStore {
         }
 
         let mut tx = self.pool.begin().await.map_err(store_err)?;
-        let mut written = 0;
+        let mut new_ids = std::collections::HashSet::new();
         for chunk in events.chunks(HISTORY_CHUNK) {
-            written += insert_history(&mut tx, chunk).await?;
+            new_ids.extend(insert_history(&mut tx, chunk).await?);
         }
         for id in &touched {
             upsert(&mut tx, &rows[id]).await?;
         }
         tx.commit().await.map_err(store_err)?;
-        Ok(written)
+        Ok(transitions
+            .into_iter()
+            .filter(|(id, _)| new_ids.contains(id))
+            .map(|(_, t)| t)
+            .collect())
     }
 
     /// Records jobs straight from their current Redis record (reconciliation of jobs the
@@ -254,7 +309,11 @@ impl JobStore {
     }
 }
 
-async fn insert_history(tx: &mut sqlx::Transaction<'_, sqlx::Any>, chunk: &[OutboxEvent]) -> Result<u64> {
+/// Returns the entry ids that were new (replays are skipped by the primary key).
+async fn insert_history(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    chunk: &[OutboxEvent],
+) -> Result<Vec<String>> {
     let mut sql = String::from(
         "INSERT INTO job_history (event_id, event_ms, event_seq, job_id, from_state, to_state, at, attempt, \
          worker, detail, exit_code) VALUES ",
@@ -266,7 +325,7 @@ async fn insert_history(tx: &mut sqlx::Transaction<'_, sqlx::Any>, chunk: &[Outb
         }
         sql.push_str(&format!("({})", row.join(", ")));
     }
-    sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
+    sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
     let mut q = sqlx::query(&sql);
     for e in chunk {
         q = q
@@ -282,7 +341,10 @@ async fn insert_history(tx: &mut sqlx::Transaction<'_, sqlx::Any>, chunk: &[Outb
             .bind(e.detail.as_deref())
             .bind(e.code.map(i64::from));
     }
-    Ok(q.execute(&mut **tx).await.map_err(store_err)?.rows_affected())
+    let rows = q.fetch_all(&mut **tx).await.map_err(store_err)?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>("event_id").map_err(store_err))
+        .collect()
 }
 
 /// Inserts or moves a job row forward; a row already past this transition is left alone.

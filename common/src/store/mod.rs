@@ -13,6 +13,8 @@
 mod apply;
 mod read;
 
+pub use apply::AppliedTransition;
+
 use crate::queue::mask_url;
 use crate::{Error, Result};
 use sqlx::any::AnyPoolOptions;

@@ -54,6 +54,7 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs, shutdown: CancellationToken)
         drain_interval: Duration::from_millis(100),
         redis_retention: Duration::ZERO,
         store_retention: Duration::ZERO,
+        listen: None,
     };
     let store = crate::open_store(&common::store::sqlite_url(&scratch.join("jobs.db"))).await?;
     let serve = tokio::spawn(crate::serve::run(queue.clone(), store, serve_args, loops.clone()));

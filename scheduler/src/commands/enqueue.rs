@@ -43,7 +43,7 @@ pub(crate) async fn enqueue(queue: &RedisQueue, a: EnqueueArgs) -> CliResult<()>
     let report = queue.enqueue_batch(vec![spec]).await?;
     let id = &report.ids[0];
     if a.json {
-        let record = queue.get(id).await?;
+        let record = queue.get(id).await?.map(common::JobRecord::redacted);
         print_json(&serde_json::json!({ "created": report.created == 1, "job": record }));
     } else if report.created == 1 {
         println!("{id}");

@@ -41,7 +41,8 @@ pub(crate) async fn show(queue: &RedisQueue, store_url: &str, a: ShowArgs) -> Cl
             .get(&a.id)
             .await?
             .ok_or_else(|| Error::NotFound(a.id.clone()))?,
-    };
+    }
+    .redacted();
     if a.json {
         print_json(&record);
         return Ok(());
@@ -136,7 +137,12 @@ pub(crate) async fn list(queue: &RedisQueue, store_url: &str, a: ListArgs) -> Cl
     }
     let mut jobs: Vec<JobRecord> = by_id.into_values().filter(|r| filter.matches(r)).collect();
     jobs.sort_by(|a, b| (b.enqueued_at, &b.id).cmp(&(a.enqueued_at, &a.id)));
-    let jobs: Vec<JobRecord> = jobs.into_iter().skip(filter.offset).take(filter.limit).collect();
+    let jobs: Vec<JobRecord> = jobs
+        .into_iter()
+        .skip(filter.offset)
+        .take(filter.limit)
+        .map(JobRecord::redacted)
+        .collect();
     if a.json {
         print_json(&jobs);
         return Ok(());

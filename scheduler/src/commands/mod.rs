@@ -29,12 +29,11 @@ pub(crate) async fn dispatch(
         Command::Workers(a) => status::workers(&queue, a.json).await,
         Command::Serve(a) => {
             let store = crate::open_store(&store_url).await?;
-            crate::serve::run(queue, store, a, shutdown).await;
-            Ok(())
+            crate::serve::run(queue, store, a, shutdown).await
         }
         Command::Reconcile(a) => {
             let store = crate::open_store(&store_url).await?;
-            let report = crate::store_sync::reconcile::reconcile(&queue, &store).await?;
+            let report = crate::store_sync::reconcile::reconcile(&queue, &store, None).await?;
             if a.json {
                 crate::format::print_json(&report);
             } else {

@@ -14,7 +14,10 @@ pub(crate) async fn status(queue: &RedisQueue, json: bool) -> CliResult<()> {
             limit: 20,
             ..ListFilter::default()
         })
-        .await?;
+        .await?
+        .into_iter()
+        .map(common::JobRecord::redacted)
+        .collect::<Vec<_>>();
     if json {
         print_json(&serde_json::json!({ "queue": status, "running_jobs": running }));
         return Ok(());

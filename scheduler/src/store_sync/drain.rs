@@ -5,6 +5,7 @@
 //! batch, which the store ignores (idempotent by entry id). A store outage leaves the
 //! entries in Redis: the queue keeps running, and they are written when the store returns.
 
+use crate::metrics::ServeMetrics;
 use common::queue::RedisQueue;
 use common::store::JobStore;
 use common::{Backoff, Result};
@@ -16,7 +17,13 @@ use tokio_util::sync::CancellationToken;
 pub const BATCH: usize = 1000;
 
 /// Writes one batch. Returns the number of outbox entries handled (0 when it was empty).
-pub async fn drain_once(queue: &RedisQueue, store: &JobStore, batch: usize) -> Result<usize> {
+/// Transitions new to the store are counted in `metrics`.
+pub async fn drain_once(
+    queue: &RedisQueue,
+    store: &JobStore,
+    batch: usize,
+    metrics: Option<&ServeMetrics>,
+) -> Result<usize> {
     let events = queue.read_outbox(batch).await?;
     if events.is_empty() {
         return Ok(0);
@@ -38,16 +45,25 @@ pub async fn drain_once(queue: &RedisQueue, store: &JobStore, batch: usize) -> R
             }
         }
     }
-    store.apply(&events, &specs).await?;
+    let applied = store.apply(&events, &specs).await?;
+    if let Some(m) = metrics {
+        for t in &applied {
+            m.observe(t);
+        }
+    }
     queue.ack_outbox(&events).await?;
     Ok(events.len())
 }
 
 /// Drains until the outbox is empty.
-pub async fn drain_all(queue: &RedisQueue, store: &JobStore) -> Result<usize> {
+pub async fn drain_all(
+    queue: &RedisQueue,
+    store: &JobStore,
+    metrics: Option<&ServeMetrics>,
+) -> Result<usize> {
     let mut total = 0;
     loop {
-        match drain_once(queue, store, BATCH).await? {
+        match drain_once(queue, store, BATCH, metrics).await? {
             0 => return Ok(total),
             n => total += n,
         }
@@ -56,11 +72,17 @@ pub async fn drain_all(queue: &RedisQueue, store: &JobStore) -> Result<usize> {
 
 /// Runs until `shutdown`: drains whenever there is something, otherwise checks every
 /// `idle`; on failure backs off and says how much is waiting.
-pub async fn drain_loop(queue: RedisQueue, store: JobStore, idle: Duration, shutdown: CancellationToken) {
+pub async fn drain_loop(
+    queue: RedisQueue,
+    store: JobStore,
+    idle: Duration,
+    metrics: std::sync::Arc<ServeMetrics>,
+    shutdown: CancellationToken,
+) {
     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut failures = 0u32;
     loop {
-        let pause = match drain_once(&queue, &store, BATCH).await {
+        let pause = match drain_once(&queue, &store, BATCH, Some(&metrics)).await {
             Ok(n) => {
                 if failures > 0 {
                     tracing::info!(after_failures = failures, "job store writes resumed");
@@ -73,6 +95,7 @@ pub async fn drain_loop(queue: RedisQueue, store: JobStore, idle: Duration, shut
             }
             Err(e) => {
                 failures += 1;
+                metrics.store_write_failures.inc();
                 let waiting = queue.outbox_len().await.ok();
                 tracing::warn!(error = %e, failures, waiting = ?waiting, store = store.display_url(),
                     "cannot write transitions to the job store; they wait in the Redis outbox");
@@ -85,7 +108,7 @@ pub async fn drain_loop(queue: RedisQueue, store: JobStore, idle: Duration, shut
         }
     }
     // Leave as little as possible behind on a clean stop.
-    if let Err(e) = drain_all(&queue, &store).await {
+    if let Err(e) = drain_all(&queue, &store, Some(&metrics)).await {
         tracing::warn!(error = %e, "final drain failed; the outbox keeps the rest");
     }
 }

@@ -9,6 +9,7 @@
 //!    job Redis holds.
 
 use super::drain::drain_all;
+use crate::metrics::ServeMetrics;
 use common::queue::RedisQueue;
 use common::store::JobStore;
 use common::Result;
@@ -28,8 +29,13 @@ pub struct Report {
     pub restored: usize,
 }
 
-pub async fn reconcile(queue: &RedisQueue, store: &JobStore) -> Result<Report> {
-    let drained = drain_all(queue, store).await?;
+/// Runs the three steps; transitions drained on the way are counted in `metrics`.
+pub async fn reconcile(
+    queue: &RedisQueue,
+    store: &JobStore,
+    metrics: Option<&ServeMetrics>,
+) -> Result<Report> {
+    let drained = drain_all(queue, store, metrics).await?;
     let mut recorded = 0;
     for chunk in queue.job_ids().await?.chunks(500) {
         for id in store.missing(chunk).await? {
@@ -48,7 +54,7 @@ pub async fn reconcile(queue: &RedisQueue, store: &JobStore) -> Result<Report> {
         restored += queue.restore(chunk).await?;
     }
     // The restores themselves are transitions: record them too.
-    drain_all(queue, store).await?;
+    drain_all(queue, store, metrics).await?;
     Ok(Report {
         drained,
         recorded,

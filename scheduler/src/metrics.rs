@@ -1,0 +1,248 @@
+//! Pool-wide metrics, served by `scheduler serve` on /metrics.
+//!
+//! Gauges are read from Redis at scrape time (queue depth per priority is the HPA's input).
+//! Counters and histograms are fed by the outbox drainer, which sees every transition
+//! exactly once per store write: replayed outbox entries are not counted again.
+//! Label values come from fixed sets (priority, outcome) or bounded ones (model type);
+//! never a job id.
+
+use common::queue::{QueueStatus, RedisQueue};
+use common::store::AppliedTransition;
+use common::{now_ms, JobState};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use std::sync::atomic::AtomicU64;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PriorityLabel {
+    priority: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    priority: String,
+    model_type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FinishLabels {
+    priority: String,
+    model_type: String,
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SlotLabel {
+    state: &'static str,
+}
+
+/// Everything `serve` exports.
+pub struct ServeMetrics {
+    registry: Registry,
+    queued: Family<PriorityLabel, Gauge>,
+    oldest_age: Family<PriorityLabel, Gauge<f64, AtomicU64>>,
+    running: Gauge,
+    retrying: Gauge,
+    dead: Gauge,
+    workers: Gauge,
+    slots: Family<SlotLabel, Gauge>,
+    outbox: Gauge,
+    enqueued: Family<JobLabels, Counter>,
+    started: Family<JobLabels, Counter>,
+    finished: Family<FinishLabels, Counter>,
+    attempts_failed: Family<JobLabels, Counter>,
+    wait: Family<PriorityLabel, Histogram>,
+    run: Family<OutcomeLabel, Histogram>,
+    attempts: Family<OutcomeLabel, Histogram>,
+    /// Failed attempts to write the job store (each retried).
+    pub store_write_failures: Counter,
+}
+
+impl Default for ServeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServeMetrics {
+    /// Registers every metric under the `gpuq_` prefix.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("gpuq");
+        let m = ServeMetrics {
+            registry: Registry::default(),
+            queued: Family::default(),
+            oldest_age: Family::default(),
+            running: Gauge::default(),
+            retrying: Gauge::default(),
+            dead: Gauge::default(),
+            workers: Gauge::default(),
+            slots: Family::default(),
+            outbox: Gauge::default(),
+            enqueued: Family::default(),
+            started: Family::default(),
+            finished: Family::default(),
+            attempts_failed: Family::default(),
+            // 1 s .. ~9 h: training jobs wait and run for a long time.
+            wait: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 3.0, 14))),
+            run: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 3.0, 12))),
+            attempts: Family::new_with_constructor(|| Histogram::new([1.0, 2.0, 3.0, 5.0, 10.0])),
+            store_write_failures: Counter::default(),
+        };
+        r.register(
+            "jobs_queued",
+            "Jobs waiting in each priority list",
+            m.queued.clone(),
+        );
+        r.register_with_unit(
+            "oldest_queued_job_age",
+            "Age of the job at the head of each priority list",
+            Unit::Seconds,
+            m.oldest_age.clone(),
+        );
+        r.register("jobs_running", "Jobs held by workers", m.running.clone());
+        r.register(
+            "jobs_retrying",
+            "Jobs waiting out a retry backoff",
+            m.retrying.clone(),
+        );
+        r.register("jobs_dead", "Jobs in the dead-letter list", m.dead.clone());
+        r.register("workers_live", "Workers with a live heartbeat", m.workers.clone());
+        r.register(
+            "worker_slots",
+            "Worker slots by state (busy, free)",
+            m.slots.clone(),
+        );
+        r.register(
+            "outbox_pending",
+            "Transitions not yet written to the job store",
+            m.outbox.clone(),
+        );
+        r.register("jobs_enqueued", "Jobs enqueued", m.enqueued.clone());
+        r.register("jobs_started", "Attempts started", m.started.clone());
+        r.register(
+            "jobs_finished",
+            "Jobs that reached a final state, by outcome",
+            m.finished.clone(),
+        );
+        r.register(
+            "attempts_failed",
+            "Attempts that failed",
+            m.attempts_failed.clone(),
+        );
+        r.register_with_unit(
+            "job_wait",
+            "Time from queued to started",
+            Unit::Seconds,
+            m.wait.clone(),
+        );
+        r.register_with_unit(
+            "job_run",
+            "Run time of attempts, by how they ended",
+            Unit::Seconds,
+            m.run.clone(),
+        );
+        r.register(
+            "job_attempts",
+            "Attempts a job took, by final outcome",
+            m.attempts.clone(),
+        );
+        r.register(
+            "store_write_failures",
+            "Failed writes to the job store",
+            m.store_write_failures.clone(),
+        );
+        ServeMetrics { registry: r, ..m }
+    }
+
+    /// Counts one transition written to the store.
+    pub fn observe(&self, t: &AppliedTransition) {
+        let job = JobLabels {
+            priority: t.priority.clone(),
+            model_type: t.model_type.clone(),
+        };
+        match t.to {
+            JobState::Queued if t.from.is_none() && t.attempt == 0 => {
+                self.enqueued.get_or_create(&job).inc();
+            }
+            JobState::Running => {
+                self.started.get_or_create(&job).inc();
+                if let Some(ms) = t.wait_ms {
+                    let p = PriorityLabel {
+                        priority: t.priority.clone(),
+                    };
+                    self.wait.get_or_create(&p).observe(ms as f64 / 1000.0);
+                }
+            }
+            JobState::Failed => {
+                self.attempts_failed.get_or_create(&job).inc();
+            }
+            JobState::Succeeded | JobState::Cancelled | JobState::Dead => {
+                let outcome = t.to.to_string();
+                self.finished
+                    .get_or_create(&FinishLabels {
+                        priority: t.priority.clone(),
+                        model_type: t.model_type.clone(),
+                        outcome: outcome.clone(),
+                    })
+                    .inc();
+                self.attempts
+                    .get_or_create(&OutcomeLabel { outcome })
+                    .observe(f64::from(t.attempt));
+            }
+            _ => {}
+        }
+        if let Some(ms) = t.run_ms {
+            let outcome = OutcomeLabel {
+                outcome: t.to.to_string(),
+            };
+            self.run.get_or_create(&outcome).observe(ms as f64 / 1000.0);
+        }
+    }
+
+    /// Sets the gauges from a queue snapshot.
+    pub fn set_status(&self, s: &QueueStatus) {
+        let now = now_ms();
+        for p in &s.priorities {
+            let label = PriorityLabel {
+                priority: p.priority.to_string(),
+            };
+            self.queued.get_or_create(&label).set(p.depth as i64);
+            let age = p
+                .oldest_enqueued_at
+                .map(|t| now.saturating_sub(t) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            self.oldest_age.get_or_create(&label).set(age);
+        }
+        let slots: u32 = s.workers.iter().map(|w| w.concurrency).sum();
+        self.running.set(s.running as i64);
+        self.retrying.set(s.retrying as i64);
+        self.dead.set(s.dead as i64);
+        self.workers.set(s.workers.len() as i64);
+        self.slots
+            .get_or_create(&SlotLabel { state: "busy" })
+            .set(s.running as i64);
+        self.slots
+            .get_or_create(&SlotLabel { state: "free" })
+            .set(i64::from(slots).saturating_sub(s.running as i64).max(0));
+        self.outbox.set(s.outbox as i64);
+    }
+
+    /// Reads the queue and renders everything; on a Redis failure the gauges keep their
+    /// last values and the failure is logged (a scrape must still answer).
+    pub async fn scrape(&self, queue: &RedisQueue) -> String {
+        match queue.status().await {
+            Ok(s) => self.set_status(&s),
+            Err(e) => tracing::warn!(error = %e, "metrics scrape could not read the queue"),
+        }
+        common::http::render(&self.registry)
+    }
+}
