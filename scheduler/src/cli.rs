@@ -38,8 +38,8 @@ pub enum Command {
     Show(ShowArgs),
     /// List jobs, newest first.
     List(ListArgs),
-    /// Queues, workers and running jobs at a glance.
-    Status(JsonArgs),
+    /// The dashboard: health, queues with ETAs, running jobs with progress, recent failures.
+    Status(StatusArgs),
     /// Live workers (from their heartbeats).
     Workers(JsonArgs),
     /// Bring a dead, failed or cancelled job back to its queue.
@@ -61,6 +61,17 @@ pub struct JsonArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Redraw in place every INTERVAL (default 2s) until interrupted.
+    #[arg(long, num_args = 0..=1, default_missing_value = "2s", value_parser = humantime::parse_duration)]
+    pub watch: Option<Duration>,
 }
 
 /// A job id argument.

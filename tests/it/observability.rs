@@ -198,3 +198,67 @@ async fn json_logs_carry_the_job_and_never_secrets() {
         "ordinary values are shown: {shown}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_shows_health_queues_running_jobs_and_failures() {
+    let env = TestEnv::new().await;
+    let mut broken = sh("broken", "echo boom >&2; exit 5");
+    broken.max_attempts = 1;
+    let mut trainer = JobSpec::new(
+        "trainer-run",
+        "vision",
+        vec![
+            bin("trainer").display().to_string(),
+            "--epoch-delay-ms".into(),
+            "400".into(),
+        ],
+    );
+    trainer.epochs = 50;
+    let ids = env.queue.enqueue_batch(vec![broken, trainer]).await.unwrap().ids;
+    let _w = env.worker(&["--concurrency", "2"]);
+    env.wait_state(&ids[0], JobState::Dead, LONG).await;
+    // The trainer reports progress; wait until an epoch has been seen.
+    wait_for("trainer progress", LONG, || async {
+        env.record(&ids[1])
+            .await
+            .progress
+            .filter(|p| p.starts_with("epoch "))
+    })
+    .await;
+    let queued = env
+        .queue
+        .enqueue_batch((0..3).map(|i| sh(&format!("q{i}"), "true")).collect())
+        .await
+        .unwrap();
+    assert_eq!(queued.created, 3);
+
+    let out = env.scheduler(&["status", "--json"]);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["health"]["redis_ok"], true);
+    assert_eq!(d["health"]["store_ok"], true);
+    assert_eq!(d["capacity"]["total"], 2);
+    assert_eq!(d["running"][0]["spec"]["name"], "trainer-run");
+    assert!(d["running"][0]["progress"].as_str().unwrap().ends_with("/50"));
+    assert_eq!(d["recent_failures"][0]["spec"]["name"], "broken");
+    assert_eq!(d["recent_failures"][0]["reason"], "exited with code 5");
+    assert!(
+        d["throughput_per_min"].as_f64().unwrap() > 0.0,
+        "the dead job counts as finished"
+    );
+
+    let text = crate::support::stdout(&env.scheduler(&["status"]));
+    for needle in [
+        "health     redis ok",
+        "store ok",
+        "slots busy",
+        "p1 normal",
+        "trainer-run",
+        "epoch ",
+        "broken",
+        "exited with code 5",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+    }
+    env.queue.cancel(&ids[1], "done with the test").await.unwrap();
+}

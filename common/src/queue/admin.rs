@@ -296,3 +296,38 @@ impl RedisQueue {
         Ok(keys.len())
     }
 }
+
+impl RedisQueue {
+    /// Jobs that reached a final state since `since_ms` (the pool's recent throughput).
+    pub async fn finished_since(&self, since_ms: u64) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        Ok(conn.zcount(self.keys.finished(), since_ms, "+inf").await?)
+    }
+
+    /// The latest failures: dead-lettered jobs among the last ended ones, and jobs waiting
+    /// to retry, newest first, at most `n`.
+    pub async fn recent_failures(&self, n: usize) -> Result<Vec<JobRecord>> {
+        let mut conn = self.conn().await?;
+        let mut ids: Vec<String> = conn.zrevrange(self.keys.delayed(), 0, n as isize - 1).await?;
+        let ended: Vec<String> = conn.zrevrange(self.keys.finished(), 0, 199).await?;
+        ids.extend(ended);
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.keys.job(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let mut out = Vec::new();
+        for (id, hash) in ids.into_iter().zip(hashes) {
+            if hash.is_empty() {
+                continue;
+            }
+            let rec = JobRecord::from_hash(id.parse().map_err(Error::Corrupt)?, hash)?;
+            if matches!(rec.state, JobState::Dead | JobState::Retrying) {
+                out.push(rec);
+            }
+        }
+        out.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        out.truncate(n);
+        Ok(out)
+    }
+}

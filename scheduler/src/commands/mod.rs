@@ -25,7 +25,7 @@ pub(crate) async fn dispatch(
         Command::List(a) => jobs::list(&queue, &store_url, a).await,
         Command::Retry(a) => jobs::retry(&queue, a).await,
         Command::Logs(a) => jobs::logs(&queue, a).await,
-        Command::Status(a) => status::status(&queue, a.json).await,
+        Command::Status(a) => status::status(&queue, &store_url, a.json, a.watch, &shutdown).await,
         Command::Workers(a) => status::workers(&queue, a.json).await,
         Command::Serve(a) => {
             let store = crate::open_store(&store_url).await?;
