@@ -326,7 +326,7 @@ impl RedisQueue {
                 out.push(rec);
             }
         }
-        out.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+        out.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
         out.truncate(n);
         Ok(out)
     }
