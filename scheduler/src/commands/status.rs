@@ -69,7 +69,7 @@ pub(crate) async fn status(
             if watch.is_some() {
                 print!("\x1b[H\x1b[2J");
             }
-            print!("{}", render(&d, &queue.keys().prefix().to_string()));
+            print!("{}", render(&d, queue.keys().prefix()));
         }
         let Some(every) = watch else { return Ok(()) };
         tokio::select! {
@@ -163,11 +163,7 @@ fn render(d: &Dashboard, prefix: &str) -> String {
         h.redis_ms,
         d.workers.len()
     );
-    let pct = if d.capacity.total > 0 {
-        100 * d.capacity.busy / d.capacity.total
-    } else {
-        0
-    };
+    let pct = (100 * d.capacity.busy).checked_div(d.capacity.total).unwrap_or(0);
     let _ = writeln!(
         o,
         "capacity   {} of {} slots busy ({pct}%)   throughput {:.1} jobs/min",
