@@ -1,5 +1,6 @@
-//! The claim loop: while a slot is free, take the most urgent job; when nothing is
-//! queued, block on Redis until an enqueue wakes us (no sleep-polling).
+//! The claim loop: while slots are free, take the most urgent jobs, as many as there
+//! are free slots in one round trip; when nothing is queued, block on Redis until an
+//! enqueue wakes us (no sleep-polling).
 
 use crate::attempt::{self, AttemptDeps};
 use common::Backoff;
@@ -21,26 +22,33 @@ pub(crate) async fn claim_loop(
     let mut failures = 0;
     let mut blocking = None;
     loop {
-        let permit = tokio::select! {
+        let first = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             _ = shutdown.cancelled() => return,
         };
         if shutdown.is_cancelled() {
             return;
         }
-        // The claim itself is never abandoned half-way: its reply carries the lease.
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        // The claim itself is never abandoned half-way: its reply carries the leases.
         let claimed = {
             let _t = deps.metrics.time("claim");
-            deps.queue.claim(&deps.worker).await
+            deps.queue.claim_many(&deps.worker, permits.len()).await
         };
         match claimed {
-            Ok(Some(job)) => {
+            Ok(jobs) if !jobs.is_empty() => {
                 failures = 0;
-                tracker.spawn(attempt::run(job, deps.clone(), permit));
+                // Unused permits go back to the semaphore when `permits` is dropped.
+                for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
+                    tracker.spawn(attempt::run(job, deps.clone(), permit));
+                }
                 continue;
             }
-            Ok(None) => {
-                drop(permit);
+            Ok(_) => {
+                drop(permits);
                 if blocking.is_none() {
                     blocking = deps
                         .queue
@@ -66,7 +74,7 @@ pub(crate) async fn claim_loop(
                 failures += 1;
             }
             Err(e) => {
-                drop(permit);
+                drop(permits);
                 failures += 1;
                 tracing::warn!(error = %e, failures, "claim failed; backing off");
             }

@@ -31,6 +31,8 @@ use tokio_util::task::TaskTracker;
 pub enum LauncherKind {
     /// A local child process per attempt (argv, no shell).
     Local,
+    /// A batch/v1 Job per attempt on Kubernetes (in-cluster config or kubeconfig).
+    Kube,
     /// Runs nothing and succeeds: for measuring the queue itself.
     Noop,
 }
@@ -82,6 +84,8 @@ pub struct Config {
     /// Directory for job checkpoints (GPUQ_CHECKPOINT_DIR = WORK_DIR/JOB_ID/checkpoint).
     #[arg(long, env = "GPUQ_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: launch::KubeArgs,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "GPUQ_METRICS_ADDR", default_value = "0.0.0.0:9091")]
     pub metrics_addr: String,
@@ -134,19 +138,45 @@ impl Config {
         }
     }
 
-    fn launcher(&self) -> Arc<dyn Launcher> {
-        match self.launcher {
+    async fn launcher(&self) -> Result<Arc<dyn Launcher>, Error> {
+        Ok(match self.launcher {
             LauncherKind::Local => Arc::new(LocalLauncher {
                 kill_grace: self.kill_grace,
             }),
+            LauncherKind::Kube => Arc::new(
+                launch::KubeLauncher::connect(self.kube.to_config())
+                    .await
+                    .map_err(|e| Error::Launcher(format!("cannot reach the Kubernetes API: {e}")))?,
+            ),
             LauncherKind::Noop => Arc::new(NoopLauncher),
+        })
+    }
+}
+
+/// Why a worker could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The queue (Redis) failed, or a setting was invalid.
+    #[error(transparent)]
+    Queue(#[from] common::Error),
+    /// The launcher could not be set up (e.g. the Kubernetes API is unreachable).
+    #[error("{0}")]
+    Launcher(String),
+}
+
+impl Error {
+    /// Process exit code: 2 for bad settings, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Queue(e) if e.is_bad_input() => 2,
+            _ => 1,
         }
     }
 }
 
 /// Runs the worker until `shutdown` fires, then drains: stop claiming, let running jobs
 /// finish within the grace period, stop and hand back the rest, stop heartbeats.
-pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken) -> common::Result<()> {
+pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken) -> Result<(), Error> {
     let settings = Arc::new(config.settings());
     let host = hostname::get()
         .map(|h| h.to_string_lossy().into_owned())
@@ -156,7 +186,7 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
         .clone()
         .map(WorkerId::from_raw)
         .unwrap_or_else(|| WorkerId::generate(&host));
-    let launcher = config.launcher();
+    let launcher = config.launcher().await?;
     let running = running::RunningJobs::default();
     let draining = Arc::new(AtomicBool::new(false));
     let beat = heartbeat::Beat {

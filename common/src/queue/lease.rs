@@ -64,25 +64,34 @@ impl RedisQueue {
     /// Atomically takes the most urgent queued job into `worker`'s in-flight hash,
     /// promoting due retries first. `None` when nothing is queued.
     pub async fn claim(&self, worker: &WorkerId) -> Result<Option<ClaimedJob>> {
+        Ok(self.claim_many(worker, 1).await?.pop())
+    }
+
+    /// Like [`claim`](Self::claim), for up to `max` jobs in one atomic step, in the order
+    /// they must start (strict priority, FIFO within one).
+    pub async fn claim_many(&self, worker: &WorkerId, max: usize) -> Result<Vec<ClaimedJob>> {
         let mut conn = self.conn().await?;
-        let reply: Option<(String, String, u32, String, u64, u32)> = scripts::CLAIM
+        let reply: Vec<(String, String, u32, String, u64, u32)> = scripts::CLAIM
             .key(self.keys.delayed())
             .arg(self.keys.prefix())
             .arg(worker.as_str())
+            .arg(max.max(1))
             .invoke_async(&mut conn)
             .await?;
-        let Some((id, spec, attempt, priority, enqueued_at, attempt_limit)) = reply else {
-            return Ok(None);
-        };
-        let corrupt = |e: String| Error::Corrupt(format!("claimed job {id}: {e}"));
-        Ok(Some(ClaimedJob {
-            spec: serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?,
-            id: id.parse().map_err(corrupt)?,
-            attempt,
-            attempt_limit,
-            priority: priority.parse().map_err(corrupt)?,
-            enqueued_at,
-        }))
+        reply
+            .into_iter()
+            .map(|(id, spec, attempt, priority, enqueued_at, attempt_limit)| {
+                let corrupt = |e: String| Error::Corrupt(format!("claimed job {id}: {e}"));
+                Ok(ClaimedJob {
+                    spec: serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?,
+                    id: id.parse().map_err(corrupt)?,
+                    attempt,
+                    attempt_limit,
+                    priority: priority.parse().map_err(corrupt)?,
+                    enqueued_at,
+                })
+            })
+            .collect()
     }
 
     /// Reports the end of an attempt and releases the lease.

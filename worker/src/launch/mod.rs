@@ -1,9 +1,11 @@
 //! Launchers run one attempt of a job somewhere: a local process, a Kubernetes pod, or
 //! nowhere at all (the no-op launcher that load tests use to measure the queue alone).
 
+mod kube;
 mod local;
 mod noop;
 
+pub use kube::{CheckpointVolume, KubeArgs, KubeConfig, KubeLauncher};
 pub use local::LocalLauncher;
 pub use noop::NoopLauncher;
 

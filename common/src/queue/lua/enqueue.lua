@@ -6,7 +6,10 @@
 -- Returns  { created_count, existing_id_1, existing_id_2, ... }
 local prefix = ARGV[1]
 local n = tonumber(ARGV[2])
-local ms = now_ms()
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Microseconds, kept for latency measurements (enqueue-to-start).
+local us = t[1] .. string.format('%06d', tonumber(t[2]))
 local created = 0
 local existing = {}
 for i = 0, n - 1 do
@@ -17,7 +20,7 @@ for i = 0, n - 1 do
     table.insert(existing, id)
   else
     redis.call('HSET', jk, 'schema', 'v1', 'spec', spec, 'state', 'queued', 'priority', pri,
-      'attempt', 0, 'attempt_limit', max, 'enqueued_at', ms, 'updated_at', ms)
+      'attempt', 0, 'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us, 'updated_at', ms)
     redis.call('RPUSH', prefix .. ':queue:' .. pri, id)
     redis.call('ZADD', KEYS[1], ms, id)
     event(prefix, id, '', 'queued', ms, 0, '', '', { spec = spec, priority = pri, limit = max })

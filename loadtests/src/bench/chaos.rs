@@ -1,0 +1,169 @@
+//! Chaos: short real jobs through worker processes while a driver SIGKILLs a random
+//! worker every second or two (starting a replacement) and once restarts Redis (AOF on).
+//! Afterwards every job must have succeeded, and jobs executed twice may be at most the
+//! jobs that were in flight at a kill.
+
+use crate::env::{Bench, PrivateRedis};
+use crate::report::Row;
+use anyhow::Result;
+use common::JobSpec;
+use redis::AsyncCommands;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What the driver saw.
+#[derive(Debug, Serialize)]
+pub(crate) struct ChaosReport {
+    pub(crate) jobs: usize,
+    pub(crate) succeeded: usize,
+    pub(crate) lost: usize,
+    pub(crate) duplicated: usize,
+    pub(crate) kills: usize,
+    pub(crate) in_flight_at_kills: usize,
+    pub(crate) redis_restarts: usize,
+    pub(crate) seconds: f64,
+}
+
+impl ChaosReport {
+    /// Nothing lost, and duplicates bounded by what was in flight when things died.
+    pub(crate) fn passed(&self) -> bool {
+        self.lost == 0 && self.duplicated <= self.in_flight_at_kills
+    }
+
+    pub(crate) fn rows(&self) -> Vec<Row> {
+        let case = format!(
+            "{} jobs, {} kills, {} Redis restart(s)",
+            self.jobs, self.kills, self.redis_restarts
+        );
+        vec![
+            Row::new("chaos", format!("{case}: lost"), self.lost as f64, "jobs"),
+            Row::new(
+                "chaos",
+                format!("{case}: duplicated"),
+                self.duplicated as f64,
+                "jobs",
+            )
+            .note(format!("bound: {} in flight at kills", self.in_flight_at_kills)),
+            Row::new("chaos", format!("{case}: took"), self.seconds, "s"),
+        ]
+    }
+}
+
+pub(crate) async fn run(
+    jobs: usize,
+    workers: usize,
+    restart_redis: bool,
+    limit: Duration,
+) -> Result<ChaosReport> {
+    let mut redis = PrivateRedis::start(true).await?;
+    let mut b = Bench::new(&redis.url, "chaos").await?;
+    let ran = b.dir.join("executions");
+    let script = format!("echo $GPUQ_JOB_ID >> {}", ran.display());
+    let mut ids = Vec::with_capacity(jobs);
+    for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
+        let specs: Vec<JobSpec> = chunk
+            .iter()
+            .map(|i| {
+                let mut s = JobSpec::new(
+                    format!("chaos-{i}"),
+                    "bench",
+                    vec!["sh".into(), "-c".into(), script.clone()],
+                );
+                s.max_attempts = 50;
+                s
+            })
+            .collect();
+        ids.extend(b.queue.enqueue_batch(specs).await?.ids);
+    }
+    let fast = [
+        "--heartbeat-interval",
+        "300ms",
+        "--heartbeat-ttl",
+        "1500ms",
+        "--idle-timeout",
+        "1s",
+    ];
+    let mut alive: Vec<(usize, String)> = Vec::new();
+    let mut next = 0;
+    let spawn = |b: &mut Bench, next: &mut usize| -> Result<(usize, String)> {
+        let id = format!("chaos-w{next}");
+        *next += 1;
+        let mut args = fast.to_vec();
+        args.extend(["--id", id.as_str()]);
+        Ok((b.worker("local", 8, &args)?, id))
+    };
+    for _ in 0..workers {
+        alive.push(spawn(&mut b, &mut next)?);
+    }
+    let started = Instant::now();
+    let (mut kills, mut in_flight, mut restarts) = (0, 0, 0);
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(std::process::id());
+    loop {
+        let done = finished(&b).await.unwrap_or(0);
+        if done >= jobs || started.elapsed() > limit {
+            break;
+        }
+        // Every 1 to 2 seconds, chosen at random.
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(1000 + seed % 1000)).await;
+        if restart_redis && restarts == 0 && done >= jobs / 2 {
+            in_flight += in_flight_total(&b).await.unwrap_or(0);
+            redis.restart().await?;
+            restarts += 1;
+            continue;
+        }
+        let victim = (seed % alive.len() as u64) as usize;
+        let (child, id) = alive.remove(victim);
+        in_flight += inflight_of(&b, &id).await.unwrap_or(0);
+        b.kill(child);
+        kills += 1;
+        alive.push(spawn(&mut b, &mut next)?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let client = redis::Client::open(redis.url.as_str())?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let mut succeeded = 0;
+    for id in &ids {
+        let state: Option<String> = con.hget(b.queue.keys().job(id), "state").await?;
+        if state.as_deref() == Some("succeeded") {
+            succeeded += 1;
+        }
+    }
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for line in std::fs::read_to_string(&ran).unwrap_or_default().lines() {
+        *counts.entry(line.to_string()).or_default() += 1;
+    }
+    let duplicated = counts.values().filter(|c| **c > 1).map(|c| c - 1).sum();
+    let report = ChaosReport {
+        jobs,
+        succeeded,
+        lost: jobs - succeeded,
+        duplicated,
+        kills,
+        in_flight_at_kills: in_flight,
+        redis_restarts: restarts,
+        seconds,
+    };
+    b.cleanup().await?;
+    drop(redis);
+    Ok(report)
+}
+
+async fn finished(b: &Bench) -> Result<usize> {
+    let n = b.queue.finished_since(0).await?;
+    Ok(n as usize)
+}
+
+async fn inflight_of(b: &Bench, worker: &str) -> Result<usize> {
+    let url = &b.url;
+    let client = redis::Client::open(url.as_str())?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    Ok(con.hlen(b.queue.keys().inflight(worker)).await?)
+}
+
+async fn in_flight_total(b: &Bench) -> Result<usize> {
+    Ok(b.queue.status().await?.running as usize)
+}

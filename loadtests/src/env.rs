@@ -1,0 +1,247 @@
+//! The bench's surroundings: a private namespace, the real binaries, Redis introspection.
+
+use anyhow::{bail, Context, Result};
+use common::queue::RedisQueue;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A namespace of its own on the Redis at `url`; its keys are removed on `cleanup`.
+pub(crate) struct Bench {
+    pub(crate) url: String,
+    pub(crate) ns: String,
+    pub(crate) queue: RedisQueue,
+    pub(crate) dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Bench {
+    pub(crate) async fn new(url: &str, label: &str) -> Result<Self> {
+        let ns = format!(
+            "bench-{label}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let queue = RedisQueue::open(url, &ns, 64)?;
+        queue.ping().await.with_context(|| format!("Redis at {url}"))?;
+        let dir = std::env::temp_dir().join(format!("gpuq-{ns}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Bench {
+            url: url.to_string(),
+            ns,
+            queue,
+            dir,
+            children: Vec::new(),
+        })
+    }
+
+    /// Starts a worker process; returns its index in `children`.
+    pub(crate) fn worker(&mut self, launcher: &str, concurrency: u32, extra: &[&str]) -> Result<usize> {
+        let log = std::fs::File::create(self.dir.join(format!("worker-{}.log", self.children.len())))?;
+        let child = Command::new(bin("worker")?)
+            .args(["--launcher", launcher, "--concurrency", &concurrency.to_string()])
+            .args(["--metrics-addr", "127.0.0.1:0", "--retry-backoff", "100ms"])
+            .arg("--work-dir")
+            .arg(self.dir.join("work"))
+            .args(extra)
+            .env("REDIS_URL", &self.url)
+            .env("GPUQ_NAMESPACE", &self.ns)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.children.push(child);
+        Ok(self.children.len() - 1)
+    }
+
+    /// Starts `scheduler serve` with the given job store.
+    pub(crate) fn serve(&mut self, database_url: &str) -> Result<usize> {
+        let log = std::fs::File::create(self.dir.join("serve.log"))?;
+        let child = Command::new(bin("scheduler")?)
+            .args(["serve", "--listen", "127.0.0.1:0", "--drain-interval", "20ms"])
+            .env("REDIS_URL", &self.url)
+            .env("GPUQ_NAMESPACE", &self.ns)
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.children.push(child);
+        Ok(self.children.len() - 1)
+    }
+
+    pub(crate) fn pid(&self, i: usize) -> u32 {
+        self.children[i].id()
+    }
+
+    /// SIGKILLs child `i`.
+    pub(crate) fn kill(&mut self, i: usize) {
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
+    }
+
+    /// Waits until `n` workers have a live heartbeat.
+    pub(crate) async fn wait_workers(&self, n: usize) -> Result<()> {
+        let q = &self.queue;
+        wait_until("workers to register", Duration::from_secs(30), || async move {
+            Ok(q.workers().await?.len() >= n)
+        })
+        .await
+    }
+
+    /// Stops every child and removes the namespace's keys and files.
+    pub(crate) async fn cleanup(mut self) -> Result<()> {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.queue.purge().await?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+/// Polls `check` every 20 ms until it is true; fails after `within`.
+pub(crate) async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await? {
+        if Instant::now() > deadline {
+            bail!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// A workspace binary next to this one (build with `cargo build --release --workspace --bins`).
+pub(crate) fn bin(name: &str) -> Result<PathBuf> {
+    let path = std::env::current_exe()?.parent().context("exe dir")?.join(name);
+    if !path.exists() {
+        bail!(
+            "{} is missing: cargo build --release --workspace --bins",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// `INFO <section>` as key/value pairs.
+pub(crate) async fn info(url: &str, section: &str) -> Result<HashMap<String, String>> {
+    let client = redis::Client::open(url)?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let text: String = redis::cmd("INFO").arg(section).query_async(&mut con).await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// Total calls per command from `INFO commandstats`.
+pub(crate) async fn command_calls(url: &str) -> Result<HashMap<String, u64>> {
+    Ok(info(url, "commandstats")
+        .await?
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let cmd = k.strip_prefix("cmdstat_")?.to_string();
+            let calls = v
+                .split(',')
+                .find_map(|f| f.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
+            Some((cmd, calls))
+        })
+        .collect())
+}
+
+/// Resident memory of a process in bytes, from /proc.
+pub(crate) fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("VmRSS")?;
+    Ok(kb * 1024)
+}
+
+/// A private redis-server (optionally with AOF) on a free port, for benches that restart it.
+pub(crate) struct PrivateRedis {
+    pub(crate) url: String,
+    port: u16,
+    dir: PathBuf,
+    aof: bool,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    pub(crate) async fn start(aof: bool) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let dir = std::env::temp_dir().join(format!("gpuq-redis-{port}"));
+        std::fs::create_dir_all(&dir)?;
+        let mut r = PrivateRedis {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            dir,
+            aof,
+            child: None,
+        };
+        r.launch().await?;
+        Ok(r)
+    }
+
+    async fn launch(&mut self) -> Result<()> {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--appendonly",
+                if self.aof { "yes" } else { "no" },
+                "--appendfsync",
+                "everysec",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("redis-server on PATH")?;
+        self.child = Some(child);
+        let url = self.url.clone();
+        wait_until("redis-server to start", Duration::from_secs(20), || {
+            let url = url.clone();
+            async move { Ok(RedisQueue::connect(&url, "probe").await.is_ok()) }
+        })
+        .await
+    }
+
+    /// Stops Redis with SIGTERM (it writes its AOF) and starts it again on the same port.
+    pub(crate) async fn restart(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            c.wait()?;
+        }
+        self.launch().await
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
