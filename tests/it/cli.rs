@@ -165,10 +165,11 @@ async fn read_commands_speak_json() {
     assert_eq!(list.as_array().unwrap().len(), 1);
     let status: serde_json::Value =
         serde_json::from_slice(&env.scheduler(&["status", "--json"]).stdout).unwrap();
-    assert_eq!(status["queue"]["priorities"][1]["depth"], 1);
+    assert_eq!(status["queues"][1]["depth"], 1);
     let text = stdout(&env.scheduler(&["status"]));
     assert!(
-        text.contains("p1 (normal)") && text.contains("1 queued"),
+        text.lines()
+            .any(|l| l.trim_start().starts_with("p1 normal") && l.split_whitespace().nth(2) == Some("1")),
         "{text}"
     );
 

@@ -132,19 +132,27 @@ async fn readiness_follows_redis_and_liveness_does_not() {
     let dir = std::env::temp_dir().join(format!("gpuq-ready-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let (serve_port, worker_port) = (free_port(), free_port());
-    let mut serve = Command::new(bin("scheduler"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{serve_port}")])
-        .env("REDIS_URL", &redis.url)
-        .env("DATABASE_URL", common::store::sqlite_url(&dir.join("jobs.db")))
-        .env("RUST_LOG", "off")
-        .spawn()
-        .unwrap();
-    let mut worker = Command::new(bin("worker"))
-        .args(["--metrics-addr", &format!("127.0.0.1:{worker_port}")])
-        .env("REDIS_URL", &redis.url)
-        .env("RUST_LOG", "off")
-        .spawn()
-        .unwrap();
+    let _serve = crate::support::Reaped(
+        Command::new(bin("scheduler"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{serve_port}")])
+            .env("REDIS_URL", &redis.url)
+            .env("DATABASE_URL", common::store::sqlite_url(&dir.join("jobs.db")))
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _worker = crate::support::Reaped(
+        Command::new(bin("worker"))
+            .args(["--metrics-addr", &format!("127.0.0.1:{worker_port}")])
+            .env("REDIS_URL", &redis.url)
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     for port in [serve_port, worker_port] {
         wait_for("ready", LONG, || async move {
             http_get(port, "/readyz").await.filter(|(s, _)| *s == 200)
@@ -163,10 +171,6 @@ async fn readiness_follows_redis_and_liveness_does_not() {
             Some(200),
             "still alive"
         );
-    }
-    for c in [&mut serve, &mut worker] {
-        let _ = c.kill();
-        let _ = c.wait();
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

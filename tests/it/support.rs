@@ -437,8 +437,25 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// `GET path` over plain HTTP/1.1; returns the status code and the body.
+/// A child process that is killed when the test ends, pass or fail.
+pub(crate) struct Reaped(pub(crate) Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` over plain HTTP/1.1 (5 s at most); returns the status code and the body.
 pub(crate) async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    tokio::time::timeout(Duration::from_secs(5), http_get_inner(port, path))
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn http_get_inner(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");

@@ -289,3 +289,13 @@ fn endpoints(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Config::command().debug_assert();
+    }
+}

@@ -311,6 +311,9 @@ impl RedisQueue {
         let mut ids: Vec<String> = conn.zrevrange(self.keys.delayed(), 0, n as isize - 1).await?;
         let ended: Vec<String> = conn.zrevrange(self.keys.finished(), 0, 199).await?;
         ids.extend(ended);
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(self.keys.job(id));

@@ -2,4 +2,5 @@
 
 mod hpa_burst;
 mod manifests;
+mod monitoring;
 mod security;

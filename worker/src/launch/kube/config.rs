@@ -107,7 +107,7 @@ fn namespace_from(file: &Path) -> String {
 #[derive(Debug, Clone, clap::Args)]
 pub struct KubeArgs {
     /// Namespace of the training Jobs (default: the service account's, else gpuq).
-    #[arg(long = "kube-namespace", env = "GPUQ_KUBE_NAMESPACE")]
+    #[arg(id = "kube_namespace", long = "kube-namespace", env = "GPUQ_KUBE_NAMESPACE")]
     pub namespace: Option<String>,
     /// Image of jobs whose spec names none.
     #[arg(long = "kube-default-image", env = "GPUQ_KUBE_DEFAULT_IMAGE")]
