@@ -80,6 +80,9 @@ enum Bench {
         jobs: usize,
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// How long each job runs (after recording that it ran).
+        #[arg(long, default_value = "50ms", value_parser = humantime::parse_duration)]
+        job_time: Duration,
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         limit: Duration,
         /// Skip the Redis restart.
@@ -112,10 +115,11 @@ async fn main() -> Result<()> {
         Bench::Chaos {
             jobs,
             workers,
+            job_time,
             limit,
             no_redis_restart,
         } => {
-            let r = bench::chaos::run(jobs, workers, !no_redis_restart, limit).await?;
+            let r = bench::chaos::run(jobs, workers, job_time, !no_redis_restart, limit).await?;
             let passed = r.passed();
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

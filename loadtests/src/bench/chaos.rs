@@ -53,13 +53,18 @@ impl ChaosReport {
 pub(crate) async fn run(
     jobs: usize,
     workers: usize,
+    job_time: Duration,
     restart_redis: bool,
     limit: Duration,
 ) -> Result<ChaosReport> {
     let mut redis = PrivateRedis::start(true).await?;
     let mut b = Bench::new(&redis.url, "chaos").await?;
     let ran = b.dir.join("executions");
-    let script = format!("echo $GPUQ_JOB_ID >> {}", ran.display());
+    let script = format!(
+        "echo $GPUQ_JOB_ID >> {}; sleep {}",
+        ran.display(),
+        job_time.as_secs_f64()
+    );
     let mut ids = Vec::with_capacity(jobs);
     for chunk in (0..jobs).collect::<Vec<_>>().chunks(1000) {
         let specs: Vec<JobSpec> = chunk
