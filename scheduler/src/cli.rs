@@ -18,6 +18,9 @@ pub struct Cli {
     /// Job store: postgres://... or sqlite://PATH (default: an SQLite file under the user's data directory).
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// Pricing file for cost estimates (TOML; default: the built-in one, see cost/pricing.default.toml).
+    #[arg(long, env = "GPUQ_PRICING", global = true)]
+    pub pricing: Option<PathBuf>,
     /// Log format (logs go to stderr).
     #[arg(long, env = "GPUQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
     pub log_format: LogFormat,
@@ -53,6 +56,32 @@ pub enum Command {
     Reconcile(JsonArgs),
     /// Show the whole thing working: a private Redis if needed, workers, real training jobs.
     Demo(DemoArgs),
+    /// What jobs will cost.
+    #[command(subcommand)]
+    Cost(CostCommand),
+}
+
+/// `cost` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum CostCommand {
+    /// Price job specs (a JSON object, array or JSON lines; FILE or -) without enqueueing.
+    Estimate(CostEstimateArgs),
+}
+
+/// Arguments of `cost estimate`.
+#[derive(Debug, clap::Args)]
+pub struct CostEstimateArgs {
+    /// Spec file, or - for stdin.
+    pub file: PathBuf,
+    /// Price on spot capacity.
+    #[arg(long)]
+    pub spot: bool,
+    /// Start time (a time, or an age like 0s); default now.
+    #[arg(long, value_parser = parse_time)]
+    pub start: Option<u64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `--json` for read commands.

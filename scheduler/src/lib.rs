@@ -40,7 +40,7 @@ pub async fn run(cli: Cli, shutdown: tokio_util::sync::CancellationToken) -> Cli
         .database_url
         .clone()
         .unwrap_or_else(common::store::JobStore::default_url);
-    commands::dispatch(cli.command, queue, store_url, shutdown).await
+    commands::dispatch(cli.command, queue, store_url, cli.pricing.clone(), shutdown).await
 }
 
 /// Opens the job store, mapping failure to an infrastructure error that names the URL.

@@ -231,3 +231,50 @@ async fn the_demo_runs_real_jobs_to_completion() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn cost_estimates_price_a_spec_before_it_runs() {
+    let env = TestEnv::new().await;
+    let spec = r#"{"name":"r50","team":"vision","model_type":"resnet50","command":["python","train.py"],
+                   "epochs":10,"resources":{"gpus":2,"gpu_type":"a100"}}"#
+        .replace('\n', " ");
+    let at = |start: &str| -> serde_json::Value {
+        let out = env.scheduler_with_stdin(
+            &["cost", "estimate", "-", "--json", "--start", start],
+            Some(&spec),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+    };
+    // Default table: 1200 s/epoch at batch 32 on one GPU, scaled by 2^-0.9 for two GPUs.
+    let day = at("2026-11-23T09:00:00Z");
+    let secs = day["duration_secs"].as_u64().unwrap();
+    assert!((6400..=6460).contains(&secs), "{day}");
+    assert!(day["basis"].as_str().unwrap().contains("default"), "{day}");
+    // 2 x a100 $3.67 + 1 core $0.04 + 4 GiB x $0.005 = $7.40/h, all at peak.
+    let expected = 7.40 * secs as f64 / 3600.0;
+    let cost = day["cost_micros"].as_i64().unwrap() as f64 / 1e6;
+    assert!((cost - expected).abs() < 0.01, "{cost} vs {expected}");
+    assert_eq!(day["off_peak_hours"], 0.0);
+    // Starting at 21:30 the run crosses 22:00: the second part is half price.
+    let night = at("2026-11-23T21:30:00Z");
+    assert!(night["off_peak_hours"].as_f64().unwrap() > 1.0, "{night}");
+    assert!(night["cost_micros"].as_i64().unwrap() < day["cost_micros"].as_i64().unwrap());
+
+    let out = env.scheduler(&[
+        "enqueue", "--name", "priced", "--gpus", "1", "--epochs", "2", "--", "true",
+    ]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("estimate for priced: ~"),
+        "{}",
+        stderr(&out)
+    );
+    let out = env.scheduler_with_stdin(&["cost", "estimate", "-"], Some("{\"name\":\"x\"}"));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "bad specs are refused: {}",
+        stderr(&out)
+    );
+}

@@ -178,3 +178,27 @@ impl JobStore {
         Ok((jobs as u64, history as u64))
     }
 }
+
+impl JobStore {
+    /// Recent successful runs of a model type, newest first: spec JSON, run time of the
+    /// successful attempt (ms) and when it finished (ms). Feeds duration estimates.
+    pub async fn successful_runs(&self, model_type: &str, limit: usize) -> Result<Vec<(String, u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT spec, runtime_ms, finished_at FROM jobs WHERE model_type = $1 AND state = 'succeeded' \
+             AND runtime_ms IS NOT NULL AND finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT $2",
+        )
+        .bind(model_type)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|r| {
+                let spec: String = r.try_get("spec").map_err(store_err)?;
+                let run: i64 = r.try_get("runtime_ms").map_err(store_err)?;
+                let at: i64 = r.try_get("finished_at").map_err(store_err)?;
+                Ok((spec, run.max(0) as u64, at.max(0) as u64))
+            })
+            .collect()
+    }
+}

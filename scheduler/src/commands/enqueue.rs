@@ -12,7 +12,12 @@ use std::time::Duration;
 /// Batches at least this large get a progress display on a terminal.
 const PROGRESS_THRESHOLD: usize = 1000;
 
-pub(crate) async fn enqueue(queue: &RedisQueue, a: EnqueueArgs) -> CliResult<()> {
+pub(crate) async fn enqueue(
+    queue: &RedisQueue,
+    a: EnqueueArgs,
+    store_url: &str,
+    pricing: Option<&std::path::Path>,
+) -> CliResult<()> {
     let spec = JobSpec {
         id: a.id,
         name: a.name,
@@ -40,7 +45,10 @@ pub(crate) async fn enqueue(queue: &RedisQueue, a: EnqueueArgs) -> CliResult<()>
         labels: a.labels.into_iter().collect(),
     };
     spec.validate().map_err(|e| CliError::BadInput(e.to_string()))?;
-    let report = queue.enqueue_batch(vec![spec]).await?;
+    let report = queue.enqueue_batch(vec![spec.clone()]).await?;
+    if report.created == 1 {
+        super::cost::print_for_enqueue(store_url, pricing, std::slice::from_ref(&spec)).await;
+    }
     let id = &report.ids[0];
     if a.json {
         let record = queue.get(id).await?.map(common::JobRecord::redacted);
@@ -54,7 +62,12 @@ pub(crate) async fn enqueue(queue: &RedisQueue, a: EnqueueArgs) -> CliResult<()>
     Ok(())
 }
 
-pub(crate) async fn batch(queue: &RedisQueue, a: BatchArgs) -> CliResult<()> {
+pub(crate) async fn batch(
+    queue: &RedisQueue,
+    a: BatchArgs,
+    store_url: &str,
+    pricing: Option<&std::path::Path>,
+) -> CliResult<()> {
     let input = read_input(&a.file)?;
     let specs = parse_batch(&input).map_err(|e| CliError::BadInput(e.to_string()))?;
     let show_progress = !a.json && specs.len() >= PROGRESS_THRESHOLD && std::io::stderr().is_terminal();
@@ -65,7 +78,7 @@ pub(crate) async fn batch(queue: &RedisQueue, a: BatchArgs) -> CliResult<()> {
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
-    let report = queue.enqueue_batch(specs).await;
+    let report = queue.enqueue_batch(specs.clone()).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
@@ -73,6 +86,9 @@ pub(crate) async fn batch(queue: &RedisQueue, a: BatchArgs) -> CliResult<()> {
     if a.json {
         print_json(&report);
         return Ok(());
+    }
+    if !a.json && report.created > 0 {
+        super::cost::print_for_enqueue(store_url, pricing, &specs).await;
     }
     for id in &report.ids {
         println!("{id}");

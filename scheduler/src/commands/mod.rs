@@ -1,5 +1,6 @@
 //! One module per group of subcommands.
 
+mod cost;
 pub(crate) mod demo;
 mod enqueue;
 mod jobs;
@@ -15,11 +16,15 @@ pub(crate) async fn dispatch(
     command: Command,
     queue: RedisQueue,
     store_url: String,
+    pricing: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
 ) -> CliResult<()> {
     match command {
-        Command::Enqueue(a) => enqueue::enqueue(&queue, *a).await,
-        Command::Batch(a) => enqueue::batch(&queue, a).await,
+        Command::Enqueue(a) => enqueue::enqueue(&queue, *a, &store_url, pricing.as_deref()).await,
+        Command::Batch(a) => enqueue::batch(&queue, a, &store_url, pricing.as_deref()).await,
+        Command::Cost(crate::cli::CostCommand::Estimate(a)) => {
+            cost::estimate_command(&store_url, pricing.as_deref(), a).await
+        }
         Command::Cancel(a) => jobs::cancel(&queue, a).await,
         Command::Show(a) => jobs::show(&queue, &store_url, a).await,
         Command::List(a) => jobs::list(&queue, &store_url, a).await,

@@ -1,0 +1,183 @@
+//! Cost estimates at submit time: `scheduler cost estimate`, and the estimate line that
+//! `enqueue` and `batch` print. Budgets, reports, forecasts and recommendations are the
+//! open part of the cost issue; the arithmetic for them lives in the `cost` crate.
+
+use crate::cli::CostEstimateArgs;
+use crate::format::{print_json, short_duration};
+use crate::{CliError, CliResult};
+use chrono::{DateTime, Utc};
+use common::store::JobStore;
+use common::JobSpec;
+use cost::{CostModel, DurationEstimate, Quote, RunSample, Usage};
+use serde::Serialize;
+
+/// Runs considered per estimate.
+const HISTORY: usize = 50;
+
+/// A priced spec.
+#[derive(Debug, Serialize)]
+pub(crate) struct Estimate {
+    pub(crate) name: String,
+    pub(crate) duration_secs: u64,
+    pub(crate) basis: String,
+    pub(crate) cost: String,
+    pub(crate) cost_micros: i64,
+    pub(crate) peak_hours: f64,
+    pub(crate) off_peak_hours: f64,
+    pub(crate) start: DateTime<Utc>,
+}
+
+/// Loads the pricing file (`--pricing`/GPUQ_PRICING) or the built-in default.
+pub(crate) fn model(path: Option<&std::path::Path>) -> CliResult<CostModel> {
+    match path {
+        None => Ok(CostModel::builtin()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| CliError::BadInput(format!("cannot read pricing file {}: {e}", p.display())))?;
+            CostModel::from_toml(&text).map_err(|e| CliError::BadInput(format!("{}: {e}", p.display())))
+        }
+    }
+}
+
+/// Recent successful runs of `model_type` from the store (none without a store).
+async fn history(store: Option<&JobStore>, model_type: &str) -> CliResult<Vec<RunSample>> {
+    let mut history = Vec::new();
+    if let Some(store) = store {
+        for (json, run_ms, finished) in store.successful_runs(model_type, HISTORY).await? {
+            let Ok(past) = serde_json::from_str::<JobSpec>(&json) else {
+                continue;
+            };
+            history.push(RunSample {
+                model_type: past.model_type,
+                epochs: past.epochs,
+                batch_size: past.batch_size,
+                gpus: past.resources.gpus,
+                run_secs: (run_ms / 1000).max(1),
+                finished_at: DateTime::from_timestamp_millis(finished as i64).unwrap_or_default(),
+            });
+        }
+    }
+    Ok(history)
+}
+
+/// Prices `spec` starting at `start`, with history from the store when it has any.
+pub(crate) async fn estimate(
+    model: &CostModel,
+    store: Option<&JobStore>,
+    spec: &JobSpec,
+    spot: bool,
+    start: DateTime<Utc>,
+) -> CliResult<Estimate> {
+    Ok(priced(
+        model,
+        spec,
+        &history(store, &spec.model_type).await?,
+        spot,
+        start,
+    ))
+}
+
+fn priced(
+    model: &CostModel,
+    spec: &JobSpec,
+    history: &[RunSample],
+    spot: bool,
+    start: DateTime<Utc>,
+) -> Estimate {
+    let est: DurationEstimate = model.estimates.estimate(spec, history);
+    let quote: Quote = model
+        .pricing
+        .quote_for(&Usage::of(spec, spot), start, est.duration());
+    Estimate {
+        name: spec.name.clone(),
+        duration_secs: est.secs,
+        basis: est.basis.to_string(),
+        cost: model.pricing.currency().format(quote.total),
+        cost_micros: quote.total.micros(),
+        peak_hours: quote.peak_ms as f64 / 3.6e6,
+        off_peak_hours: quote.off_peak_ms as f64 / 3.6e6,
+        start,
+    }
+}
+
+impl Estimate {
+    /// One line for people.
+    pub(crate) fn line(&self) -> String {
+        format!(
+            "estimate for {}: ~{} and {} ({:.1} h peak, {:.1} h off-peak); basis: {}",
+            self.name,
+            short_duration(self.duration_secs * 1000),
+            self.cost,
+            self.peak_hours,
+            self.off_peak_hours,
+            self.basis
+        )
+    }
+}
+
+pub(crate) async fn estimate_command(
+    store_url: &str,
+    pricing: Option<&std::path::Path>,
+    a: CostEstimateArgs,
+) -> CliResult<()> {
+    let text = if a.file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(&a.file)
+            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", a.file.display())))?
+    };
+    let specs = common::parse_batch(&text).map_err(|e| CliError::BadInput(e.to_string()))?;
+    let model = model(pricing)?;
+    let store = JobStore::open(store_url).await.ok();
+    let start = a
+        .start
+        .map(|ms| DateTime::from_timestamp_millis(ms as i64).unwrap_or_else(Utc::now))
+        .unwrap_or_else(Utc::now);
+    let mut out = Vec::new();
+    for spec in &specs {
+        out.push(estimate(&model, store.as_ref(), spec, a.spot, start).await?);
+    }
+    if a.json {
+        print_json(&out);
+    } else {
+        for e in &out {
+            println!("{}", e.line());
+        }
+    }
+    Ok(())
+}
+
+/// Prints the estimate of what was just enqueued to stderr. Estimating never blocks an
+/// enqueue: without a readable store the default table is used, and a failure is a note.
+pub(crate) async fn print_for_enqueue(store_url: &str, pricing: Option<&std::path::Path>, specs: &[JobSpec]) {
+    let model = match model(pricing) {
+        Ok(m) => m,
+        Err(e) => return eprintln!("note: no cost estimate: {e}"),
+    };
+    let store = JobStore::open(store_url).await.ok();
+    let mut total = cost::Money::ZERO;
+    let mut last = None;
+    let mut histories: std::collections::HashMap<&str, Vec<RunSample>> = Default::default();
+    let now = Utc::now();
+    for spec in specs {
+        if !histories.contains_key(spec.model_type.as_str()) {
+            match history(store.as_ref(), &spec.model_type).await {
+                Ok(h) => histories.insert(&spec.model_type, h),
+                Err(e) => return eprintln!("note: no cost estimate: {e}"),
+            };
+        }
+        let e = priced(&model, spec, &histories[spec.model_type.as_str()], false, now);
+        total += cost::Money::from_micros(e.cost_micros);
+        last = Some(e);
+    }
+    match (specs.len(), last) {
+        (1, Some(e)) => eprintln!("{}", e.line()),
+        (n, Some(_)) => eprintln!(
+            "estimate for {n} jobs: {} in total",
+            model.pricing.currency().format(total)
+        ),
+        _ => {}
+    }
+}
