@@ -44,13 +44,7 @@ pub(crate) async fn run(url: &str, samples: usize, background: bool) -> Result<V
             .remove(0);
         let key = b.queue.keys().job(&id);
         let started: String = loop {
-            let (started, _): (Option<String>, ()) = redis::pipe()
-                .hget(&key, "started_us")
-                .cmd("PING")
-                .ignore()
-                .query_async(&mut con)
-                .await?;
-            if let Some(s) = started {
+            if let Some(s) = con.hget::<_, _, Option<String>>(&key, "started_us").await? {
                 break s;
             }
             tokio::task::yield_now().await;
