@@ -26,3 +26,21 @@ pub struct WorkerInfo {
     #[serde(default)]
     pub draining: bool,
 }
+
+impl WorkerInfo {
+    /// The record of a worker process starting now on `host`: this process's pid, this
+    /// crate's version, no jobs yet.
+    pub fn starting(id: &crate::WorkerId, host: impl Into<String>, launcher: &str, concurrency: u32) -> Self {
+        WorkerInfo {
+            id: id.to_string(),
+            host: host.into(),
+            pid: std::process::id(),
+            started_at: crate::now_ms(),
+            version: crate::VERSION.to_string(),
+            launcher: launcher.to_string(),
+            concurrency,
+            jobs: Vec::new(),
+            draining: false,
+        }
+    }
+}

@@ -12,17 +12,7 @@ fn spec(name: &str, p: Priority) -> JobSpec {
 }
 
 fn info(w: &WorkerId) -> WorkerInfo {
-    WorkerInfo {
-        id: w.to_string(),
-        host: "test".into(),
-        pid: 1,
-        started_at: 0,
-        version: "test".into(),
-        launcher: "test".into(),
-        concurrency: 1,
-        jobs: vec![],
-        draining: false,
-    }
+    WorkerInfo::starting(w, "test", "test", 1)
 }
 
 /// A worker identity whose heartbeat is alive for the whole test.

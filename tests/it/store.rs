@@ -52,17 +52,7 @@ fn spec(name: &str, p: Priority) -> JobSpec {
 
 async fn live_worker(queue: &RedisQueue) -> WorkerId {
     let w = WorkerId::generate("store-test");
-    let info = WorkerInfo {
-        id: w.to_string(),
-        host: "t".into(),
-        pid: 1,
-        started_at: 0,
-        version: "t".into(),
-        launcher: "t".into(),
-        concurrency: 1,
-        jobs: vec![],
-        draining: false,
-    };
+    let info = WorkerInfo::starting(&w, "t", "t", 1);
     queue.heartbeat(&info, Duration::from_secs(60)).await.unwrap();
     w
 }

@@ -4,7 +4,7 @@
 use crate::running::RunningJobs;
 use crate::Settings;
 use common::queue::RedisQueue;
-use common::{now_ms, WorkerInfo};
+use common::WorkerInfo;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -102,20 +102,5 @@ pub(crate) async fn cancel_watch_loop(
             }
             Err(e) => tracing::warn!(error = %e, "cannot check for cancel requests"),
         }
-    }
-}
-
-/// The `WorkerInfo` a worker starts with.
-pub(crate) fn identity(id: &common::WorkerId, host: String, launcher: &str, concurrency: u32) -> WorkerInfo {
-    WorkerInfo {
-        id: id.to_string(),
-        host,
-        pid: std::process::id(),
-        started_at: now_ms(),
-        version: common::VERSION.to_string(),
-        launcher: launcher.to_string(),
-        concurrency,
-        jobs: Vec::new(),
-        draining: false,
     }
 }

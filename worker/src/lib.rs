@@ -190,7 +190,7 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
     let running = running::RunningJobs::default();
     let draining = Arc::new(AtomicBool::new(false));
     let beat = heartbeat::Beat {
-        info: heartbeat::identity(&worker, host, launcher.name(), config.concurrency),
+        info: common::WorkerInfo::starting(&worker, host, launcher.name(), config.concurrency),
         running: running.clone(),
         draining: draining.clone(),
     };

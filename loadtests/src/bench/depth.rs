@@ -35,17 +35,7 @@ pub(crate) async fn run(url: &str, depths: &[usize], samples: usize) -> Result<V
         let outbox_per_job = outbox.unwrap_or(0.0) / depth as f64;
 
         let w = WorkerId::generate("bench");
-        let beat = WorkerInfo {
-            id: w.to_string(),
-            host: "bench".into(),
-            pid: std::process::id(),
-            started_at: 0,
-            version: common::VERSION.into(),
-            launcher: "bench".into(),
-            concurrency: 1,
-            jobs: vec![],
-            draining: false,
-        };
+        let beat = WorkerInfo::starting(&w, "bench", "bench", 1);
         b.queue.heartbeat(&beat, Duration::from_secs(600)).await?;
         let (mut claim, mut enqueue) = (Vec::new(), Vec::new());
         for _ in 0..samples {
