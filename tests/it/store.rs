@@ -252,24 +252,7 @@ async fn a_redis_wipe_is_repaired_by_reconcile(url: &str) {
 async fn a_sigkilled_worker_leaves_a_consistent_history(url: &str) {
     let env = TestEnv::with_store(url).await;
     let _serve = env.serve();
-    let marker = env.path("started");
-    let script = format!(
-        "if [ -e {m} ]; then exit 0; fi; touch {m}; exec sleep 120",
-        m = marker.display()
-    );
-    let id = env
-        .queue
-        .enqueue_batch(vec![sh("victim", &script)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
-    let mut doomed = env.worker(&[]);
-    wait_for("the first attempt", LONG, || async {
-        marker.exists().then_some(())
-    })
-    .await;
-    doomed.kill();
+    let (id, _) = env.kill_a_worker_mid_job().await;
     let _rescuer = env.worker(&[]);
     env.wait_state(&id, JobState::Succeeded, LONG).await;
 

@@ -144,6 +144,38 @@ impl TestEnv {
         }
     }
 
+    /// Enqueues a job whose first attempt marks itself and hangs (a second attempt finds
+    /// the mark and succeeds), starts a worker, waits for that first attempt to run, and
+    /// SIGKILLs the worker. Returns the job and the first attempt's process id.
+    pub(crate) async fn kill_a_worker_mid_job(&self) -> (JobId, i32) {
+        let marker = self.path("first-attempt");
+        let pid_file = self.path("first-attempt-pid");
+        let script = format!(
+            "if [ -e {m} ]; then exit 0; fi; touch {m}; echo $$ > {p}; exec sleep 120",
+            m = marker.display(),
+            p = pid_file.display()
+        );
+        let id = self
+            .queue
+            .enqueue_batch(vec![sh("victim", &script)])
+            .await
+            .unwrap()
+            .ids
+            .remove(0);
+        let mut doomed = self.worker(&[]);
+        self.wait_state(&id, JobState::Running, Duration::from_secs(60))
+            .await;
+        let pid = wait_for("the first attempt to start", Duration::from_secs(60), || {
+            let pid = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
+            async move { pid }
+        })
+        .await;
+        doomed.kill();
+        (id, pid)
+    }
+
     pub(crate) async fn record(&self, id: &JobId) -> JobRecord {
         self.queue.get(id).await.unwrap().expect("job exists")
     }

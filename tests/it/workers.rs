@@ -77,28 +77,7 @@ async fn one_hundred_fifty_jobs_run_at_once_across_processes_each_exactly_once()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sigkilled_worker_loses_no_job_another_worker_finishes_it() {
     let env = TestEnv::new().await;
-    let marker = env.path("first-attempt");
-    let pid_file = env.path("pid");
-    // The first attempt marks itself and hangs; the second finds the mark and succeeds.
-    let script = format!(
-        "if [ -e {m} ]; then exit 0; fi; touch {m}; echo $$ > {p}; exec sleep 120",
-        m = marker.display(),
-        p = pid_file.display()
-    );
-    let id = env
-        .queue
-        .enqueue_batch(vec![sh("victim", &script)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
-    let mut doomed = env.worker(&[]);
-    env.wait_state(&id, JobState::Running, LONG).await;
-    wait_for("the first attempt to start", LONG, || async {
-        pid_file.exists().then_some(())
-    })
-    .await;
-    doomed.kill();
+    let (id, first_pid) = env.kill_a_worker_mid_job().await;
 
     let rescuer = env.worker(&[]);
     let rec = env.wait_state(&id, JobState::Succeeded, LONG).await;
@@ -116,11 +95,7 @@ async fn a_sigkilled_worker_loses_no_job_another_worker_finishes_it() {
     assert_eq!(workers.len(), 2);
     assert_ne!(workers[0], workers[1], "another worker finished it");
     // The orphaned first attempt died with its worker instead of running on.
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = first_pid;
     wait_for(
         "the first attempt's process to die",
         Duration::from_secs(10),
