@@ -59,6 +59,51 @@ pub enum Command {
     /// What jobs will cost.
     #[command(subcommand)]
     Cost(CostCommand),
+    /// Monthly budgets per team (and experiment label): warn at 70%, refuse over 100%.
+    #[command(subcommand)]
+    Budget(BudgetCommand),
+}
+
+/// `budget` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BudgetCommand {
+    /// Set a team's (or an experiment's) budget for a month.
+    Set(BudgetSetArgs),
+    /// Budgets with what is spent and committed against them.
+    Show(BudgetShowArgs),
+}
+
+/// Arguments of `budget set`.
+#[derive(Debug, clap::Args)]
+pub struct BudgetSetArgs {
+    /// The amount, e.g. 5000 or 1234.56, in the pricing file's currency.
+    pub amount: String,
+    /// Team.
+    #[arg(long)]
+    pub team: String,
+    /// Only jobs with this `experiment` label.
+    #[arg(long)]
+    pub experiment: Option<String>,
+    /// Month, YYYY-MM (default: this month in the pricing time zone).
+    #[arg(long)]
+    pub month: Option<String>,
+    /// Warn when the projection reaches this share of the budget.
+    #[arg(long, default_value = "0.7")]
+    pub warn: String,
+}
+
+/// Arguments of `budget show`.
+#[derive(Debug, clap::Args)]
+pub struct BudgetShowArgs {
+    /// Only this team.
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Month, YYYY-MM (default: this month).
+    #[arg(long)]
+    pub month: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `cost` subcommands.

@@ -22,15 +22,17 @@ pub async fn run(
     queue: RedisQueue,
     store: JobStore,
     args: ServeArgs,
+    pricing: cost::CostModel,
     shutdown: CancellationToken,
 ) -> CliResult<()> {
     let metrics = Arc::new(ServeMetrics::new());
+    let pricer = crate::commands::attempt_pricer(pricing);
     let listener = match &args.listen {
         Some(addr) => Some(common::http::bind(addr).await.map_err(CliError::Infra)?),
         None => None,
     };
     tracing::info!(store = store.display_url(), listen = ?args.listen, "scheduler serving");
-    match reconcile::reconcile(&queue, &store, Some(&metrics)).await {
+    match reconcile::reconcile(&queue, &store, Some(&metrics), Some(&*pricer)).await {
         Ok(report) => tracing::info!(?report, "reconciled Redis and the job store"),
         Err(e) => {
             tracing::warn!(error = %e, "start-up reconciliation failed; run `scheduler reconcile` later")
@@ -49,6 +51,7 @@ pub async fn run(
         store.clone(),
         args.drain_interval,
         metrics.clone(),
+        pricer.clone(),
         shutdown.clone(),
     ));
     let keep = retention::Retention {

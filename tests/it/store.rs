@@ -42,6 +42,7 @@ over_both_stores!(
     a_sigkilled_worker_leaves_a_consistent_history,
     concurrent_workers_and_drainers_keep_one_row_per_job,
     finished_jobs_leave_redis_but_not_the_store,
+    budgets_warn_and_refuse_at_enqueue,
 );
 
 fn spec(name: &str, p: Priority) -> JobSpec {
@@ -86,7 +87,7 @@ async fn success_is_recorded_in_order(url: &str) {
     let w = live_worker(&env.queue).await;
     env.queue.claim(&w).await.unwrap().unwrap();
     env.queue.finish(&w, &id, &Outcome::Succeeded).await.unwrap();
-    assert_eq!(drain_all(&env.queue, &store, None).await.unwrap(), 3);
+    assert_eq!(drain_all(&env.queue, &store, None, None).await.unwrap(), 3);
     assert_eq!(
         env.queue.outbox_len().await.unwrap(),
         0,
@@ -120,12 +121,12 @@ async fn failure_retry_and_dead_letter_are_recorded(url: &str) {
     };
     env.queue.claim(&w).await.unwrap().unwrap();
     env.queue.finish(&w, &id, &fail).await.unwrap();
-    drain_all(&env.queue, &store, None).await.unwrap();
+    drain_all(&env.queue, &store, None, None).await.unwrap();
     assert_eq!(store.get(&id).await.unwrap().unwrap().state, JobState::Retrying);
 
     env.queue.claim(&w).await.unwrap().unwrap();
     env.queue.finish(&w, &id, &fail).await.unwrap();
-    drain_all(&env.queue, &store, None).await.unwrap();
+    drain_all(&env.queue, &store, None, None).await.unwrap();
     let rec = store.get(&id).await.unwrap().unwrap();
     assert_eq!(
         (rec.state, rec.attempt, rec.exit_code),
@@ -138,7 +139,7 @@ async fn failure_retry_and_dead_letter_are_recorded(url: &str) {
     );
 
     env.queue.retry(&id).await.unwrap();
-    drain_all(&env.queue, &store, None).await.unwrap();
+    drain_all(&env.queue, &store, None, None).await.unwrap();
     let rec = store.get(&id).await.unwrap().unwrap();
     assert_eq!((rec.state, rec.attempt_limit), (JobState::Queued, 4));
 }
@@ -160,7 +161,7 @@ async fn cancellations_are_recorded(url: &str) {
     env.queue.cancel(&ids[1], "operator").await.unwrap();
     env.queue.cancel(&ids[0], "operator").await.unwrap();
     env.queue.finish(&w, &ids[0], &Outcome::Cancelled).await.unwrap();
-    drain_all(&env.queue, &store, None).await.unwrap();
+    drain_all(&env.queue, &store, None, None).await.unwrap();
     let running = store.get(&ids[0]).await.unwrap().unwrap();
     let queued = store.get(&ids[1]).await.unwrap().unwrap();
     assert_eq!(states(&running.events), ["queued", "running", "cancelled"]);
@@ -184,11 +185,18 @@ async fn replayed_outbox_entries_change_nothing(url: &str) {
         .await
         .unwrap();
     let batch = env.queue.read_outbox(1000).await.unwrap();
-    assert_eq!(store.apply(&batch, &Default::default()).await.unwrap().len(), 22);
+    assert_eq!(
+        store
+            .apply(&batch, &Default::default(), None)
+            .await
+            .unwrap()
+            .len(),
+        22
+    );
     let before = store.counts().await.unwrap();
     // Replaying the whole batch, then an older part of it after newer state: no change.
-    drain_all(&env.queue, &store, None).await.unwrap();
-    store.apply(&batch[..5], &Default::default()).await.unwrap();
+    drain_all(&env.queue, &store, None, None).await.unwrap();
+    store.apply(&batch[..5], &Default::default(), None).await.unwrap();
     assert_eq!(store.counts().await.unwrap(), before);
     assert_eq!(before, (20, 22));
     assert_eq!(
@@ -221,17 +229,17 @@ async fn a_redis_wipe_is_repaired_by_reconcile(url: &str) {
     let w = live_worker(&queue).await;
     let running = queue.claim(&w).await.unwrap().unwrap();
     assert_eq!(running.id.as_str(), expected[0][0]);
-    drain_all(&queue, &store, None).await.unwrap();
+    drain_all(&queue, &store, None, None).await.unwrap();
 
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
     assert_eq!(queue.status().await.unwrap().queued(), 0);
 
-    let report = reconcile(&queue, &store, None).await.unwrap();
+    let report = reconcile(&queue, &store, None, None).await.unwrap();
     assert_eq!(report.restored, 30);
     assert_eq!(
-        reconcile(&queue, &store, None).await.unwrap().restored,
+        reconcile(&queue, &store, None, None).await.unwrap().restored,
         0,
         "reconcile is idempotent"
     );
@@ -336,7 +344,7 @@ async fn finished_jobs_leave_redis_but_not_the_store(url: &str) {
             .unwrap(),
         0
     );
-    drain_all(&env.queue, &store, None).await.unwrap();
+    drain_all(&env.queue, &store, None, None).await.unwrap();
     assert_eq!(
         env.queue
             .expire_finished(common::now_ms() + 1, 100)
@@ -468,4 +476,119 @@ async fn the_queue_keeps_working_while_the_store_is_down_and_nothing_is_lost() {
         assert_eq!(states(&rec.events), ["queued", "running", "succeeded"], "{id}");
     }
     assert_eq!(store.counts().await.unwrap(), (15, 45));
+}
+
+/// Prices without an off-peak window, so the figures do not depend on when the test runs.
+fn flat_pricing(env: &TestEnv) -> std::path::PathBuf {
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../cost/pricing.default.toml"
+    ))
+    .unwrap();
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in default.lines() {
+        if line.starts_with('[') {
+            skipping = line.trim() == "[off_peak]";
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    let path = env.path("pricing.toml");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+async fn budgets_warn_and_refuse_at_enqueue(url: &str) {
+    let mut env = TestEnv::with_store(url).await;
+    env.pricing = Some(flat_pricing(&env));
+    // 10 epochs of resnet50 on 2 x a100: ~6,430 s at $7.40/h, about $13.22.
+    let resnet = |name: &str| -> Vec<String> {
+        let args = [
+            "enqueue",
+            "--name",
+            name,
+            "--team",
+            "vision",
+            "--model-type",
+            "resnet50",
+            "--gpus",
+            "2",
+        ];
+        let tail = ["--gpu-type", "a100", "--epochs", "10", "--", "true"];
+        args.iter().chain(tail.iter()).map(|s| s.to_string()).collect()
+    };
+    let run = |a: Vec<String>| env.scheduler(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = env.scheduler(&["budget", "set", "20", "--team", "vision"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _serve = env.serve();
+
+    let out = run(resnet("first"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("warning"),
+        "66% of the budget is fine: {}",
+        stderr(&out)
+    );
+    let store = JobStore::open(url).await.unwrap();
+    wait_for("the store to see the first job", LONG, || async {
+        (store.counts().await.unwrap().0 == 1).then_some(())
+    })
+    .await;
+
+    // $13.22 committed + $13.22 new = 132% of $20: refused, nothing enqueued.
+    let out = run(resnet("second"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("$20.00") && err.contains("vision"), "{err}");
+    assert_eq!(env.queue.status().await.unwrap().queued(), 1);
+
+    // With $35 the same job fits, at 76%: a warning.
+    assert!(env
+        .scheduler(&["budget", "set", "35", "--team", "vision"])
+        .status
+        .success());
+    let out = run(resnet("second"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warning"), "{}", stderr(&out));
+    wait_for("the store to see both jobs", LONG, || async {
+        (store.counts().await.unwrap().0 == 2).then_some(())
+    })
+    .await;
+
+    // A batch that would cross the budget is refused whole.
+    let spec = r#"{"name":"b","team":"vision","model_type":"resnet50","epochs":10,"command":["true"],"resources":{"gpus":2,"gpu_type":"a100"}}"#;
+    let out = env.scheduler_with_stdin(&["batch", "-"], Some(&format!("{spec}\n{spec}\n")));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(env.queue.status().await.unwrap().queued(), 2);
+    // Other teams are not affected.
+    let out = env.scheduler(&["enqueue", "--name", "other", "--team", "nlp", "--", "true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Actual cost is recorded when an attempt ends and counts as spent.
+    for job in env
+        .queue
+        .list(&ListFilter {
+            limit: 10,
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap()
+    {
+        env.queue.cancel(&job.id, "test").await.unwrap();
+    }
+    let mut timed = sh("costly", "sleep 1");
+    timed.team = "vision".into();
+    let id = env.queue.enqueue_batch(vec![timed]).await.unwrap().ids.remove(0);
+    let _w = env.worker(&[]);
+    env.wait_state(&id, JobState::Succeeded, LONG).await;
+    let shown = wait_for("the attempt's cost to be recorded", LONG, || async {
+        let out = env.scheduler(&["budget", "show", "--team", "vision", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v[0]["spent_micros"].as_i64()? > 0).then_some(v)
+    })
+    .await;
+    assert_eq!(shown[0]["committed_micros"], 0, "{shown}");
 }

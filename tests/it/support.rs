@@ -18,6 +18,8 @@ pub(crate) struct TestEnv {
     pub(crate) dir: PathBuf,
     /// The job store the binaries use (an SQLite file in `dir` unless a test says otherwise).
     pub(crate) database_url: String,
+    /// Pricing file for the binaries (GPUQ_PRICING), when a test sets one.
+    pub(crate) pricing: Option<PathBuf>,
 }
 
 impl TestEnv {
@@ -34,6 +36,7 @@ impl TestEnv {
             queue,
             dir,
             database_url,
+            pricing: None,
         }
     }
 
@@ -92,6 +95,7 @@ impl TestEnv {
             .args(args)
             .env("REDIS_URL", redis_url())
             .env("GPUQ_NAMESPACE", &self.ns)
+            .envs(self.pricing.iter().map(|p| ("GPUQ_PRICING", p.as_os_str())))
             .env("DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::piped())

@@ -148,6 +148,10 @@ impl JobRow {
     }
 }
 
+/// Prices one attempt: spec JSON, start and end (ms) to a cost in micro-units.
+/// Supplied by the caller (the pricing model lives outside this crate).
+pub type Pricer = dyn Fn(&str, u64, u64) -> Option<i64> + Send + Sync;
+
 /// A transition newly written to the store, with what metrics need to know about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedTransition {
@@ -165,6 +169,19 @@ pub struct AppliedTransition {
     pub wait_ms: Option<u64>,
     /// For the end of an attempt: how long it ran (ms).
     pub run_ms: Option<u64>,
+    /// For the end of an attempt: what is needed to record its cost.
+    ended: Option<EndedAttempt>,
+}
+
+/// An attempt that ended, for the cost record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EndedAttempt {
+    job_id: String,
+    team: String,
+    experiment: String,
+    spec: String,
+    started_at: u64,
+    ended_at: u64,
 }
 
 impl AppliedTransition {
@@ -173,9 +190,11 @@ impl AppliedTransition {
         let at = e.at as i64;
         let wait_ms =
             (e.to == JobState::Running && row.state == "queued").then(|| (at - row.updated_at).max(0) as u64);
+        // An attempt ends when its job leaves `running`: finished, failed, cancelled, dead,
+        // or queued again (its worker was lost or handed it back).
         let ended = matches!(
             e.to,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Dead
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::Dead | JobState::Queued
         );
         let run_ms = (ended && e.from == Some(JobState::Running))
             .then_some(row.started_at)
@@ -189,6 +208,20 @@ impl AppliedTransition {
             attempt: e.attempt,
             wait_ms,
             run_ms,
+            ended: match (run_ms, row.started_at) {
+                (Some(_), Some(started)) => Some(EndedAttempt {
+                    job_id: row.id.clone(),
+                    team: row.team.clone(),
+                    experiment: serde_json::from_str::<crate::JobSpec>(&row.spec)
+                        .ok()
+                        .and_then(|s| s.labels.get("experiment").cloned())
+                        .unwrap_or_default(),
+                    spec: row.spec.clone(),
+                    started_at: started as u64,
+                    ended_at: e.at,
+                }),
+                _ => None,
+            },
         }
     }
 }
@@ -228,6 +261,7 @@ impl JobStore {
         &self,
         events: &[OutboxEvent],
         specs: &HashMap<String, String>,
+        pricer: Option<&Pricer>,
     ) -> Result<Vec<AppliedTransition>> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -268,12 +302,22 @@ impl JobStore {
         for id in &touched {
             upsert(&mut tx, &rows[id]).await?;
         }
-        tx.commit().await.map_err(store_err)?;
-        Ok(transitions
+        let applied: Vec<AppliedTransition> = transitions
             .into_iter()
             .filter(|(id, _)| new_ids.contains(id))
             .map(|(_, t)| t)
-            .collect())
+            .collect();
+        if let Some(price) = pricer {
+            for t in &applied {
+                if let Some(a) = &t.ended {
+                    if let Some(cost) = price(&a.spec, a.started_at, a.ended_at) {
+                        record_cost(&mut tx, t, a, cost).await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await.map_err(store_err)?;
+        Ok(applied)
     }
 
     /// Records jobs straight from their current Redis record (reconciliation of jobs the
@@ -303,10 +347,38 @@ impl JobStore {
             last.limit = Some(record.attempt_limit);
             last.code = record.exit_code;
         }
-        self.apply(&events, &HashMap::from([(record.id.to_string(), spec)]))
+        self.apply(&events, &HashMap::from([(record.id.to_string(), spec)]), None)
             .await
             .map(|_| ())
     }
+}
+
+/// Records what an ended attempt cost (once: replays are ignored).
+async fn record_cost(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    t: &AppliedTransition,
+    a: &EndedAttempt,
+    cost: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO attempt_costs (job_id, attempt, team, experiment, model_type, priority, started_at, \
+         ended_at, outcome, cost_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (job_id, attempt) DO NOTHING",
+    )
+    .bind(a.job_id.as_str())
+    .bind(i64::from(t.attempt))
+    .bind(a.team.as_str())
+    .bind(a.experiment.as_str())
+    .bind(t.model_type.as_str())
+    .bind(t.priority.as_str())
+    .bind(a.started_at as i64)
+    .bind(a.ended_at as i64)
+    .bind(t.to.as_str())
+    .bind(cost)
+    .execute(&mut **tx)
+    .await
+    .map_err(store_err)?;
+    Ok(())
 }
 
 /// Returns the entry ids that were new (replays are skipped by the primary key).

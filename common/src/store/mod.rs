@@ -11,9 +11,11 @@
 //! stream entry id and job rows only move forward in stream order.
 
 mod apply;
+mod costs;
 mod read;
 
-pub use apply::AppliedTransition;
+pub use apply::{AppliedTransition, Pricer};
+pub use costs::BudgetRow;
 
 use crate::queue::mask_url;
 use crate::{Error, Result};

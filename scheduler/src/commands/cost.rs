@@ -181,3 +181,18 @@ pub(crate) async fn print_for_enqueue(store_url: &str, pricing: Option<&std::pat
         _ => {}
     }
 }
+
+/// The pricer the store uses to record what each attempt cost when it ends. Spot is not a
+/// spec field yet, so attempts are priced on demand.
+pub(crate) fn attempt_pricer(model: CostModel) -> std::sync::Arc<common::store::Pricer> {
+    std::sync::Arc::new(move |spec: &str, start: u64, end: u64| {
+        let spec: JobSpec = serde_json::from_str(spec).ok()?;
+        let at = |ms: u64| DateTime::from_timestamp_millis(ms as i64);
+        Some(
+            model
+                .pricing
+                .actual_cost(&Usage::of(&spec, false), at(start)?, at(end)?)
+                .micros(),
+        )
+    })
+}

@@ -57,7 +57,13 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs, shutdown: CancellationToken)
         listen: None,
     };
     let store = crate::open_store(&common::store::sqlite_url(&scratch.join("jobs.db"))).await?;
-    let serve = tokio::spawn(crate::serve::run(queue.clone(), store, serve_args, loops.clone()));
+    let serve = tokio::spawn(crate::serve::run(
+        queue.clone(),
+        store,
+        serve_args,
+        cost::CostModel::builtin(),
+        loops.clone(),
+    ));
     let mut workers = Vec::new();
     for i in 0..args.workers {
         workers.push(spawn_worker(

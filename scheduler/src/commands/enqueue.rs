@@ -45,6 +45,7 @@ pub(crate) async fn enqueue(
         labels: a.labels.into_iter().collect(),
     };
     spec.validate().map_err(|e| CliError::BadInput(e.to_string()))?;
+    super::budget::enforce(store_url, pricing, std::slice::from_ref(&spec)).await?;
     let report = queue.enqueue_batch(vec![spec.clone()]).await?;
     if report.created == 1 {
         super::cost::print_for_enqueue(store_url, pricing, std::slice::from_ref(&spec)).await;
@@ -78,6 +79,7 @@ pub(crate) async fn batch(
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
+    super::budget::enforce(store_url, pricing, &specs).await?;
     let report = queue.enqueue_batch(specs.clone()).await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();

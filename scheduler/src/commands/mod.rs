@@ -1,7 +1,10 @@
 //! One module per group of subcommands.
 
+mod budget;
 mod cost;
 pub(crate) mod demo;
+
+pub(crate) use cost::attempt_pricer;
 mod enqueue;
 mod jobs;
 mod status;
@@ -22,6 +25,12 @@ pub(crate) async fn dispatch(
     match command {
         Command::Enqueue(a) => enqueue::enqueue(&queue, *a, &store_url, pricing.as_deref()).await,
         Command::Batch(a) => enqueue::batch(&queue, a, &store_url, pricing.as_deref()).await,
+        Command::Budget(crate::cli::BudgetCommand::Set(a)) => {
+            budget::set(&crate::open_store(&store_url).await?, pricing.as_deref(), a).await
+        }
+        Command::Budget(crate::cli::BudgetCommand::Show(a)) => {
+            budget::show(&crate::open_store(&store_url).await?, pricing.as_deref(), a).await
+        }
         Command::Cost(crate::cli::CostCommand::Estimate(a)) => {
             cost::estimate_command(&store_url, pricing.as_deref(), a).await
         }
@@ -34,11 +43,17 @@ pub(crate) async fn dispatch(
         Command::Workers(a) => status::workers(&queue, a.json).await,
         Command::Serve(a) => {
             let store = crate::open_store(&store_url).await?;
-            crate::serve::run(queue, store, a, shutdown).await
+            crate::serve::run(queue, store, a, cost::model(pricing.as_deref())?, shutdown).await
         }
         Command::Reconcile(a) => {
             let store = crate::open_store(&store_url).await?;
-            let report = crate::store_sync::reconcile::reconcile(&queue, &store, None).await?;
+            let report = crate::store_sync::reconcile::reconcile(
+                &queue,
+                &store,
+                None,
+                Some(&*attempt_pricer(cost::model(pricing.as_deref())?)),
+            )
+            .await?;
             if a.json {
                 crate::format::print_json(&report);
             } else {

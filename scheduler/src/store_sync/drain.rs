@@ -7,7 +7,7 @@
 
 use crate::metrics::ServeMetrics;
 use common::queue::RedisQueue;
-use common::store::JobStore;
+use common::store::{JobStore, Pricer};
 use common::{Backoff, Result};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +23,7 @@ pub async fn drain_once(
     store: &JobStore,
     batch: usize,
     metrics: Option<&ServeMetrics>,
+    pricer: Option<&Pricer>,
 ) -> Result<usize> {
     let events = queue.read_outbox(batch).await?;
     if events.is_empty() {
@@ -45,7 +46,7 @@ pub async fn drain_once(
             }
         }
     }
-    let applied = store.apply(&events, &specs).await?;
+    let applied = store.apply(&events, &specs, pricer).await?;
     if let Some(m) = metrics {
         for t in &applied {
             m.observe(t);
@@ -60,10 +61,11 @@ pub async fn drain_all(
     queue: &RedisQueue,
     store: &JobStore,
     metrics: Option<&ServeMetrics>,
+    pricer: Option<&Pricer>,
 ) -> Result<usize> {
     let mut total = 0;
     loop {
-        match drain_once(queue, store, BATCH, metrics).await? {
+        match drain_once(queue, store, BATCH, metrics, pricer).await? {
             0 => return Ok(total),
             n => total += n,
         }
@@ -77,12 +79,13 @@ pub async fn drain_loop(
     store: JobStore,
     idle: Duration,
     metrics: std::sync::Arc<ServeMetrics>,
+    pricer: std::sync::Arc<Pricer>,
     shutdown: CancellationToken,
 ) {
     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut failures = 0u32;
     loop {
-        let pause = match drain_once(&queue, &store, BATCH, Some(&metrics)).await {
+        let pause = match drain_once(&queue, &store, BATCH, Some(&metrics), Some(&*pricer)).await {
             Ok(n) => {
                 if failures > 0 {
                     tracing::info!(after_failures = failures, "job store writes resumed");
@@ -108,7 +111,7 @@ pub async fn drain_loop(
         }
     }
     // Leave as little as possible behind on a clean stop.
-    if let Err(e) = drain_all(&queue, &store, Some(&metrics)).await {
+    if let Err(e) = drain_all(&queue, &store, Some(&metrics), Some(&*pricer)).await {
         tracing::warn!(error = %e, "final drain failed; the outbox keeps the rest");
     }
 }

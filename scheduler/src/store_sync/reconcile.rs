@@ -11,7 +11,7 @@
 use super::drain::drain_all;
 use crate::metrics::ServeMetrics;
 use common::queue::RedisQueue;
-use common::store::JobStore;
+use common::store::{JobStore, Pricer};
 use common::Result;
 use serde::Serialize;
 
@@ -34,8 +34,9 @@ pub async fn reconcile(
     queue: &RedisQueue,
     store: &JobStore,
     metrics: Option<&ServeMetrics>,
+    pricer: Option<&Pricer>,
 ) -> Result<Report> {
-    let drained = drain_all(queue, store, metrics).await?;
+    let drained = drain_all(queue, store, metrics, pricer).await?;
     let mut recorded = 0;
     for chunk in queue.job_ids().await?.chunks(500) {
         for id in store.missing(chunk).await? {
@@ -54,7 +55,7 @@ pub async fn reconcile(
         restored += queue.restore(chunk).await?;
     }
     // The restores themselves are transitions: record them too.
-    drain_all(queue, store, metrics).await?;
+    drain_all(queue, store, metrics, pricer).await?;
     Ok(Report {
         drained,
         recorded,

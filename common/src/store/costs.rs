@@ -1,0 +1,96 @@
+//! Budgets and recorded attempt costs.
+
+use super::{store_err, JobStore};
+use crate::{JobRecord, JobState, ListFilter, Result};
+use sqlx::Row;
+
+/// A monthly budget.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BudgetRow {
+    /// Team.
+    pub team: String,
+    /// Experiment label value, or empty for the whole team.
+    pub experiment: String,
+    /// Month, `YYYY-MM`.
+    pub month: String,
+    /// Amount in micro-units.
+    pub amount_micros: i64,
+    /// Warn ratio in parts per million.
+    pub warn_ppm: i64,
+}
+
+impl JobStore {
+    /// Sets (or replaces) a budget.
+    pub async fn set_budget(&self, b: &BudgetRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO budgets (team, experiment, month, amount_micros, warn_ppm) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (team, experiment, month) DO UPDATE SET amount_micros = excluded.amount_micros, \
+             warn_ppm = excluded.warn_ppm",
+        )
+        .bind(b.team.as_str())
+        .bind(b.experiment.as_str())
+        .bind(b.month.as_str())
+        .bind(b.amount_micros)
+        .bind(b.warn_ppm)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(())
+    }
+
+    /// Budgets of a month, optionally of one team.
+    pub async fn budgets(&self, month: &str, team: Option<&str>) -> Result<Vec<BudgetRow>> {
+        let rows = sqlx::query(
+            "SELECT team, experiment, month, amount_micros, warn_ppm FROM budgets \
+             WHERE month = $1 AND ($2 = '' OR team = $2) ORDER BY team, experiment",
+        )
+        .bind(month)
+        .bind(team.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|r| {
+                Ok(BudgetRow {
+                    team: r.try_get("team").map_err(store_err)?,
+                    experiment: r.try_get("experiment").map_err(store_err)?,
+                    month: r.try_get("month").map_err(store_err)?,
+                    amount_micros: r.try_get("amount_micros").map_err(store_err)?,
+                    warn_ppm: r.try_get("warn_ppm").map_err(store_err)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Cost of the attempts of `team` (and `experiment`, unless empty) that ended in
+    /// `[from_ms, to_ms)`, in micro-units.
+    pub async fn spent(&self, team: &str, experiment: &str, from_ms: u64, to_ms: u64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS spent FROM attempt_costs WHERE team = $1 \
+             AND ($2 = '' OR experiment = $2) AND ended_at >= $3 AND ended_at < $4",
+        )
+        .bind(team)
+        .bind(experiment)
+        .bind(from_ms as i64)
+        .bind(to_ms as i64)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_err)?;
+        row.try_get("spent").map_err(store_err)
+    }
+
+    /// The team's jobs that still hold budget: queued, retrying or running.
+    pub async fn unfinished(&self, team: &str) -> Result<Vec<JobRecord>> {
+        let mut out = Vec::new();
+        for state in [JobState::Queued, JobState::Retrying, JobState::Running] {
+            let filter = ListFilter {
+                state: Some(state),
+                team: Some(team.to_string()),
+                limit: 100_000,
+                ..ListFilter::default()
+            };
+            out.extend(self.list(&filter).await?);
+        }
+        Ok(out)
+    }
+}
