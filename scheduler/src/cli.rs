@@ -111,6 +111,30 @@ pub struct BudgetShowArgs {
 pub enum CostCommand {
     /// Price job specs (a JSON object, array or JSON lines; FILE or -) without enqueueing.
     Estimate(CostEstimateArgs),
+    /// Actual costs over a period, grouped, with the trend against the previous period.
+    Report(CostReportArgs),
+    /// A running job's cost so far and projected total, from its epoch pace.
+    Forecast(IdArgs),
+}
+
+/// Arguments of `cost report`.
+#[derive(Debug, clap::Args)]
+pub struct CostReportArgs {
+    /// Start of the period (a time like 2026-11-01, or an age like 30d).
+    #[arg(long, value_parser = parse_time)]
+    pub from: u64,
+    /// End of the period (default: now).
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<u64>,
+    /// Group by team, model-type or priority.
+    #[arg(long, default_value = "team")]
+    pub by: String,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV.
+    #[arg(long)]
+    pub csv: bool,
 }
 
 /// Arguments of `cost estimate`.

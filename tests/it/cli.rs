@@ -278,3 +278,47 @@ async fn cost_estimates_price_a_spec_before_it_runs() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_has_a_cost_forecast_from_its_pace() {
+    let env = TestEnv::new().await;
+    let mut trainer = common::JobSpec::new(
+        "forecast-me",
+        "vision",
+        vec![
+            bin("trainer").display().to_string(),
+            "--epoch-delay-ms".into(),
+            "300".into(),
+        ],
+    );
+    trainer.epochs = 40;
+    trainer.resources.gpus = 1;
+    let id = env
+        .queue
+        .enqueue_batch(vec![trainer])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let out = env.scheduler(&["cost", "forecast", id.as_str()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a queued job has no forecast: {}",
+        stderr(&out)
+    );
+    let _w = env.worker(&[]);
+    crate::support::wait_for("two epochs", std::time::Duration::from_secs(60), || async {
+        let p = env.record(&id).await.progress?;
+        let done: u32 = p.strip_prefix("epoch ")?.split('/').next()?.parse().ok()?;
+        (done >= 2).then_some(())
+    })
+    .await;
+    let out = env.scheduler(&["cost", "forecast", id.as_str(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let f: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let so_far: f64 = f["so_far"].as_str().unwrap().parse().unwrap();
+    let total: f64 = f["projected_total"].as_str().unwrap().parse().unwrap();
+    assert!(so_far > 0.0 && total > so_far, "{f}");
+    env.queue.cancel(&id, "done").await.unwrap();
+}

@@ -1,7 +1,7 @@
 //! The job store, over both backends: every test runs once on SQLite and once on
 //! PostgreSQL (a fresh database each).
 
-use crate::support::{sh, stderr, wait_for, PrivateRedis, TestEnv};
+use crate::support::{sh, stderr, stdout, wait_for, PrivateRedis, TestEnv};
 use common::queue::{Outcome, RedisQueue};
 use common::store::JobStore;
 use common::{JobId, JobSpec, JobState, ListFilter, Priority, WorkerId, WorkerInfo};
@@ -43,6 +43,7 @@ over_both_stores!(
     concurrent_workers_and_drainers_keep_one_row_per_job,
     finished_jobs_leave_redis_but_not_the_store,
     budgets_warn_and_refuse_at_enqueue,
+    cost_reports_total_recorded_attempts,
 );
 
 fn spec(name: &str, p: Priority) -> JobSpec {
@@ -591,4 +592,63 @@ async fn budgets_warn_and_refuse_at_enqueue(url: &str) {
     })
     .await;
     assert_eq!(shown[0]["committed_micros"], 0, "{shown}");
+}
+
+async fn cost_reports_total_recorded_attempts(url: &str) {
+    let env = TestEnv::with_store(url).await;
+    let store = JobStore::open(url).await.unwrap();
+    // A fixed price per attempt by team, so the totals can be computed by hand.
+    let pricer: &common::store::Pricer = &|spec: &str, _start: u64, _end: u64| {
+        let spec: JobSpec = serde_json::from_str(spec).ok()?;
+        Some(if spec.team == "vision" {
+            1_500_000
+        } else {
+            2_250_000
+        })
+    };
+    // The urgent job is claimed first and fails once.
+    let mut flaky = spec("flaky", Priority::Urgent);
+    flaky.team = "vision".into();
+    let mut once = spec("once", Priority::Normal);
+    once.team = "nlp".into();
+    env.queue.enqueue_batch(vec![flaky, once]).await.unwrap();
+    let w = live_worker(&env.queue).await;
+    let fail = Outcome::Failed {
+        exit_code: Some(1),
+        reason: "x".into(),
+        retry_after: Duration::ZERO,
+    };
+    let first = env.queue.claim(&w).await.unwrap().unwrap();
+    env.queue.finish(&w, &first.id, &fail).await.unwrap();
+    while let Some(job) = env.queue.claim(&w).await.unwrap() {
+        env.queue.finish(&w, &job.id, &Outcome::Succeeded).await.unwrap();
+    }
+    drain_all(&env.queue, &store, None, Some(pricer)).await.unwrap();
+    // Replaying the outbox must not record a cost twice.
+    assert_eq!(store.attempt_costs(0, u64::MAX / 2).await.unwrap().len(), 3);
+
+    let out = env.scheduler(&["cost", "report", "--from", "1h", "--by", "team", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let money = |v: &serde_json::Value| v.as_str().unwrap().parse::<f64>().unwrap();
+    let line = |team: &str| {
+        r["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["group"] == team)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (money(&line("vision")["cost"]), line("vision")["runs"].as_u64()),
+        (3.0, Some(2))
+    );
+    assert_eq!(
+        (money(&line("nlp")["cost"]), line("nlp")["runs"].as_u64()),
+        (2.25, Some(1))
+    );
+    assert_eq!(money(&r["total"]["cost"]), 5.25);
+    let csv = stdout(&env.scheduler(&["cost", "report", "--from", "1h", "--csv"]));
+    assert!(csv.lines().count() >= 4, "{csv}");
 }

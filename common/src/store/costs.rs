@@ -94,3 +94,55 @@ impl JobStore {
         Ok(out)
     }
 }
+
+/// One recorded attempt cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptCost {
+    /// The job.
+    pub job_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Team.
+    pub team: String,
+    /// Model type.
+    pub model_type: String,
+    /// Priority (`p0`..`p2`).
+    pub priority: String,
+    /// Run time (ms).
+    pub run_ms: u64,
+    /// When it ended (ms).
+    pub ended_at: u64,
+    /// Cost in micro-units.
+    pub cost_micros: i64,
+}
+
+impl JobStore {
+    /// Attempt costs that ended in `[from_ms, to_ms)`.
+    pub async fn attempt_costs(&self, from_ms: u64, to_ms: u64) -> Result<Vec<AttemptCost>> {
+        let rows = sqlx::query(
+            "SELECT job_id, attempt, team, model_type, priority, started_at, ended_at, cost_micros \
+             FROM attempt_costs WHERE ended_at >= $1 AND ended_at < $2 ORDER BY ended_at",
+        )
+        .bind(from_ms as i64)
+        .bind(to_ms as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|r| {
+                let started: i64 = r.try_get("started_at").map_err(store_err)?;
+                let ended: i64 = r.try_get("ended_at").map_err(store_err)?;
+                Ok(AttemptCost {
+                    job_id: r.try_get("job_id").map_err(store_err)?,
+                    attempt: r.try_get::<i64, _>("attempt").map_err(store_err)? as u32,
+                    team: r.try_get("team").map_err(store_err)?,
+                    model_type: r.try_get("model_type").map_err(store_err)?,
+                    priority: r.try_get("priority").map_err(store_err)?,
+                    run_ms: (ended - started).max(0) as u64,
+                    ended_at: ended.max(0) as u64,
+                    cost_micros: r.try_get("cost_micros").map_err(store_err)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -15,7 +15,7 @@ mod costs;
 mod read;
 
 pub use apply::{AppliedTransition, Pricer};
-pub use costs::BudgetRow;
+pub use costs::{AttemptCost, BudgetRow};
 
 use crate::queue::mask_url;
 use crate::{Error, Result};

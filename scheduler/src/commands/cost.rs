@@ -2,7 +2,7 @@
 //! `enqueue` and `batch` print. Budgets, reports, forecasts and recommendations are the
 //! open part of the cost issue; the arithmetic for them lives in the `cost` crate.
 
-use crate::cli::CostEstimateArgs;
+use crate::cli::{CostEstimateArgs, CostReportArgs, IdArgs};
 use crate::format::{print_json, short_duration};
 use crate::{CliError, CliResult};
 use chrono::{DateTime, Utc};
@@ -195,4 +195,124 @@ pub(crate) fn attempt_pricer(model: CostModel) -> std::sync::Arc<common::store::
                 .micros(),
         )
     })
+}
+
+fn utc(ms: u64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
+}
+
+pub(crate) async fn report_command(
+    store: &JobStore,
+    pricing: Option<&std::path::Path>,
+    a: CostReportArgs,
+) -> CliResult<()> {
+    let model = model(pricing)?;
+    let by: cost::GroupBy =
+        a.by.parse()
+            .map_err(|e| CliError::BadInput(format!("--by {:?}: {e}", a.by)))?;
+    let to = a.to.unwrap_or_else(common::now_ms);
+    if to <= a.from {
+        return Err(CliError::BadInput("--to must be after --from".into()));
+    }
+    // The previous period of the same length is needed for the trend.
+    let previous_from = a.from.saturating_sub(to - a.from);
+    let rows: Vec<cost::CostRow> = store
+        .attempt_costs(previous_from, to)
+        .await?
+        .into_iter()
+        .filter_map(|c| {
+            Some(cost::CostRow {
+                job_id: c.job_id.parse().ok()?,
+                team: c.team,
+                model_type: c.model_type,
+                priority: c.priority.parse().ok()?,
+                cost: cost::Money::from_micros(c.cost_micros),
+                run_secs: c.run_ms / 1000,
+                finished_at: utc(c.ended_at),
+            })
+        })
+        .collect();
+    let report = cost::report(&rows, utc(a.from), utc(to), by);
+    if a.csv {
+        print!("{}", report.to_csv());
+    } else if a.json {
+        print_json(&report);
+    } else {
+        let c = model.pricing.currency();
+        println!(
+            "{:<20} {:>14} {:>6} {:>12} {:>9}",
+            "GROUP", "COST", "RUNS", "AVG", "TREND"
+        );
+        for l in &report.lines {
+            println!(
+                "{:<20} {:>14} {:>6} {:>12} {:>9}",
+                l.group,
+                c.format(l.cost),
+                l.runs,
+                c.format(l.avg_cost),
+                l.change_pct
+                    .map(|p| format!("{p:+.1}%"))
+                    .unwrap_or_else(|| "new".into())
+            );
+        }
+        println!(
+            "{:<20} {:>14} {:>6}",
+            "total",
+            c.format(report.total.cost),
+            report.total.runs
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn forecast_command(
+    queue: &common::queue::RedisQueue,
+    pricing: Option<&std::path::Path>,
+    a: IdArgs,
+) -> CliResult<()> {
+    let model = model(pricing)?;
+    let job = queue
+        .get(&a.id)
+        .await?
+        .ok_or_else(|| common::Error::NotFound(a.id.clone()))?;
+    let (Some(started), common::JobState::Running) = (job.started_at, job.state) else {
+        return Err(CliError::BadInput(format!(
+            "job {} is {}; only running jobs have a forecast",
+            a.id, job.state
+        )));
+    };
+    // Progress is "epoch k/n" from the trainer's JSON lines.
+    let done = job
+        .progress
+        .as_deref()
+        .and_then(|p| p.strip_prefix("epoch "))
+        .and_then(|p| p.split('/').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(0);
+    let f = cost::forecast(
+        &model.pricing,
+        &Usage::of(&job.spec, false),
+        utc(started),
+        Utc::now(),
+        cost::Progress {
+            epochs_done: done,
+            epochs_total: job.spec.epochs,
+        },
+    );
+    let c = model.pricing.currency();
+    if a.json {
+        print_json(&f);
+    } else {
+        println!(
+            "job {}: {} so far, epoch {done} of {}",
+            a.id,
+            c.format(f.so_far),
+            job.spec.epochs
+        );
+        match (f.projected_total, f.projected_end) {
+            (Some(total), Some(end)) => println!("projected total {} (ends about {end})", c.format(total)),
+            _ => println!("no projection until the first epoch completes"),
+        }
+    }
+    Ok(())
 }

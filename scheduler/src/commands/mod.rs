@@ -31,6 +31,12 @@ pub(crate) async fn dispatch(
         Command::Budget(crate::cli::BudgetCommand::Show(a)) => {
             budget::show(&crate::open_store(&store_url).await?, pricing.as_deref(), a).await
         }
+        Command::Cost(crate::cli::CostCommand::Report(a)) => {
+            cost::report_command(&crate::open_store(&store_url).await?, pricing.as_deref(), a).await
+        }
+        Command::Cost(crate::cli::CostCommand::Forecast(a)) => {
+            cost::forecast_command(&queue, pricing.as_deref(), a).await
+        }
         Command::Cost(crate::cli::CostCommand::Estimate(a)) => {
             cost::estimate_command(&store_url, pricing.as_deref(), a).await
         }
