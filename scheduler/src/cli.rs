@@ -115,6 +115,27 @@ pub enum CostCommand {
     Report(CostReportArgs),
     /// A running job's cost so far and projected total, from its epoch pace.
     Forecast(IdArgs),
+    /// Price one spec under alternative configurations side by side.
+    Compare(CostCompareArgs),
+}
+
+/// Arguments of `cost compare`.
+#[derive(Debug, clap::Args)]
+pub struct CostCompareArgs {
+    /// Spec file (one job), or - for stdin.
+    pub file: PathBuf,
+    /// Alternative batch sizes, e.g. 64,128.
+    #[arg(long, value_delimiter = ',')]
+    pub batch_size: Vec<u32>,
+    /// Alternative GPU counts, e.g. 1,4.
+    #[arg(long, value_delimiter = ',')]
+    pub gpus: Vec<u32>,
+    /// Also price on spot capacity, and starting at the next off-peak window.
+    #[arg(long)]
+    pub all_options: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `cost report`.

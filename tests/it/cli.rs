@@ -322,3 +322,46 @@ async fn a_running_job_has_a_cost_forecast_from_its_pace() {
     assert!(so_far > 0.0 && total > so_far, "{f}");
     env.queue.cancel(&id, "done").await.unwrap();
 }
+
+#[tokio::test]
+async fn cost_compare_prices_alternatives_side_by_side() {
+    let env = TestEnv::new().await;
+    let spec = r#"{"name":"r50","team":"vision","model_type":"resnet50","command":["python"],"epochs":10,"resources":{"gpus":2,"gpu_type":"a100"}}"#;
+    let out = env.scheduler_with_stdin(
+        &[
+            "cost",
+            "compare",
+            "-",
+            "--batch-size",
+            "128",
+            "--gpus",
+            "4",
+            "--all-options",
+            "--json",
+        ],
+        Some(spec),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 6, "baseline, batch, gpus, spot, off-peak, both");
+    let secs = |i: usize| rows[i]["estimate"]["secs"].as_u64().unwrap();
+    let cost = |i: usize| {
+        rows[i]["quote"]["total"]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert!(secs(1) < secs(0), "a larger batch is estimated faster");
+    assert!(secs(2) < secs(0), "more GPUs are estimated faster");
+    assert!(cost(3) < cost(0), "spot is cheaper even with re-runs");
+    // Off-peak waits for the window unless it is already open (then it is the baseline).
+    if rows[4]["start"] == rows[0]["start"] {
+        assert_eq!(cost(4), cost(0), "already off-peak");
+    } else {
+        assert!(cost(4) < cost(0), "off-peak is cheaper");
+        assert!(cost(5) < cost(3));
+    }
+    assert!(cost(5) < cost(0));
+}

@@ -2,7 +2,7 @@
 //! `enqueue` and `batch` print. Budgets, reports, forecasts and recommendations are the
 //! open part of the cost issue; the arithmetic for them lives in the `cost` crate.
 
-use crate::cli::{CostEstimateArgs, CostReportArgs, IdArgs};
+use crate::cli::{CostCompareArgs, CostEstimateArgs, CostReportArgs, IdArgs};
 use crate::format::{print_json, short_duration};
 use crate::{CliError, CliResult};
 use chrono::{DateTime, Utc};
@@ -313,6 +313,81 @@ pub(crate) async fn forecast_command(
             (Some(total), Some(end)) => println!("projected total {} (ends about {end})", c.format(total)),
             _ => println!("no projection until the first epoch completes"),
         }
+    }
+    Ok(())
+}
+
+pub(crate) async fn compare_command(
+    store_url: &str,
+    pricing: Option<&std::path::Path>,
+    a: CostCompareArgs,
+) -> CliResult<()> {
+    let text = if a.file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+        s
+    } else {
+        std::fs::read_to_string(&a.file)
+            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", a.file.display())))?
+    };
+    let spec = JobSpec::from_json(text.trim()).map_err(|e| CliError::BadInput(e.to_string()))?;
+    let model = model(pricing)?;
+    let store = JobStore::open(store_url).await.ok();
+    let history = history(store.as_ref(), &spec.model_type).await?;
+    let base = cost::Scenario::baseline(&spec);
+    let mut scenarios = vec![base.clone()];
+    for &b in &a.batch_size {
+        scenarios.push(cost::Scenario {
+            label: format!("batch size {b}"),
+            batch_size: b,
+            ..base.clone()
+        });
+    }
+    for &g in &a.gpus {
+        scenarios.push(cost::Scenario {
+            label: format!("{g} GPU(s)"),
+            gpus: g,
+            ..base.clone()
+        });
+    }
+    if a.all_options {
+        scenarios.push(cost::Scenario {
+            label: "spot".into(),
+            spot: true,
+            ..base.clone()
+        });
+        scenarios.push(cost::Scenario {
+            label: "off-peak start".into(),
+            off_peak: true,
+            ..base.clone()
+        });
+        scenarios.push(cost::Scenario {
+            label: "spot, off-peak start".into(),
+            spot: true,
+            off_peak: true,
+            ..base.clone()
+        });
+    }
+    let rows = cost::compare(&model, &spec, &history, &scenarios, Utc::now());
+    if a.json {
+        print_json(&rows);
+        return Ok(());
+    }
+    let c = model.pricing.currency();
+    println!(
+        "{:<24} {:>6} {:>5} {:>22} {:>10} {:>12}",
+        "SCENARIO", "BATCH", "GPUS", "START", "TIME", "COST"
+    );
+    for r in &rows {
+        println!(
+            "{:<24} {:>6} {:>5} {:>22} {:>10} {:>12}",
+            r.scenario.label,
+            r.scenario.batch_size,
+            r.scenario.gpus,
+            r.start.format("%Y-%m-%d %H:%M UTC"),
+            short_duration(r.estimate.secs * 1000),
+            c.format(r.quote.total)
+        );
     }
     Ok(())
 }
