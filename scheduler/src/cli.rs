@@ -117,6 +117,8 @@ pub enum CostCommand {
     Forecast(IdArgs),
     /// Price one spec under alternative configurations side by side.
     Compare(CostCompareArgs),
+    /// Concrete savings for a finished run, each with its amount and basis.
+    Recommend(IdArgs),
 }
 
 /// Arguments of `cost compare`.

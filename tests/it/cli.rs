@@ -365,3 +365,61 @@ async fn cost_compare_prices_alternatives_side_by_side() {
     }
     assert!(cost(5) < cost(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_finished_run_gets_concrete_recommendations() {
+    let env = TestEnv::new().await;
+    let mut run = common::JobSpec::new(
+        "plateau",
+        "vision",
+        vec![
+            bin("trainer").display().to_string(),
+            "--epoch-delay-ms".into(),
+            "20".into(),
+        ],
+    );
+    run.epochs = 30;
+    run.resources.gpus = 1;
+    run.labels.insert("checkpoints".into(), "true".into());
+    let id = env.queue.enqueue_batch(vec![run]).await.unwrap().ids.remove(0);
+    let out = env.scheduler(&["cost", "recommend", id.as_str()]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "not before the run ends: {}",
+        stderr(&out)
+    );
+    let _w = env.worker(&[]);
+    env.wait_state(
+        &id,
+        common::JobState::Succeeded,
+        std::time::Duration::from_secs(60),
+    )
+    .await;
+    let out = env.scheduler(&["cost", "recommend", id.as_str(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kind = |k: &str| {
+        recs.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"]["kind"] == k)
+            .cloned()
+    };
+    // The trainer's loss flattens long before epoch 30.
+    let early = kind("early_stopping").unwrap_or_else(|| panic!("{recs}"));
+    assert!(early["kind"]["after_epoch"].as_u64().unwrap() < 30, "{early}");
+    assert!(
+        early["saves"].as_str().unwrap().parse::<f64>().unwrap() > 0.0,
+        "{early}"
+    );
+    assert!(early["basis"].as_str().unwrap().contains("Loss was"), "{early}");
+    assert!(
+        kind("spot").is_some(),
+        "the run checkpoints, so spot applies: {recs}"
+    );
+    assert!(
+        kind("fewer_gpus").is_none(),
+        "utilisation is not measured, so no guess: {recs}"
+    );
+}

@@ -391,3 +391,95 @@ pub(crate) async fn compare_command(
     }
     Ok(())
 }
+
+/// Epoch metrics from a trainer's JSON progress lines (`{"epoch":k,"loss":..,"accuracy":..}`).
+fn epoch_metrics(lines: &[String]) -> Vec<cost::EpochMetrics> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            Some(cost::EpochMetrics {
+                epoch: u32::try_from(v.get("epoch")?.as_u64()?).ok()?,
+                loss: v.get("loss").and_then(|x| x.as_f64()),
+                accuracy: v.get("accuracy").and_then(|x| x.as_f64()),
+            })
+        })
+        .collect()
+}
+
+/// Recommendations for a finished run. The run's progress comes from its output in Redis
+/// (kept with the job until retention removes it); similar runs are the store's successful
+/// runs of the same model type, epochs and GPUs whose output is still in Redis. A job is
+/// taken to checkpoint when its spec carries the label `checkpoints=true`; GPU utilisation
+/// is not measured yet, so the fewer-GPUs rule stays silent.
+pub(crate) async fn recommend_command(
+    queue: &common::queue::RedisQueue,
+    store_url: &str,
+    pricing: Option<&std::path::Path>,
+    a: IdArgs,
+) -> CliResult<()> {
+    let model = model(pricing)?;
+    let store = JobStore::open(store_url).await.ok();
+    let job = match queue.get(&a.id).await? {
+        Some(j) => j,
+        None => match &store {
+            Some(s) => s
+                .get(&a.id)
+                .await?
+                .ok_or_else(|| common::Error::NotFound(a.id.clone()))?,
+            None => return Err(common::Error::NotFound(a.id.clone()).into()),
+        },
+    };
+    let (Some(started), Some(ended)) = (job.started_at, job.finished_at) else {
+        return Err(CliError::BadInput(format!(
+            "job {} is {}; only finished runs get recommendations",
+            a.id, job.state
+        )));
+    };
+    let progress = epoch_metrics(&queue.logs(&a.id, 1000).await?);
+    let mut similar = Vec::new();
+    if let Some(s) = &store {
+        for (json, run_ms, _) in s.successful_runs(&job.spec.model_type, HISTORY).await? {
+            let Ok(past) = serde_json::from_str::<JobSpec>(&json) else {
+                continue;
+            };
+            let same = past.epochs == job.spec.epochs && past.resources.gpus == job.spec.resources.gpus;
+            let Some(id) = past.id.clone().filter(|id| *id != job.id && same) else {
+                continue;
+            };
+            let final_accuracy = epoch_metrics(&queue.logs(&id, 1000).await?)
+                .last()
+                .and_then(|m| m.accuracy);
+            similar.push(cost::SimilarRun {
+                batch_size: past.batch_size,
+                run_secs: run_ms / 1000,
+                final_accuracy,
+            });
+        }
+    }
+    let usage = Usage::of(&job.spec, false);
+    let run = cost::FinishedRun {
+        spec: &job.spec,
+        spot: false,
+        started_at: utc(started),
+        ended_at: utc(ended),
+        cost: model.pricing.actual_cost(&usage, utc(started), utc(ended)),
+        progress: &progress,
+        checkpoints: job.spec.labels.get("checkpoints").map(String::as_str) == Some("true"),
+        gpu_utilisation: None,
+    };
+    let recs = cost::recommend(&model.pricing, &run, &similar, &cost::RecommendConfig::default());
+    if a.json {
+        print_json(&recs);
+        return Ok(());
+    }
+    let c = model.pricing.currency();
+    println!("run {} cost {}", a.id, c.format(run.cost));
+    if recs.is_empty() {
+        println!("no savings found for this run");
+    }
+    for r in &recs {
+        println!("  save {:>10}  {}", c.format(r.saves), r.basis);
+    }
+    Ok(())
+}

@@ -40,6 +40,9 @@ pub(crate) async fn dispatch(
         Command::Cost(crate::cli::CostCommand::Compare(a)) => {
             cost::compare_command(&store_url, pricing.as_deref(), a).await
         }
+        Command::Cost(crate::cli::CostCommand::Recommend(a)) => {
+            cost::recommend_command(&queue, &store_url, pricing.as_deref(), a).await
+        }
         Command::Cost(crate::cli::CostCommand::Estimate(a)) => {
             cost::estimate_command(&store_url, pricing.as_deref(), a).await
         }
