@@ -51,6 +51,10 @@ pub struct JobSpec {
     /// Per-attempt time limit in seconds; an attempt running longer is killed and counts as failed.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// Earliest start, in ms since the Unix epoch; until then the job waits as `deferred`
+    /// (`enqueue --off-peak` sets it to the next off-peak window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
     /// Free-form labels (experiment, owner, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -196,6 +200,7 @@ impl JobSpec {
             batch_size: default_batch_size(),
             max_attempts: default_max_attempts(),
             timeout_secs: DEFAULT_TIMEOUT_SECS,
+            not_before: None,
             labels: BTreeMap::new(),
         }
     }

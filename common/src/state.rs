@@ -6,7 +6,8 @@
 //!              |          '----> dead                    (attempts used up; dead-letter list)
 //!              |-----> cancelled
 //!              '-----> queued                            (worker lost or shut down: requeued)
-//! queued | retrying -> cancelled;   dead | cancelled -> queued  (manual `retry`)
+//! deferred -> queued                                   (its start time came: e.g. off-peak)
+//! queued | retrying | deferred -> cancelled;   dead | cancelled -> queued  (manual `retry`)
 //! ```
 //! `failed` marks the end of a failed attempt in a job's history; the job itself moves on
 //! to `retrying` or `dead` in the same atomic step. The transitions are carried out by the
@@ -19,6 +20,8 @@ use std::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
+    /// Waiting for its start time (e.g. the next off-peak window) before it is queued.
+    Deferred,
     /// Waiting in its priority list.
     Queued,
     /// Claimed by a worker; an attempt is in progress.
@@ -37,7 +40,8 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in life-cycle order.
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
+        JobState::Deferred,
         JobState::Queued,
         JobState::Running,
         JobState::Failed,
@@ -50,6 +54,7 @@ impl JobState {
     /// The name stored in Redis and shown to users.
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Deferred => "deferred",
             JobState::Queued => "queued",
             JobState::Running => "running",
             JobState::Failed => "failed",
@@ -74,6 +79,7 @@ impl JobState {
         matches!(
             (self, next),
             (Queued, Running | Cancelled)
+                | (Deferred, Queued | Cancelled)
                 | (Running, Succeeded | Failed | Cancelled | Queued | Dead)
                 | (Failed, Retrying | Dead)
                 | (Retrying, Queued | Cancelled)
@@ -89,7 +95,7 @@ impl std::str::FromStr for JobState {
             .into_iter()
             .find(|st| st.as_str() == s)
             .ok_or_else(|| {
-                format!("unknown state {s:?}; expected one of queued, running, failed, retrying, succeeded, cancelled, dead")
+                format!("unknown state {s:?}; expected one of deferred, queued, running, failed, retrying, succeeded, cancelled, dead")
             })
     }
 }

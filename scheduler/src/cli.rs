@@ -308,6 +308,9 @@ pub struct EnqueueArgs {
     /// Label KEY=VALUE (repeatable).
     #[arg(long = "label", value_parser = parse_pair)]
     pub labels: Vec<(String, String)>,
+    /// Defer the start to the next off-peak window (cheaper; see the pricing file).
+    #[arg(long)]
+    pub off_peak: bool,
     /// Print the job record as JSON.
     #[arg(long)]
     pub json: bool,
@@ -321,6 +324,9 @@ pub struct EnqueueArgs {
 pub struct BatchArgs {
     /// File with a JSON array of specs or one spec per line; `-` reads stdin.
     pub file: PathBuf,
+    /// Defer every job to the next off-peak window.
+    #[arg(long)]
+    pub off_peak: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

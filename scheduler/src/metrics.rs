@@ -170,7 +170,7 @@ impl ServeMetrics {
             model_type: t.model_type.clone(),
         };
         match t.to {
-            JobState::Queued if t.from.is_none() && t.attempt == 0 => {
+            JobState::Queued | JobState::Deferred if t.from.is_none() && t.attempt == 0 => {
                 self.enqueued.get_or_create(&job).inc();
             }
             JobState::Running => {

@@ -423,3 +423,47 @@ async fn a_finished_run_gets_concrete_recommendations() {
         "utilisation is not measured, so no guess: {recs}"
     );
 }
+
+#[tokio::test]
+async fn enqueue_off_peak_defers_to_the_next_window() {
+    let mut env = TestEnv::new().await;
+    // A window that opens two hours from now, whatever the time of the run.
+    let hour = (chrono_hour_utc() + 2) % 24;
+    let default = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../cost/pricing.default.toml"
+    ))
+    .unwrap();
+    let pricing = default
+        .replace("start = \"22:00\"", &format!("start = \"{hour:02}:00\""))
+        .replace("end = \"06:00\"", &format!("end = \"{:02}:00\"", (hour + 1) % 24));
+    let path = env.path("pricing.toml");
+    std::fs::write(&path, pricing).unwrap();
+    env.pricing = Some(path);
+    let out = env.scheduler(&[
+        "enqueue",
+        "--name",
+        "cheap",
+        "--off-peak",
+        "--id",
+        "cheap-1",
+        "--",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("deferred to the off-peak window at"),
+        "{}",
+        stderr(&out)
+    );
+    let rec = env.record(&"cheap-1".parse::<JobId>().unwrap()).await;
+    assert_eq!(rec.state, JobState::Deferred);
+    let wait = rec.spec.not_before.unwrap() - common::now_ms();
+    assert!((3_600_000..=7_200_000).contains(&wait), "{wait} ms");
+    let listed = stdout(&env.scheduler(&["list", "--state", "deferred"]));
+    assert!(listed.contains("cheap-1"), "{listed}");
+}
+
+fn chrono_hour_utc() -> u64 {
+    (common::now_ms() / 3_600_000) % 24
+}

@@ -368,3 +368,39 @@ async fn every_key_lives_under_the_namespace_hash_tag() {
     let tag = format!("{{{}}}:", env.ns);
     assert!(keys.iter().all(|k| k.starts_with(&tag)), "{keys:?}");
 }
+
+#[tokio::test]
+async fn a_job_with_a_start_time_waits_deferred_until_it_is_due() {
+    let env = TestEnv::new().await;
+    let mut later = spec("later", Priority::Urgent);
+    later.not_before = Some(common::now_ms() + 400);
+    let mut never = spec("never", Priority::Urgent);
+    never.not_before = Some(common::now_ms() + 3_600_000);
+    let ids = env.queue.enqueue_batch(vec![later, never]).await.unwrap().ids;
+    assert_eq!(env.record(&ids[0]).await.state, JobState::Deferred);
+    let w = live_worker(&env).await;
+    assert_eq!(
+        env.queue.claim(&w).await.unwrap(),
+        None,
+        "not before its start time"
+    );
+    assert_eq!(
+        env.queue.cancel(&ids[1], "changed my mind").await.unwrap(),
+        JobState::Cancelled
+    );
+    let job = wait_for(
+        "the deferred job to come due",
+        Duration::from_secs(10),
+        || async { env.queue.claim(&w).await.unwrap() },
+    )
+    .await;
+    assert_eq!((job.id.clone(), job.attempt), (ids[0].clone(), 1));
+    let states: Vec<&str> = env
+        .record(&ids[0])
+        .await
+        .events
+        .iter()
+        .map(|e| e.state.as_str())
+        .collect();
+    assert_eq!(states, ["deferred", "queued", "running"]);
+}

@@ -35,7 +35,8 @@ impl RedisQueue {
                 .arg(id.as_str())
                 .arg(spec.priority.as_str())
                 .arg(json)
-                .arg(spec.max_attempts);
+                .arg(spec.max_attempts)
+                .arg(spec.not_before.unwrap_or(0));
             ids.push(id);
         }
         let mut conn = self.conn().await?;

@@ -135,7 +135,7 @@ impl JobRow {
                     self.reason.clone_from(&e.detail);
                 }
             }
-            JobState::Retrying => {}
+            JobState::Retrying | JobState::Deferred => {}
         }
         if let Some(limit) = e.limit {
             self.attempt_limit = i64::from(limit);

@@ -121,7 +121,7 @@ impl JobStore {
     /// lost them), oldest first by original enqueue order.
     pub async fn restorable(&self) -> Result<Vec<RestoreItem>> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'retrying', 'running') \
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('deferred', 'queued', 'retrying', 'running') \
              ORDER BY enqueue_ms, enqueue_seq"
         );
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(store_err)?;

@@ -84,6 +84,8 @@ fn priced(
     spot: bool,
     start: DateTime<Utc>,
 ) -> Estimate {
+    // A deferred job starts when it is due, not now.
+    let start = spec.not_before.map(utc).filter(|t| *t > start).unwrap_or(start);
     let est: DurationEstimate = model.estimates.estimate(spec, history);
     let quote: Quote = model
         .pricing
@@ -482,4 +484,13 @@ pub(crate) async fn recommend_command(
         println!("  save {:>10}  {}", c.format(r.saves), r.basis);
     }
     Ok(())
+}
+
+/// When `--off-peak` defers a job: the start of the next off-peak window, or `None` when
+/// the window is open now (or the pricing file has none).
+pub(crate) fn off_peak_start(pricing: Option<&std::path::Path>) -> CliResult<Option<u64>> {
+    let model = model(pricing)?;
+    let now = Utc::now();
+    let start = model.pricing.off_peak_start(now);
+    Ok((start > now).then(|| start.timestamp_millis() as u64))
 }

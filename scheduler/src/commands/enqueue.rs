@@ -43,7 +43,18 @@ pub(crate) async fn enqueue(
             a.timeout.as_secs().max(1)
         },
         labels: a.labels.into_iter().collect(),
+        not_before: if a.off_peak {
+            super::cost::off_peak_start(pricing)?
+        } else {
+            None
+        },
     };
+    if let Some(at) = spec.not_before {
+        eprintln!(
+            "deferred to the off-peak window at {}",
+            crate::format::timestamp(at)
+        );
+    }
     spec.validate().map_err(|e| CliError::BadInput(e.to_string()))?;
     super::budget::enforce(store_url, pricing, std::slice::from_ref(&spec)).await?;
     let report = queue.enqueue_batch(vec![spec.clone()]).await?;
@@ -70,7 +81,18 @@ pub(crate) async fn batch(
     pricing: Option<&std::path::Path>,
 ) -> CliResult<()> {
     let input = read_input(&a.file)?;
-    let specs = parse_batch(&input).map_err(|e| CliError::BadInput(e.to_string()))?;
+    let mut specs = parse_batch(&input).map_err(|e| CliError::BadInput(e.to_string()))?;
+    if a.off_peak {
+        if let Some(at) = super::cost::off_peak_start(pricing)? {
+            for s in specs.iter_mut().filter(|s| s.not_before.is_none()) {
+                s.not_before = Some(at);
+            }
+            eprintln!(
+                "deferred to the off-peak window at {}",
+                crate::format::timestamp(at)
+            );
+        }
+    }
     let show_progress = !a.json && specs.len() >= PROGRESS_THRESHOLD && std::io::stderr().is_terminal();
     let spinner = show_progress.then(|| {
         let pb = ProgressBar::new_spinner()

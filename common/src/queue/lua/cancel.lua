@@ -12,7 +12,7 @@ local jk = prefix .. ':job:' .. id
 local st, pri, attempt = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt'))
 if not st then return 'not_found' end
 local ms = now_ms()
-if st == 'queued' or st == 'retrying' then
+if st == 'queued' or st == 'retrying' or st == 'deferred' then
   if st == 'queued' then
     redis.call('LREM', prefix .. ':queue:' .. pri, 1, id)
   else

@@ -62,10 +62,12 @@ local function promote_due(prefix, delayed_key, ms)
     redis.call('ZREM', delayed_key, id)
     local jk = prefix .. ':job:' .. id
     local st, pri, attempt = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt'))
-    if st == 'retrying' then
+    if st == 'retrying' or st == 'deferred' then
       redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms)
       redis.call('RPUSH', prefix .. ':queue:' .. pri, id)
-      event(prefix, id, 'retrying', 'queued', ms, attempt, '', 'backoff elapsed')
+      local why = 'backoff elapsed'
+      if st == 'deferred' then why = 'start time reached' end
+      event(prefix, id, st, 'queued', ms, attempt, '', why)
       moved = moved + 1
     end
   end
