@@ -101,6 +101,16 @@ impl Bench {
     }
 }
 
+/// A bench that fails part-way still stops the processes it started.
+impl Drop for Bench {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// Polls `check` every 20 ms until it is true; fails after `within`.
 pub(crate) async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Result<()>
 where
