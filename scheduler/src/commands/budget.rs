@@ -7,7 +7,7 @@
 //! over the warn ratio (default 70%) the submission goes through with a warning; over 100%
 //! it is refused whole (exit code 2) and nothing is enqueued.
 
-use super::cost::{estimate, model};
+use super::cost::{model, Estimator};
 use crate::cli::{BudgetSetArgs, BudgetShowArgs};
 use crate::format::print_json;
 use crate::{CliError, CliResult};
@@ -76,9 +76,10 @@ struct Standing {
 pub(crate) async fn show(store: &JobStore, pricing: Option<&Path>, a: BudgetShowArgs) -> CliResult<()> {
     let model = model(pricing)?;
     let month = month_of(&model, a.month.as_deref())?;
+    let mut estimator = Estimator::new(&model, Some(store));
     let mut out = Vec::new();
     for b in store.budgets(&month.to_string(), a.team.as_deref()).await? {
-        let (spent, committed) = standing(store, &model, month, &b.team, &b.experiment).await?;
+        let (spent, committed) = standing(store, &mut estimator, month, &b.team, &b.experiment).await?;
         out.push(Standing {
             budget: b,
             spent_micros: spent.micros(),
@@ -124,12 +125,12 @@ pub(crate) async fn show(store: &JobStore, pricing: Option<&Path>, a: BudgetShow
 /// Spent this month and committed (estimates of unfinished jobs) for one budget scope.
 async fn standing(
     store: &JobStore,
-    model: &CostModel,
+    estimator: &mut Estimator<'_>,
     month: Month,
     team: &str,
     experiment: &str,
 ) -> CliResult<(Money, Money)> {
-    let (from, to) = month.bounds(model.pricing.time_zone());
+    let (from, to) = month.bounds(estimator.model().pricing.time_zone());
     let spent = store
         .spent(
             team,
@@ -138,16 +139,13 @@ async fn standing(
             to.timestamp_millis() as u64,
         )
         .await?;
-    let mut committed = Money::ZERO;
-    for job in store.unfinished(team).await? {
-        if in_scope(&job.spec, experiment) {
-            committed += Money::from_micros(
-                estimate(model, Some(store), &job.spec, false, Utc::now())
-                    .await?
-                    .cost_micros,
-            );
-        }
-    }
+    let unfinished = store.unfinished(team).await?;
+    let in_scope: Vec<&JobSpec> = unfinished
+        .iter()
+        .map(|j| &j.spec)
+        .filter(|s| in_scope(s, experiment))
+        .collect();
+    let committed = estimator.total(&in_scope).await?;
     Ok((Money::from_micros(spent), committed))
 }
 
@@ -167,6 +165,7 @@ pub(crate) async fn enforce(store_url: &str, pricing: Option<&Path>, specs: &[Jo
         }
     };
     let month = Month::of(Utc::now(), model.pricing.time_zone());
+    let mut estimator = Estimator::new(&model, Some(&store));
     let mut teams: Vec<&str> = specs.iter().map(|s| s.team.as_str()).collect();
     teams.sort();
     teams.dedup();
@@ -179,15 +178,8 @@ pub(crate) async fn enforce(store_url: &str, pricing: Option<&Path>, specs: &[Jo
             if new.is_empty() {
                 continue;
             }
-            let mut new_cost = Money::ZERO;
-            for spec in &new {
-                new_cost += Money::from_micros(
-                    estimate(&model, Some(&store), spec, false, Utc::now())
-                        .await?
-                        .cost_micros,
-                );
-            }
-            let (spent, committed) = standing(&store, &model, month, team, &b.experiment).await?;
+            let new_cost = estimator.total(&new).await?;
+            let (spent, committed) = standing(&store, &mut estimator, month, team, &b.experiment).await?;
             let check = BudgetCheck {
                 budget: Money::from_micros(b.amount_micros),
                 spent,
@@ -207,7 +199,7 @@ pub(crate) async fn enforce(store_url: &str, pricing: Option<&Path>, specs: &[Jo
                         message.unwrap_or_else(|| "over budget".into()),
                     ));
                 }
-                BudgetDecision::Warn { .. } => eprintln!("warning: {}", message.unwrap_or_default()),
+                BudgetDecision::Warn { .. } => eprintln!("{}", message.unwrap_or_default()),
                 BudgetDecision::Ok { .. } => {}
             }
         }

@@ -60,21 +60,57 @@ async fn history(store: Option<&JobStore>, model_type: &str) -> CliResult<Vec<Ru
     Ok(history)
 }
 
-/// Prices `spec` starting at `start`, with history from the store when it has any.
-pub(crate) async fn estimate(
-    model: &CostModel,
-    store: Option<&JobStore>,
-    spec: &JobSpec,
-    spot: bool,
-    start: DateTime<Utc>,
-) -> CliResult<Estimate> {
-    Ok(priced(
-        model,
-        spec,
-        &history(store, &spec.model_type).await?,
-        spot,
-        start,
-    ))
+/// Prices specs with history from the store when it has any, reading each model type's
+/// history once however many specs share it (a batch, a team's queued jobs).
+pub(crate) struct Estimator<'a> {
+    model: &'a CostModel,
+    store: Option<&'a JobStore>,
+    histories: std::collections::HashMap<String, Vec<RunSample>>,
+}
+
+impl<'a> Estimator<'a> {
+    pub(crate) fn new(model: &'a CostModel, store: Option<&'a JobStore>) -> Self {
+        Estimator {
+            model,
+            store,
+            histories: Default::default(),
+        }
+    }
+
+    /// The pricing model it uses.
+    pub(crate) fn model(&self) -> &'a CostModel {
+        self.model
+    }
+
+    /// Prices `spec` starting at `start` (or at its own later start, when deferred).
+    pub(crate) async fn estimate(
+        &mut self,
+        spec: &JobSpec,
+        spot: bool,
+        start: DateTime<Utc>,
+    ) -> CliResult<Estimate> {
+        if !self.histories.contains_key(&spec.model_type) {
+            let h = history(self.store, &spec.model_type).await?;
+            self.histories.insert(spec.model_type.clone(), h);
+        }
+        Ok(priced(
+            self.model,
+            spec,
+            &self.histories[&spec.model_type],
+            spot,
+            start,
+        ))
+    }
+
+    /// The summed cost of `specs` starting now.
+    pub(crate) async fn total(&mut self, specs: &[&JobSpec]) -> CliResult<cost::Money> {
+        let now = Utc::now();
+        let mut total = cost::Money::ZERO;
+        for spec in specs {
+            total += cost::Money::from_micros(self.estimate(spec, false, now).await?.cost_micros);
+        }
+        Ok(total)
+    }
 }
 
 fn priced(
@@ -122,14 +158,7 @@ pub(crate) async fn estimate_command(
     pricing: Option<&std::path::Path>,
     a: CostEstimateArgs,
 ) -> CliResult<()> {
-    let text = if a.file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-        s
-    } else {
-        std::fs::read_to_string(&a.file)
-            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", a.file.display())))?
-    };
+    let text = super::read_input(&a.file)?;
     let specs = common::parse_batch(&text).map_err(|e| CliError::BadInput(e.to_string()))?;
     let model = model(pricing)?;
     let store = JobStore::open(store_url).await.ok();
@@ -137,9 +166,10 @@ pub(crate) async fn estimate_command(
         .start
         .map(|ms| DateTime::from_timestamp_millis(ms as i64).unwrap_or_else(Utc::now))
         .unwrap_or_else(Utc::now);
+    let mut estimator = Estimator::new(&model, store.as_ref());
     let mut out = Vec::new();
     for spec in &specs {
-        out.push(estimate(&model, store.as_ref(), spec, a.spot, start).await?);
+        out.push(estimator.estimate(spec, a.spot, start).await?);
     }
     if a.json {
         print_json(&out);
@@ -159,18 +189,15 @@ pub(crate) async fn print_for_enqueue(store_url: &str, pricing: Option<&std::pat
         Err(e) => return eprintln!("note: no cost estimate: {e}"),
     };
     let store = JobStore::open(store_url).await.ok();
+    let mut estimator = Estimator::new(&model, store.as_ref());
     let mut total = cost::Money::ZERO;
     let mut last = None;
-    let mut histories: std::collections::HashMap<&str, Vec<RunSample>> = Default::default();
     let now = Utc::now();
     for spec in specs {
-        if !histories.contains_key(spec.model_type.as_str()) {
-            match history(store.as_ref(), &spec.model_type).await {
-                Ok(h) => histories.insert(&spec.model_type, h),
-                Err(e) => return eprintln!("note: no cost estimate: {e}"),
-            };
-        }
-        let e = priced(&model, spec, &histories[spec.model_type.as_str()], false, now);
+        let e = match estimator.estimate(spec, false, now).await {
+            Ok(e) => e,
+            Err(e) => return eprintln!("note: no cost estimate: {e}"),
+        };
         total += cost::Money::from_micros(e.cost_micros);
         last = Some(e);
     }
@@ -324,14 +351,7 @@ pub(crate) async fn compare_command(
     pricing: Option<&std::path::Path>,
     a: CostCompareArgs,
 ) -> CliResult<()> {
-    let text = if a.file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
-        s
-    } else {
-        std::fs::read_to_string(&a.file)
-            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", a.file.display())))?
-    };
+    let text = super::read_input(&a.file)?;
     let spec = JobSpec::from_json(text.trim()).map_err(|e| CliError::BadInput(e.to_string()))?;
     let model = model(pricing)?;
     let store = JobStore::open(store_url).await.ok();

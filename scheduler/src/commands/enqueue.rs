@@ -6,7 +6,7 @@ use crate::{CliError, CliResult};
 use common::queue::RedisQueue;
 use common::{parse_batch, JobSpec, Resources};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 /// Batches at least this large get a progress display on a terminal.
@@ -80,7 +80,7 @@ pub(crate) async fn batch(
     store_url: &str,
     pricing: Option<&std::path::Path>,
 ) -> CliResult<()> {
-    let input = read_input(&a.file)?;
+    let input = super::read_input(&a.file)?;
     let mut specs = parse_batch(&input).map_err(|e| CliError::BadInput(e.to_string()))?;
     if a.off_peak {
         if let Some(at) = super::cost::off_peak_start(pricing)? {
@@ -123,17 +123,4 @@ pub(crate) async fn batch(
         report.existing.len()
     );
     Ok(())
-}
-
-fn read_input(path: &std::path::Path) -> CliResult<String> {
-    let mut s = String::new();
-    if path.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| CliError::BadInput(format!("cannot read stdin: {e}")))?;
-    } else {
-        s = std::fs::read_to_string(path)
-            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))?;
-    }
-    Ok(s)
 }

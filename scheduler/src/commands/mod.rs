@@ -10,7 +10,7 @@ mod jobs;
 mod status;
 
 use crate::cli::Command;
-use crate::CliResult;
+use crate::{CliError, CliResult};
 use common::queue::RedisQueue;
 use tokio_util::sync::CancellationToken;
 
@@ -78,4 +78,17 @@ pub(crate) async fn dispatch(
         }
         Command::Demo(_) => unreachable!("the demo brings its own Redis and is dispatched before connecting"),
     }
+}
+
+/// Reads a command's input: the file at `path`, or stdin for `-`.
+pub(super) fn read_input(path: &std::path::Path) -> CliResult<String> {
+    let mut s = String::new();
+    if path.as_os_str() == "-" {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| CliError::BadInput(format!("cannot read stdin: {e}")))?;
+    } else {
+        s = std::fs::read_to_string(path)
+            .map_err(|e| CliError::BadInput(format!("cannot read {}: {e}", path.display())))?;
+    }
+    Ok(s)
 }
