@@ -25,8 +25,8 @@ pub struct RedisArgs {
 impl RedisArgs {
     /// Opens the queue and waits for Redis to answer, retrying with backoff up to `patience`.
     /// Bad arguments fail at once; an unreachable server fails once patience runs out.
-    pub async fn connect(&self, pool_size: usize, patience: Duration) -> Result<RedisQueue> {
-        let queue = RedisQueue::open(&self.redis_url, &self.namespace, pool_size)?;
+    pub async fn connect(&self, patience: Duration) -> Result<RedisQueue> {
+        let queue = RedisQueue::open(&self.redis_url, &self.namespace)?;
         let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let deadline = tokio::time::Instant::now() + patience;
         let mut n = 0;

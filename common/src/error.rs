@@ -29,9 +29,6 @@ pub enum Error {
     /// Redis refused or failed a command, or could not be reached. Retryable.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// No pooled Redis connection could be had. Retryable.
-    #[error("redis connection pool: {0}")]
-    Pool(String),
     /// The job store failed or could not be reached. Retryable.
     #[error("job store: {0}")]
     Store(String),
@@ -49,9 +46,9 @@ impl Error {
         )
     }
 
-    /// True when retrying the same call later may succeed (Redis unreachable, pool exhausted).
+    /// True when retrying the same call later may succeed (Redis or the store unreachable).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Redis(_) | Error::Pool(_) | Error::Store(_))
+        matches!(self, Error::Redis(_) | Error::Store(_))
     }
 
     /// A short stable name for logs and metric labels.
@@ -62,18 +59,8 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict { .. } => "conflict",
             Error::Redis(_) => "redis",
-            Error::Pool(_) => "pool",
             Error::Store(_) => "store",
             Error::Corrupt(_) => "corrupt",
-        }
-    }
-}
-
-impl From<deadpool_redis::PoolError> for Error {
-    fn from(e: deadpool_redis::PoolError) -> Self {
-        match e {
-            deadpool_redis::PoolError::Backend(e) => Error::Redis(e),
-            other => Error::Pool(other.to_string()),
         }
     }
 }

@@ -22,7 +22,7 @@ impl Bench {
             "bench-{label}-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let queue = RedisQueue::open(url, &ns, 64)?;
+        let queue = RedisQueue::open(url, &ns)?;
         queue.ping().await.with_context(|| format!("Redis at {url}"))?;
         let dir = std::env::temp_dir().join(format!("gpuq-{ns}"));
         std::fs::create_dir_all(&dir)?;

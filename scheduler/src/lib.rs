@@ -26,7 +26,7 @@ pub async fn run(cli: Cli, shutdown: tokio_util::sync::CancellationToken) -> Cli
         Command::Serve(_) => Duration::from_secs(60),
         _ => Duration::from_secs(3),
     };
-    let queue = cli.redis.connect(16, patience).await.map_err(|e| {
+    let queue = cli.redis.connect(patience).await.map_err(|e| {
         if e.is_bad_input() {
             CliError::BadInput(e.to_string())
         } else {

@@ -404,3 +404,134 @@ async fn a_job_with_a_start_time_waits_deferred_until_it_is_due() {
         .collect();
     assert_eq!(states, ["deferred", "queued", "running"]);
 }
+
+#[tokio::test]
+async fn a_batch_skips_ids_it_repeats_or_redis_has_across_chunks() {
+    // The enqueue script checks existence once per chunk of 1000 keys; a repeat inside
+    // the batch, or an existing id deep in a later chunk, must still be skipped.
+    let env = TestEnv::new().await;
+    let mut old = spec("old", Priority::Normal);
+    old.id = Some("old-1".parse().unwrap());
+    env.queue.enqueue_batch(vec![old]).await.unwrap();
+    let mut batch: Vec<JobSpec> = (0..2500)
+        .map(|i| {
+            let mut s = spec(&format!("j{i}"), Priority::Normal);
+            s.id = Some(format!("j-{i}").parse().unwrap());
+            s
+        })
+        .collect();
+    batch[1800].id = Some("old-1".parse().unwrap());
+    batch[2100].id = Some("j-5".parse().unwrap());
+    let r = env.queue.enqueue_batch(batch).await.unwrap();
+    assert_eq!(r.created, 2498);
+    assert_eq!(
+        r.existing,
+        vec![
+            JobId::try_from("old-1".to_string()).unwrap(),
+            JobId::try_from("j-5".to_string()).unwrap()
+        ]
+    );
+    assert_eq!(env.record(&"old-1".parse().unwrap()).await.spec.name, "old");
+    assert_eq!(env.record(&"j-5".parse().unwrap()).await.spec.name, "j5");
+    // FIFO across chunks: the old job first, then the batch in order.
+    let w = live_worker(&env).await;
+    let first: Vec<String> = env
+        .queue
+        .claim_many(&w, 1002)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id.to_string())
+        .collect();
+    assert_eq!(first.len(), 1000, "a claim takes at most 1000 jobs");
+    assert_eq!(first[..3], ["old-1", "j-0", "j-1"]);
+    assert_eq!(first[999], "j-998");
+    assert_eq!(env.queue.status().await.unwrap().queued(), 1499);
+}
+
+#[tokio::test]
+async fn a_report_of_many_attempts_settles_each_on_its_own() {
+    let env = TestEnv::new().await;
+    let mut flaky = spec("flaky", Priority::Normal);
+    flaky.max_attempts = 3;
+    let ids = env
+        .queue
+        .enqueue_batch(vec![
+            spec("ok", Priority::Normal),
+            flaky,
+            spec("broken", Priority::Normal),
+        ])
+        .await
+        .unwrap()
+        .ids;
+    let w = live_worker(&env).await;
+    let claimed = env.queue.claim_many(&w, 3).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let fail = |code| Outcome::Failed {
+        exit_code: Some(code),
+        reason: format!("exited with code {code}"),
+        retry_after: Duration::from_secs(60),
+    };
+    // One of the reported jobs is no longer this worker's (as after its lease was reaped).
+    let stranger: JobId = "not-held".parse().unwrap();
+    let states = env
+        .queue
+        .finish_many(
+            &w,
+            &[
+                (ids[0].clone(), Outcome::Succeeded),
+                (stranger, Outcome::Succeeded),
+                (ids[1].clone(), fail(3)),
+                (
+                    ids[2].clone(),
+                    Outcome::Fatal {
+                        reason: "no such program".into(),
+                    },
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        states,
+        [
+            FinishState::Moved(JobState::Succeeded),
+            FinishState::Stale,
+            FinishState::Moved(JobState::Retrying),
+            FinishState::Moved(JobState::Dead),
+        ]
+    );
+    let ok = env.record(&ids[0]).await;
+    let history: Vec<_> = ok
+        .events
+        .iter()
+        .map(|e| (e.state, e.attempt, e.worker.clone()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (JobState::Queued, 0, None),
+            (JobState::Running, 1, Some(w.to_string())),
+            (JobState::Succeeded, 1, Some(w.to_string())),
+        ]
+    );
+    let flaky = env.record(&ids[1]).await;
+    assert_eq!((flaky.state, flaky.exit_code), (JobState::Retrying, Some(3)));
+    let last = flaky.events.last().unwrap();
+    assert_eq!(last.detail.as_deref(), Some("next attempt in 60000 ms"));
+    assert!(flaky
+        .events
+        .iter()
+        .any(|e| e.state == JobState::Failed && e.detail.as_deref() == Some("exited with code 3")));
+    assert_eq!(
+        env.record(&ids[2]).await.reason.as_deref(),
+        Some("no such program")
+    );
+    // Every lease is released, and a second report of the same attempts is refused.
+    let again = env
+        .queue
+        .finish_many(&w, &[(ids[0].clone(), Outcome::Succeeded)])
+        .await
+        .unwrap();
+    assert_eq!(again, [FinishState::Stale]);
+}

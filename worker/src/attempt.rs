@@ -30,6 +30,8 @@ pub(crate) struct AttemptDeps {
     pub(crate) running: RunningJobs,
     pub(crate) settings: Arc<Settings>,
     pub(crate) metrics: Arc<crate::metrics::WorkerMetrics>,
+    /// Records attempt ends, several per Redis call when many end together.
+    pub(crate) reporter: crate::report::Reporter,
     /// Fired when the shutdown grace period is over: running attempts are stopped and
     /// their jobs handed back to the queue.
     pub(crate) hard_stop: CancellationToken,

@@ -115,6 +115,14 @@ impl Config {
                 humantime::format_duration(self.heartbeat_interval)
             ));
         }
+        if let Some(id) = &self.id {
+            // Ids are parts of Redis keys and of tab-separated history entries.
+            if id.is_empty() || id.len() > 200 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!(
+                    "--id {id:?} must be 1 to 200 characters without spaces or control characters"
+                ));
+            }
+        }
         if self.heartbeat_interval.is_zero()
             || self.idle_timeout.is_zero()
             || self.cancel_check_interval.is_zero()
@@ -229,6 +237,13 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
         background.clone(),
     ));
 
+    let reporter_stop = CancellationToken::new();
+    let (reporter, reporter_task) = report::Reporter::start(
+        queue.clone(),
+        worker.clone(),
+        metrics.clone(),
+        reporter_stop.clone(),
+    );
     let deps = Arc::new(attempt::AttemptDeps {
         queue: queue.clone(),
         worker: worker.clone(),
@@ -236,6 +251,7 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
         running: running.clone(),
         settings: settings.clone(),
         metrics: metrics.clone(),
+        reporter,
         hard_stop: CancellationToken::new(),
     });
     let slots = Arc::new(Semaphore::new(config.concurrency as usize));
@@ -256,6 +272,9 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
         deps.hard_stop.cancel();
         attempts.wait().await;
     }
+    // Every attempt has returned, so every end it reported has been recorded.
+    reporter_stop.cancel();
+    let _ = reporter_task.await;
     background.cancel();
     tasks.close();
     tasks.wait().await;

@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
     let shutdown = CancellationToken::new();
     common::cli::spawn_signal_handler(shutdown.clone());
     // Redis may come up after the worker (pods start in any order): wait for it a while.
-    let queue = match config.redis.connect(64, Duration::from_secs(60)).await {
+    let queue = match config.redis.connect(Duration::from_secs(60)).await {
         Ok(q) => q,
         Err(e) => {
             eprintln!(

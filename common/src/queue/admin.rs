@@ -100,14 +100,25 @@ impl RedisQueue {
         if hash.is_empty() {
             return Ok(None);
         }
+        // The creation is not in the history list (enqueue skips writing it): it is
+        // implied by the hash, queued unless the job was created deferred.
+        let created = match hash.get("created").map(String::as_str) {
+            Some("deferred") => JobState::Deferred,
+            _ => JobState::Queued,
+        };
         let mut record = JobRecord::from_hash(id.clone(), hash)?;
-        record.events = events
-            .iter()
-            .map(|e| {
-                serde_json::from_str::<JobEvent>(e)
-                    .map_err(|err| Error::Corrupt(format!("job {id} event: {err}")))
-            })
-            .collect::<Result<_>>()?;
+        record.events.push(JobEvent {
+            state: created,
+            at: record.enqueued_at,
+            attempt: 0,
+            worker: None,
+            detail: None,
+        });
+        for e in &events {
+            record.events.push(
+                parse_history_entry(e).map_err(|err| Error::Corrupt(format!("job {id} event: {err}")))?,
+            );
+        }
         if record.state == JobState::Queued {
             record.position = self.position(id, record.priority).await?;
         }
@@ -332,5 +343,60 @@ impl RedisQueue {
         out.sort_by_key(|r| std::cmp::Reverse(r.updated_at));
         out.truncate(n);
         Ok(out)
+    }
+}
+
+/// Decodes one entry of a job's history list: `state TAB at TAB attempt TAB worker TAB
+/// detail` as the scripts write it (see `lua/lib.lua`), or the JSON object that earlier
+/// versions wrote.
+fn parse_history_entry(entry: &str) -> std::result::Result<JobEvent, String> {
+    if entry.starts_with('{') {
+        return serde_json::from_str(entry).map_err(|e| e.to_string());
+    }
+    let mut parts = entry.splitn(5, '\t');
+    let mut next = |what: &str| parts.next().ok_or_else(|| format!("no {what} in {entry:?}"));
+    let state = next("state")?.parse()?;
+    let at = next("time")?.parse().map_err(|e| format!("time: {e}"))?;
+    let attempt = next("attempt")?.parse().map_err(|e| format!("attempt: {e}"))?;
+    let worker = next("worker")?;
+    let detail = next("detail")?;
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(JobEvent {
+        state,
+        at,
+        attempt,
+        worker: text(worker),
+        detail: text(detail),
+    })
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::parse_history_entry;
+    use crate::JobState;
+
+    #[test]
+    fn reads_tab_separated_entries_with_any_detail() {
+        let e =
+            parse_history_entry("failed\t1764474000123\t2\tw-1\texited with code 3\t(tab inside)").unwrap();
+        assert_eq!(e.state, JobState::Failed);
+        assert_eq!(e.at, 1_764_474_000_123);
+        assert_eq!(e.attempt, 2);
+        assert_eq!(e.worker.as_deref(), Some("w-1"));
+        assert_eq!(e.detail.as_deref(), Some("exited with code 3\t(tab inside)"));
+        let e = parse_history_entry("queued\t5\t0\t\t").unwrap();
+        assert_eq!((e.worker, e.detail), (None, None));
+    }
+
+    #[test]
+    fn reads_json_entries_of_earlier_versions() {
+        let e = parse_history_entry(r#"{"state":"running","at":7,"attempt":1,"worker":"w"}"#).unwrap();
+        assert_eq!((e.state, e.at, e.attempt), (JobState::Running, 7, 1));
+    }
+
+    #[test]
+    fn rejects_truncated_entries() {
+        assert!(parse_history_entry("running\t7").is_err());
+        assert!(parse_history_entry("nonsense\t7\t1\t\t").is_err());
     }
 }

@@ -8,7 +8,7 @@
 //! |-----------------------------|--------|----------------------------------------------------|
 //! | `{ns}:queue:p0` .. `p2`     | list   | queued job ids, head = next to run                 |
 //! | `{ns}:job:<id>`             | hash   | spec JSON, state, attempt, timestamps, outcome     |
-//! | `{ns}:events:<id>`          | list   | JSON transition history of the job                 |
+//! | `{ns}:events:<id>`          | list   | JSON transitions after creation (history)          |
 //! | `{ns}:log:<id>`             | list   | last lines of the job's output                     |
 //! | `{ns}:jobs`                 | zset   | every job id, scored by enqueue time (ms)          |
 //! | `{ns}:delayed`              | zset   | jobs waiting out a retry backoff, scored by due ms |

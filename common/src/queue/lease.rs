@@ -96,34 +96,60 @@ impl RedisQueue {
 
     /// Reports the end of an attempt and releases the lease.
     pub async fn finish(&self, worker: &WorkerId, id: &JobId, outcome: &Outcome) -> Result<FinishState> {
-        let (kind, code, reason, delay) = match outcome {
-            Outcome::Succeeded => ("succeeded", None, String::new(), 0),
-            Outcome::Failed {
-                exit_code,
-                reason,
-                retry_after,
-            } => (
-                "failed",
-                *exit_code,
-                reason.clone(),
-                retry_after.as_millis() as u64,
-            ),
-            Outcome::Fatal { reason } => ("fatal", None, reason.clone(), 0),
-            Outcome::Cancelled => ("cancelled", None, "cancelled".to_string(), 0),
-        };
-        let mut conn = self.conn().await?;
-        let state: String = scripts::FINISH
-            .key(self.keys.delayed())
+        let mut states = self.finish_many(worker, &[(id.clone(), outcome.clone())]).await?;
+        states
+            .pop()
+            .ok_or_else(|| Error::Corrupt("finish script answered nothing".into()))
+    }
+
+    /// Reports the ends of several attempts of `worker` in one atomic step, each settled
+    /// as [`finish`](Self::finish) would settle it alone. Returns one state per attempt,
+    /// in order.
+    pub async fn finish_many(
+        &self,
+        worker: &WorkerId,
+        ended: &[(JobId, Outcome)],
+    ) -> Result<Vec<FinishState>> {
+        if ended.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::FINISH.prepare_invoke();
+        inv.key(self.keys.delayed())
             .arg(self.keys.prefix())
             .arg(worker.as_str())
-            .arg(id.as_str())
-            .arg(kind)
-            .arg(code.map(|c| c.to_string()).unwrap_or_default())
-            .arg(reason)
-            .arg(delay)
-            .invoke_async(&mut conn)
-            .await?;
-        parse_finish(&state)
+            .arg(ended.len());
+        for (id, outcome) in ended {
+            let (kind, code, reason, delay) = match outcome {
+                Outcome::Succeeded => ("succeeded", None, "", 0),
+                Outcome::Failed {
+                    exit_code,
+                    reason,
+                    retry_after,
+                } => (
+                    "failed",
+                    *exit_code,
+                    reason.as_str(),
+                    retry_after.as_millis() as u64,
+                ),
+                Outcome::Fatal { reason } => ("fatal", None, reason.as_str(), 0),
+                Outcome::Cancelled => ("cancelled", None, "cancelled", 0),
+            };
+            inv.arg(id.as_str())
+                .arg(kind)
+                .arg(code.map(|c| c.to_string()).unwrap_or_default())
+                .arg(reason)
+                .arg(delay);
+        }
+        let mut conn = self.conn().await?;
+        let states: Vec<String> = inv.invoke_async(&mut conn).await?;
+        if states.len() != ended.len() {
+            return Err(Error::Corrupt(format!(
+                "finish script answered {} states for {} attempts",
+                states.len(),
+                ended.len()
+            )));
+        }
+        states.iter().map(|s| parse_finish(s)).collect()
     }
 
     /// Hands a job this worker will not finish back to the head of its priority list

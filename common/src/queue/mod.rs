@@ -18,20 +18,27 @@ pub use lease::{ClaimedJob, FinishState, Outcome};
 pub use outbox::{OutboxEvent, RestoreItem};
 
 use crate::{Error, Result};
-use deadpool_redis::{Manager, Pool, Runtime};
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::AsyncConnectionConfig;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
-/// Upper bound for one command's reply on pooled connections; batch enqueue of many
+/// Upper bound for one command's reply on the shared connection; batch enqueue of many
 /// thousands of jobs is one script call, so this is generous.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A connection to one namespace of the queue.
+///
+/// Every clone shares one multiplexed connection: concurrent calls are pipelined on it,
+/// which is what lets a worker's many attempts report in few socket writes. A pool would
+/// only add a health-check round trip per checkout (deadpool-redis pings on each one).
+/// The connection reconnects by itself after Redis restarts; calls made while it is
+/// down fail with a retryable [`Error::Redis`].
 #[derive(Clone)]
 pub struct RedisQueue {
-    pool: Pool,
+    shared: Arc<OnceCell<ConnectionManager>>,
     client: redis::Client,
     keys: Keys,
     url: String,
@@ -47,32 +54,21 @@ impl std::fmt::Debug for RedisQueue {
 }
 
 impl RedisQueue {
-    /// Opens a connection pool for `namespace` on the Redis at `url` and checks that
-    /// the server answers.
+    /// Opens the queue of `namespace` on the Redis at `url` and checks that the server
+    /// answers.
     pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
-        let q = Self::open(url, namespace, 16)?;
+        let q = Self::open(url, namespace)?;
         q.ping().await?;
         Ok(q)
     }
 
-    /// Builds the pool without contacting Redis (connections are made on first use).
-    pub fn open(url: &str, namespace: &str, pool_size: usize) -> Result<Self> {
+    /// Checks the arguments without contacting Redis (the connection is made on first use).
+    pub fn open(url: &str, namespace: &str) -> Result<Self> {
         let keys = Keys::new(namespace)?;
         let client = redis::Client::open(url)
             .map_err(|e| Error::InvalidInput(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let manager = Manager::new_with_config(url, config)?;
-        let pool = Pool::builder(manager)
-            .max_size(pool_size)
-            .runtime(Runtime::Tokio1)
-            .wait_timeout(Some(RESPONSE_TIMEOUT))
-            .create_timeout(Some(CONNECT_TIMEOUT))
-            .build()
-            .map_err(|e| Error::Pool(e.to_string()))?;
         Ok(RedisQueue {
-            pool,
+            shared: Arc::new(OnceCell::new()),
             client,
             keys,
             url: url.to_string(),
@@ -96,8 +92,22 @@ impl RedisQueue {
         Ok(())
     }
 
-    pub(crate) async fn conn(&self) -> Result<deadpool_redis::Connection> {
-        Ok(self.pool.get().await?)
+    /// The shared connection (a cheap handle; clones pipeline on one socket).
+    pub(crate) async fn conn(&self) -> Result<ConnectionManager> {
+        let manager = self
+            .shared
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    // Reconnection is retried briefly; callers retry their own calls with
+                    // backoff, and each failed call starts a new reconnection.
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            })
+            .await?;
+        Ok(manager.clone())
     }
 
     /// A dedicated connection without a response timeout, for blocking commands

@@ -6,41 +6,52 @@
 -- KEYS[1]  {ns}:delayed
 -- ARGV[1]  prefix
 -- ARGV[2]  worker id
--- ARGV[3]  N, the most jobs to claim (free slots)
+-- ARGV[3]  N, the most jobs to claim (free slots; at most 1000 are taken per call)
 -- Returns  a flat array, 6 values per claimed job (empty when nothing is queued):
 --          id, spec JSON, attempt, priority, enqueued_at, attempt_limit
 local prefix, worker, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+-- Bounded so the leases fit one HSET (Lua's unpack takes a few thousand values at most).
+want = math.min(want, 1000)
 local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 local us = t[1] .. string.format('%06d', tonumber(t[2]))
 
 promote_due(prefix, KEYS[1], ms)
 
 local out = {}
-local claimed = 0
+local leased = {}
 for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
   local qk = prefix .. ':queue:' .. pri
-  while claimed < want do
+  while #leased < want do
     local id = redis.call('LPOP', qk)
     if not id then break end
     local jk = prefix .. ':job:' .. id
-    if redis.call('HGET', jk, 'state') == 'queued' then
-      local attempt = redis.call('HINCRBY', jk, 'attempt', 1)
-      redis.call('HSET', jk, 'state', 'running', 'worker', worker, 'started_at', ms, 'started_us', us,
-        'updated_at', ms)
-      redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at')
-      -- The lease records the claim's sequence number, so recovery can restore queue order.
-      redis.call('HSET', prefix .. ':inflight:' .. worker, id, redis.call('INCR', prefix .. ':claims'))
+    local st, attempt, spec, enq, limit =
+      unpack(redis.call('HMGET', jk, 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit'))
+    if st == 'queued' then
+      local previous = tonumber(attempt)
+      attempt = int(previous + 1)
+      redis.call('HSET', jk, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', ms,
+        'started_us', us, 'updated_at', ms)
+      -- What an earlier attempt left; a job never started has none of it.
+      if previous > 0 then redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at') end
       event(prefix, id, 'queued', 'running', ms, attempt, worker)
-      local spec, enq, limit = unpack(redis.call('HMGET', jk, 'spec', 'enqueued_at', 'attempt_limit'))
       for _, v in ipairs({ id, spec, attempt, pri, enq, limit }) do table.insert(out, v) end
-      claimed = claimed + 1
+      table.insert(leased, id)
     end
     -- A stale entry (job deleted or no longer queued) is dropped; look further.
   end
-  if claimed == want then break end
+  if #leased == want then break end
 end
-if claimed > 0 then
+if #leased > 0 then
+  -- Each lease records its claim's sequence number, so recovery can restore queue order.
+  local last = redis.call('INCRBY', prefix .. ':claims', #leased)
+  local pairs_ = {}
+  for i, id in ipairs(leased) do
+    table.insert(pairs_, id)
+    table.insert(pairs_, int(last - #leased + i))
+  end
+  redis.call('HSET', prefix .. ':inflight:' .. worker, unpack(pairs_))
   redis.call('SADD', prefix .. ':workers', worker)
   if any_queued(prefix) then wake(prefix) end
 end

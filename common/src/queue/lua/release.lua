@@ -21,7 +21,7 @@ if cancel == '1' then
   ended(prefix, id, ms)
   return 'cancelled'
 end
-local attempt = redis.call('HINCRBY', jk, 'attempt', -1)
+local attempt = int(redis.call('HINCRBY', jk, 'attempt', -1))
 redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms)
 redis.call('LPUSH', prefix .. ':queue:' .. pri, id)
 event(prefix, id, 'running', 'queued', ms, attempt, worker, reason)

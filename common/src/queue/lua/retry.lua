@@ -12,7 +12,7 @@ if not st then return 'not_found' end
 if st ~= 'dead' and st ~= 'failed' and st ~= 'cancelled' then return st end
 local ms = now_ms()
 redis.call('LREM', KEYS[1], 0, id)
-local limit = tonumber(attempt) + grant
+local limit = int(tonumber(attempt) + grant)
 redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'attempt_limit', limit)
 redis.call('ZREM', prefix .. ':finished', id)
 redis.call('HDEL', jk, 'finished_at', 'cancel_requested', 'exit_code', 'reason')
