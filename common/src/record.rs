@@ -79,8 +79,9 @@ impl JobRecord {
     /// Decodes the fields of a job hash.
     pub(crate) fn from_hash(id: JobId, mut h: HashMap<String, String>) -> Result<Self> {
         let corrupt = |what: &str| Error::Corrupt(format!("job {id}: {what}"));
+        // The first layout has no marker; a later one would write `schema`.
         match h.get("schema").map(String::as_str) {
-            Some("v1") => {}
+            None | Some("v1") => {}
             other => return Err(corrupt(&format!("unknown schema {other:?}"))),
         }
         let spec_json = h.remove("spec").ok_or_else(|| corrupt("no spec"))?;
@@ -103,7 +104,10 @@ impl JobRecord {
             attempt: num(&h, "attempt").unwrap_or(0) as u32,
             attempt_limit: num(&h, "attempt_limit").unwrap_or(spec.max_attempts as u64) as u32,
             enqueued_at: num(&h, "enqueued_at").unwrap_or(0),
-            updated_at: num(&h, "updated_at").unwrap_or(0),
+            // Absent until the job first changes after its enqueue.
+            updated_at: num(&h, "updated_at")
+                .or_else(|| num(&h, "enqueued_at"))
+                .unwrap_or(0),
             started_at: num(&h, "started_at"),
             finished_at: num(&h, "finished_at"),
             worker: h.remove("worker"),

@@ -97,7 +97,21 @@ impl Bench {
         }
         self.queue.purge().await?;
         let _ = std::fs::remove_dir_all(&self.dir);
-        Ok(())
+        // UNLINK frees in Redis's background thread; the next case must not share the
+        // two cores with it, or it measures the previous case's cleanup.
+        let client = redis::Client::open(self.url.as_str())?;
+        let con = client.get_multiplexed_async_connection().await?;
+        wait_until("Redis to free the bench's keys", Duration::from_secs(120), || {
+            let mut con = con.clone();
+            async move {
+                let info: String = redis::cmd("INFO").arg("memory").query_async(&mut con).await?;
+                Ok(info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("lazyfree_pending_objects:"))
+                    .is_none_or(|n| n.trim() == "0"))
+            }
+        })
+        .await
     }
 }
 

@@ -535,3 +535,76 @@ async fn a_report_of_many_attempts_settles_each_on_its_own() {
         .unwrap();
     assert_eq!(again, [FinishState::Stale]);
 }
+
+#[tokio::test]
+async fn the_index_lists_newest_first_forgets_expired_jobs_and_upgrades_from_a_sorted_set() {
+    use redis::AsyncCommands;
+    let env = TestEnv::new().await;
+    let first = env
+        .queue
+        .enqueue_batch(
+            (0..3)
+                .map(|i| spec(&format!("old{i}"), Priority::Normal))
+                .collect(),
+        )
+        .await
+        .unwrap()
+        .ids;
+    // Rewrite the index as the earlier layout had it: a sorted set by enqueue time.
+    let client = redis::Client::open(crate::support::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let index = env.queue.keys().jobs();
+    let _: () = con.del(&index).await.unwrap();
+    for (score, id) in first.iter().enumerate() {
+        let _: () = con.zadd(&index, id.as_str(), score).await.unwrap();
+    }
+    // The next enqueue converts it in place, keeping the order.
+    let newest = env
+        .queue
+        .enqueue_batch(vec![spec("new", Priority::Normal)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let listed: Vec<JobId> = env
+        .queue
+        .list(&common::ListFilter {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            newest.clone(),
+            first[2].clone(),
+            first[1].clone(),
+            first[0].clone()
+        ]
+    );
+
+    // The two oldest end and are drained to the store; retention removes them from Redis
+    // and from the head of the index.
+    let w = live_worker(&env).await;
+    for id in &first[..2] {
+        let job = env.queue.claim(&w).await.unwrap().unwrap();
+        assert_eq!(&job.id, id);
+        env.queue.finish(&w, id, &Outcome::Succeeded).await.unwrap();
+    }
+    let outbox = env.queue.read_outbox(1000).await.unwrap();
+    env.queue.ack_outbox(&outbox).await.unwrap();
+    let removed = env
+        .queue
+        .expire_finished(common::now_ms() + 1000, 100)
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+    assert_eq!(
+        env.queue.job_ids().await.unwrap(),
+        [first[2].to_string(), newest.to_string()]
+    );
+}

@@ -186,14 +186,15 @@ async fn replayed_outbox_entries_change_nothing(url: &str) {
         .await
         .unwrap();
     let batch = env.queue.read_outbox(1000).await.unwrap();
-    assert_eq!(
-        store
-            .apply(&batch, &Default::default(), None)
-            .await
-            .unwrap()
-            .len(),
-        22
-    );
+    // As the drainer does: enqueue entries carry no spec; it comes from the job hashes.
+    let ids: Vec<String> = batch.iter().map(|e| e.job.to_string()).collect();
+    let specs: std::collections::HashMap<String, String> = ids
+        .iter()
+        .cloned()
+        .zip(env.queue.specs(&ids).await.unwrap())
+        .filter_map(|(id, spec)| Some((id, spec?)))
+        .collect();
+    assert_eq!(store.apply(&batch, &specs, None).await.unwrap().len(), 22);
     let before = store.counts().await.unwrap();
     // Replaying the whole batch, then an older part of it after newer state: no change.
     drain_all(&env.queue, &store, None, None).await.unwrap();

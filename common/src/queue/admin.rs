@@ -142,51 +142,40 @@ impl RedisQueue {
     /// Newest jobs first that match `filter` (its offset and limit are not applied here:
     /// at most `filter.offset + filter.limit` are returned, for the caller to page).
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<JobRecord>> {
-        const PAGE: isize = 200;
+        const PAGE: usize = 200;
         let want = filter.offset + filter.limit;
         let mut conn = self.conn().await?;
         let mut out = Vec::new();
-        let mut start = 0isize;
-        // The index is scored by enqueue time: a time range bounds the scan.
-        let max = filter
-            .until_ms
-            .map(|t| format!("({t}"))
-            .unwrap_or_else(|| "+inf".into());
-        let min = filter
-            .since_ms
-            .map(|t| t.to_string())
-            .unwrap_or_else(|| "-inf".into());
-        while out.len() < want {
-            let ids: Vec<String> = redis::cmd("ZRANGE")
-                .arg(self.keys.jobs())
-                .arg(&max)
-                .arg(&min)
-                .arg("BYSCORE")
-                .arg("REV")
-                .arg("LIMIT")
-                .arg(start)
-                .arg(PAGE)
-                .query_async(&mut conn)
-                .await?;
-            if ids.is_empty() {
-                break;
-            }
-            start += PAGE;
+        let mut seen = std::collections::HashSet::new();
+        // The index is in enqueue order: walk it from the tail, newest first. Positions
+        // are fixed from its length now; a concurrent trim of the head can shift them by
+        // a few, so ids are de-duplicated.
+        let mut end: isize = conn.llen::<_, isize>(self.keys.jobs()).await? - 1;
+        'pages: while end >= 0 && out.len() < want {
+            let start = (end - PAGE as isize + 1).max(0);
+            let mut ids: Vec<String> = conn.lrange(self.keys.jobs(), start, end).await?;
+            end = start - 1;
+            ids.reverse();
             let mut pipe = redis::pipe();
             for id in &ids {
                 pipe.hgetall(self.keys.job(id));
             }
             let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
             for (id, hash) in ids.into_iter().zip(hashes) {
-                if hash.is_empty() {
+                // Empty: the job has left Redis (retention) and its id not yet the index.
+                if hash.is_empty() || !seen.insert(id.clone()) {
                     continue;
                 }
                 let id: JobId = id.parse().map_err(Error::Corrupt)?;
                 let rec = JobRecord::from_hash(id, hash)?;
+                if filter.since_ms.is_some_and(|t| rec.enqueued_at < t) {
+                    // Everything further is older still.
+                    break 'pages;
+                }
                 if filter.matches(&rec) {
                     out.push(rec);
                     if out.len() == want {
-                        break;
+                        break 'pages;
                     }
                 }
             }

@@ -22,22 +22,58 @@ impl RedisQueue {
         for spec in &specs {
             spec.validate()?;
         }
+        // Runs of consecutive jobs that share their settings go as one group (see
+        // lua/enqueue.lua): a typical batch is one group, with two values per job.
+        struct Group {
+            priority: &'static str,
+            max_attempts: u32,
+            not_before: u64,
+            fresh: bool,
+            jobs: Vec<(JobId, String)>,
+        }
+        let mut groups: Vec<Group> = Vec::new();
+        let mut ids = Vec::with_capacity(specs.len());
+        for mut spec in specs {
+            let fresh = spec.id.is_none();
+            let id = spec.id.get_or_insert_with(JobId::generate).clone();
+            let json = serde_json::to_string(&spec).expect("a JobSpec always serializes");
+            let (priority, max_attempts, not_before) = (
+                spec.priority.as_str(),
+                spec.max_attempts,
+                spec.not_before.unwrap_or(0),
+            );
+            match groups.last_mut() {
+                Some(g)
+                    if (g.priority, g.max_attempts, g.not_before, g.fresh)
+                        == (priority, max_attempts, not_before, fresh) =>
+                {
+                    g.jobs.push((id.clone(), json))
+                }
+                _ => groups.push(Group {
+                    priority,
+                    max_attempts,
+                    not_before,
+                    fresh,
+                    jobs: vec![(id.clone(), json)],
+                }),
+            }
+            ids.push(id);
+        }
         let mut invocation = scripts::ENQUEUE.prepare_invoke();
         invocation
             .key(self.keys.jobs())
             .arg(self.keys.prefix())
-            .arg(specs.len());
-        let mut ids = Vec::with_capacity(specs.len());
-        for mut spec in specs {
-            let id = spec.id.get_or_insert_with(JobId::generate).clone();
-            let json = serde_json::to_string(&spec).expect("a JobSpec always serializes");
+            .arg(groups.len());
+        for g in &groups {
             invocation
-                .arg(id.as_str())
-                .arg(spec.priority.as_str())
-                .arg(json)
-                .arg(spec.max_attempts)
-                .arg(spec.not_before.unwrap_or(0));
-            ids.push(id);
+                .arg(g.priority)
+                .arg(g.max_attempts)
+                .arg(g.not_before)
+                .arg(if g.fresh { "1" } else { "0" })
+                .arg(g.jobs.len());
+            for (id, json) in &g.jobs {
+                invocation.arg(id.as_str()).arg(json.as_str());
+            }
         }
         let mut conn = self.conn().await?;
         let reply: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;

@@ -10,7 +10,7 @@
 //! | `{ns}:job:<id>`             | hash   | spec JSON, state, attempt, timestamps, outcome     |
 //! | `{ns}:events:<id>`          | list   | JSON transitions after creation (history)          |
 //! | `{ns}:log:<id>`             | list   | last lines of the job's output                     |
-//! | `{ns}:jobs`                 | zset   | every job id, scored by enqueue time (ms)          |
+//! | `{ns}:jobs`                 | list   | every job id in enqueue order (oldest at the head) |
 //! | `{ns}:delayed`              | zset   | jobs waiting out a retry backoff, scored by due ms |
 //! | `{ns}:dead`                 | list   | dead-lettered job ids                              |
 //! | `{ns}:inflight:<worker>`    | hash   | job id -> claim sequence: the worker's leases      |
@@ -73,7 +73,7 @@ impl Keys {
         format!("{}:log:{id}", self.prefix)
     }
 
-    /// Index of all jobs by enqueue time.
+    /// Index of all jobs, in enqueue order.
     pub fn jobs(&self) -> String {
         format!("{}:jobs", self.prefix)
     }

@@ -29,9 +29,10 @@ pub struct OutboxEvent {
     pub worker: Option<String>,
     /// Why.
     pub detail: Option<String>,
-    /// Spec JSON (on enqueue).
+    /// Spec JSON (entries written before enqueue stopped carrying it; the drainer reads
+    /// the spec from the job hash otherwise).
     pub spec: Option<String>,
-    /// Priority (on enqueue).
+    /// Priority (older enqueue entries; the spec has it too).
     pub priority: Option<Priority>,
     /// New attempt limit (on enqueue and operator retry).
     pub limit: Option<u32>,
@@ -167,10 +168,11 @@ impl RedisQueue {
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
-    /// All job ids Redis holds, oldest first.
+    /// All job ids in Redis's index, oldest first. It may still name a few jobs that
+    /// retention has removed (see `lua/expire.lua`); reading them finds nothing.
     pub async fn job_ids(&self) -> Result<Vec<String>> {
         let mut conn = self.conn().await?;
-        Ok(conn.zrange(self.keys.jobs(), 0, -1).await?)
+        Ok(conn.lrange(self.keys.jobs(), 0, -1).await?)
     }
 
     /// Spec JSON of jobs still in Redis (None for those it lacks).

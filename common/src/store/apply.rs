@@ -254,8 +254,8 @@ impl JobStore {
     }
 
     /// Applies a batch of outbox entries (in stream order) in one transaction.
-    /// `specs` supplies spec JSON for jobs the store has no row for and whose enqueue is
-    /// not in the batch (read from Redis by the caller). Returns the number of history rows
+    /// `specs` supplies spec JSON for jobs the store has no row for (read from the job
+    /// hashes in Redis by the caller: enqueue entries do not carry the spec). Returns the number of history rows
     /// written (replayed entries are not counted).
     pub async fn apply(
         &self,

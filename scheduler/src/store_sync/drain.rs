@@ -29,7 +29,8 @@ pub async fn drain_once(
     if events.is_empty() {
         return Ok(0);
     }
-    // Jobs new to the store whose enqueue is not in this batch: take their spec from Redis.
+    // Jobs new to the store: their spec is in the job hash (enqueue entries do not carry it,
+    // and retention keeps the hash until the outbox is past the job's end).
     let mut ids: Vec<String> = events
         .iter()
         .filter(|e| e.spec.is_none())

@@ -1,18 +1,26 @@
 -- Enqueue one or many jobs atomically, skipping ids that already exist (idempotent).
--- KEYS[1]  {ns}:jobs            (index of all jobs, scored by enqueue time)
+-- KEYS[1]  {ns}:jobs            (index of all jobs, in enqueue order)
 -- ARGV[1]  prefix               ("{ns}")
--- ARGV[2]  n, the number of jobs
--- then per job, 5 values: id, priority ("p0".."p2"), spec JSON, max attempts, not-before
---          (ms; a job not due yet waits in {ns}:delayed as 'deferred'; 0 = start now)
+-- ARGV[2]  g, the number of groups; the jobs of a batch come in runs that share their
+--          settings, in batch order. Per group:
+--            priority ("p0".."p2"), max attempts, not-before (ms; a job not due yet waits
+--            in {ns}:delayed as 'deferred'; 0 = start now), fresh ('1' when the client
+--            generated the ids, so they cannot exist yet), count,
+--            then per job: id, spec JSON
 -- Returns  { created_count, existing_id_1, existing_id_2, ... }
 --
 -- Batches are the fast path, so the work common to many jobs is done once per chunk:
--- one EXISTS over the chunk's keys (ids are nearly always new), one RPUSH per priority
--- and one ZADD into the index. The job's creation is not written to its history list:
--- it is implied by the hash's enqueued_at (and 'created' for deferred jobs), and
--- readers put it first (see RedisQueue::get). The outbox entry is written per job.
+-- one EXISTS over the chunk's keys (skipped for fresh ids), one RPUSH onto the queue and
+-- one onto the index (a list: appending is far cheaper than a sorted-set insert, and
+-- enqueue order is time order). Per job there is one HSET and one outbox entry, kept to what the hash cannot
+-- tell: the job store's drainer reads the spec (which holds the priority and attempt
+-- limit) from the job hash, which stays until the outbox is past the job's end. The
+-- creation is not written to the job's history list either: it is implied by
+-- enqueued_at (and 'created' for deferred jobs), and RedisQueue::get puts it first.
+-- updated_at is absent until the first change (readers use enqueued_at).
 local prefix = ARGV[1]
-local n = tonumber(ARGV[2])
+index_as_list(prefix)
+local groups = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
 local ms_n = tonumber(ms)
@@ -24,51 +32,51 @@ local CHUNK = 1000
 local created = 0
 local existing = {}
 local seen = {}
-for first = 0, n - 1, CHUNK do
-  local last = math.min(first + CHUNK, n) - 1
-  local keys = {}
-  for i = first, last do
-    keys[#keys + 1] = prefix .. ':job:' .. ARGV[3 + i * 5]
-  end
-  local some_exist = redis.call('EXISTS', unpack(keys)) > 0
-  local queued = { p0 = {}, p1 = {}, p2 = {} }
-  local index = {}
-  for i = first, last do
-    local base = 3 + i * 5
-    local id, pri, spec, max = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
-    local not_before = tonumber(ARGV[base + 4])
-    local jk = keys[i - first + 1]
-    if seen[id] or (some_exist and redis.call('EXISTS', jk) == 1) then
-      existing[#existing + 1] = id
-    else
-      seen[id] = true
-      if not_before > ms_n then
-        redis.call('HSET', jk, 'schema', 'v1', 'spec', spec, 'state', 'deferred', 'created', 'deferred',
-          'priority', pri, 'attempt', '0', 'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us,
-          'updated_at', ms)
-        redis.call('ZADD', prefix .. ':delayed', not_before, id)
-        redis.call('XADD', outbox, 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id, 'from', '', 'to', 'deferred',
-          'at', ms, 'attempt', '0', 'worker', '', 'detail', '', 'spec', spec, 'priority', pri, 'limit', max)
+local at = 3
+for _ = 1, groups do
+  local pri, max, fresh = ARGV[at], ARGV[at + 1], ARGV[at + 3] == '1'
+  local deferred = tonumber(ARGV[at + 2]) > ms_n
+  local not_before = ARGV[at + 2]
+  local count = tonumber(ARGV[at + 4])
+  local jobs = at + 5
+  at = jobs + count * 2
+  for first = 0, count - 1, CHUNK do
+    local last = math.min(first + CHUNK, count) - 1
+    local keys = {}
+    for i = first, last do
+      keys[#keys + 1] = prefix .. ':job:' .. ARGV[jobs + i * 2]
+    end
+    local some_exist = not fresh and redis.call('EXISTS', unpack(keys)) > 0
+    local queued = {}
+    local index = {}
+    for i = first, last do
+      local id, spec = ARGV[jobs + i * 2], ARGV[jobs + i * 2 + 1]
+      local jk = keys[i - first + 1]
+      if seen[id] or (some_exist and redis.call('EXISTS', jk) == 1) then
+        existing[#existing + 1] = id
       else
-        redis.call('HSET', jk, 'schema', 'v1', 'spec', spec, 'state', 'queued', 'priority', pri,
-          'attempt', '0', 'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us, 'updated_at', ms)
-        local q = queued[pri]
-        q[#q + 1] = id
-        redis.call('XADD', outbox, 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id, 'from', '', 'to', 'queued',
-          'at', ms, 'attempt', '0', 'worker', '', 'detail', '', 'spec', spec, 'priority', pri, 'limit', max)
+        seen[id] = true
+        if deferred then
+          redis.call('HSET', jk, 'spec', spec, 'state', 'deferred', 'created', 'deferred', 'priority', pri,
+            'attempt', '0', 'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
+          redis.call('ZADD', prefix .. ':delayed', not_before, id)
+          redis.call('XADD', outbox, 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id, 'to', 'deferred', 'at', ms)
+        else
+          redis.call('HSET', jk, 'spec', spec, 'state', 'queued', 'priority', pri, 'attempt', '0',
+            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
+          queued[#queued + 1] = id
+          redis.call('XADD', outbox, 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id, 'to', 'queued', 'at', ms)
+        end
+        index[#index + 1] = id
+        created = created + 1
       end
-      index[#index + 1] = ms
-      index[#index + 1] = id
-      created = created + 1
     end
-  end
-  for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
-    if #queued[pri] > 0 then
-      redis.call('RPUSH', prefix .. ':queue:' .. pri, unpack(queued[pri]))
+    if #queued > 0 then
+      redis.call('RPUSH', prefix .. ':queue:' .. pri, unpack(queued))
     end
-  end
-  if #index > 0 then
-    redis.call('ZADD', KEYS[1], unpack(index))
+    if #index > 0 then
+      redis.call('RPUSH', KEYS[1], unpack(index))
+    end
   end
 end
 if created > 0 then wake(prefix) end

@@ -48,6 +48,19 @@ local function event(prefix, id, from, state, at, attempt, worker, detail, extra
   end
 end
 
+-- The index of all jobs ({ns}:jobs) was a sorted set by enqueue time before it became a
+-- list in enqueue order. Scripts that write it convert an old one first, once, keeping
+-- its order, so upgrading needs no downtime step.
+local function index_as_list(prefix)
+  local k = prefix .. ':jobs'
+  if redis.call('TYPE', k).ok ~= 'zset' then return end
+  local ids = redis.call('ZRANGE', k, '0', '-1')
+  redis.call('DEL', k)
+  for i = 1, #ids, 1000 do
+    redis.call('RPUSH', k, unpack(ids, i, math.min(i + 999, #ids)))
+  end
+end
+
 -- Marks a job as ended, for retention (finished jobs leave Redis after a while).
 local function ended(prefix, id, ms)
   redis.call('ZADD', prefix .. ':finished', ms, id)

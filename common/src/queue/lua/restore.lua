@@ -8,6 +8,7 @@
 -- then per job, 6 values: id, priority, spec JSON, attempt, attempt limit, enqueued_at (ms)
 -- Returns  the number of jobs restored.
 local prefix = ARGV[1]
+index_as_list(prefix)
 local n = tonumber(ARGV[2])
 local ms = now_ms()
 local restored = 0
@@ -17,10 +18,11 @@ for i = n - 1, 0, -1 do
   local attempt, limit, enq = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
   local jk = prefix .. ':job:' .. id
   if redis.call('EXISTS', jk) == 0 then
-    redis.call('HSET', jk, 'schema', 'v1', 'spec', spec, 'state', 'queued', 'priority', pri,
+    redis.call('HSET', jk, 'spec', spec, 'state', 'queued', 'priority', pri,
       'attempt', attempt, 'attempt_limit', limit, 'enqueued_at', enq, 'updated_at', ms)
     redis.call('LPUSH', prefix .. ':queue:' .. pri, id)
-    redis.call('ZADD', KEYS[1], enq, id)
+    -- Older than anything enqueued since the loss: the head of the index.
+    redis.call('LPUSH', KEYS[1], id)
     event(prefix, id, '', 'queued', ms, attempt, '', 'restored from the job store')
     restored = restored + 1
   end
