@@ -1,7 +1,7 @@
 //! The queue contract, exercised through the library against a real Redis.
 
 use crate::support::{sh, wait_for, TestEnv};
-use common::queue::{FinishState, Outcome};
+use common::queue::{EndedAttempt, FinishState, Outcome};
 use common::{Error, JobId, JobSpec, JobState, Priority, WorkerId, WorkerInfo};
 use std::time::Duration;
 
@@ -9,6 +9,14 @@ fn spec(name: &str, p: Priority) -> JobSpec {
     let mut s = JobSpec::new(name, "test", vec!["true".into()]);
     s.priority = p;
     s
+}
+
+fn ended(id: &JobId, attempt: Option<u32>, outcome: Outcome) -> EndedAttempt {
+    EndedAttempt {
+        id: id.clone(),
+        attempt,
+        outcome,
+    }
 }
 
 fn info(w: &WorkerId) -> WorkerInfo {
@@ -479,15 +487,18 @@ async fn a_report_of_many_attempts_settles_each_on_its_own() {
         .finish_many(
             &w,
             &[
-                (ids[0].clone(), Outcome::Succeeded),
-                (stranger, Outcome::Succeeded),
-                (ids[1].clone(), fail(3)),
-                (
-                    ids[2].clone(),
+                ended(&ids[0], Some(1), Outcome::Succeeded),
+                ended(&stranger, None, Outcome::Succeeded),
+                ended(&ids[1], Some(1), fail(3)),
+                ended(
+                    &ids[2],
+                    None,
                     Outcome::Fatal {
                         reason: "no such program".into(),
                     },
                 ),
+                // Named twice in one report: settled once.
+                ended(&ids[0], Some(1), Outcome::Succeeded),
             ],
         )
         .await
@@ -499,6 +510,7 @@ async fn a_report_of_many_attempts_settles_each_on_its_own() {
             FinishState::Stale,
             FinishState::Moved(JobState::Retrying),
             FinishState::Moved(JobState::Dead),
+            FinishState::Stale,
         ]
     );
     let ok = env.record(&ids[0]).await;
@@ -530,7 +542,7 @@ async fn a_report_of_many_attempts_settles_each_on_its_own() {
     // Every lease is released, and a second report of the same attempts is refused.
     let again = env
         .queue
-        .finish_many(&w, &[(ids[0].clone(), Outcome::Succeeded)])
+        .finish_many(&w, &[ended(&ids[0], Some(1), Outcome::Succeeded)])
         .await
         .unwrap();
     assert_eq!(again, [FinishState::Stale]);
@@ -606,5 +618,37 @@ async fn the_index_lists_newest_first_forgets_expired_jobs_and_upgrades_from_a_s
     assert_eq!(
         env.queue.job_ids().await.unwrap(),
         [first[2].to_string(), newest.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn history_kept_by_earlier_versions_is_still_shown() {
+    use redis::AsyncCommands;
+    let env = TestEnv::new().await;
+    let id = env
+        .queue
+        .enqueue_batch(vec![spec("old", Priority::Normal)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    // Earlier versions kept the history as JSON in a list of its own.
+    let client = redis::Client::open(crate::support::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = con
+        .rpush(
+            env.queue.keys().events(&id),
+            r#"{"state":"running","at":5,"attempt":1,"worker":"old-worker"}"#,
+        )
+        .await
+        .unwrap();
+    let rec = env.record(&id).await;
+    let history: Vec<_> = rec.events.iter().map(|e| (e.state, e.worker.clone())).collect();
+    assert_eq!(
+        history,
+        [
+            (JobState::Queued, None),
+            (JobState::Running, Some("old-worker".to_string()))
+        ]
     );
 }

@@ -7,8 +7,8 @@
 
 use crate::attempt::{AttemptDeps, AttemptEnd};
 use crate::metrics::WorkerMetrics;
-use common::queue::{ClaimedJob, FinishState, Outcome, RedisQueue};
-use common::{Backoff, JobId, WorkerId};
+use common::queue::{ClaimedJob, EndedAttempt, FinishState, Outcome, RedisQueue};
+use common::{Backoff, WorkerId};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -19,8 +19,7 @@ const MAX_BATCH: usize = 256;
 
 /// One attempt end waiting to be recorded, with where to send what the queue did.
 struct Ended {
-    id: JobId,
-    outcome: Outcome,
+    attempt: EndedAttempt,
     done: oneshot::Sender<FinishState>,
 }
 
@@ -45,11 +44,14 @@ impl Reporter {
     }
 
     /// Records the end of an attempt; returns once Redis has it.
-    async fn finish(&self, id: &JobId, outcome: Outcome) -> FinishState {
+    async fn finish(&self, job: &ClaimedJob, outcome: Outcome) -> FinishState {
         let (done, answer) = oneshot::channel();
         let ended = Ended {
-            id: id.clone(),
-            outcome,
+            attempt: EndedAttempt {
+                id: job.id.clone(),
+                attempt: Some(job.attempt),
+                outcome,
+            },
             done,
         };
         if self.tx.send(ended).is_err() {
@@ -82,7 +84,7 @@ async fn report_loop(
         if got == 0 {
             return;
         }
-        let ends: Vec<(JobId, Outcome)> = batch.iter().map(|e| (e.id.clone(), e.outcome.clone())).collect();
+        let ends: Vec<EndedAttempt> = batch.iter().map(|e| e.attempt.clone()).collect();
         let mut tries = 0;
         let states = loop {
             let result = {
@@ -111,7 +113,7 @@ async fn report_loop(
 pub(crate) async fn report(deps: &AttemptDeps, job: &ClaimedJob, end: AttemptEnd) {
     let outcome = end.outcome(job, &deps.settings);
     let state = match &outcome {
-        Some(o) => deps.reporter.finish(&job.id, o.clone()).await,
+        Some(o) => deps.reporter.finish(job, o.clone()).await,
         None => match release(deps, job).await {
             Some(state) => state,
             None => return,

@@ -92,7 +92,7 @@ impl RedisQueue {
     /// The full record of a job with its history and, if queued, its position.
     pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>> {
         let mut conn = self.conn().await?;
-        let (hash, events): (HashMap<String, String>, Vec<String>) = redis::pipe()
+        let (mut hash, events): (HashMap<String, String>, Vec<String>) = redis::pipe()
             .hgetall(self.keys.job(id))
             .lrange(self.keys.events(id), 0, -1)
             .query_async(&mut conn)
@@ -106,6 +106,20 @@ impl RedisQueue {
             Some("deferred") => JobState::Deferred,
             _ => JobState::Queued,
         };
+        // History fields are named after their outbox entry ids, which order them.
+        let mut history: Vec<((u64, u64), String)> = Vec::new();
+        hash.retain(|k, v| match k.strip_prefix("h:") {
+            Some(sid) => {
+                let order = sid
+                    .split_once('-')
+                    .and_then(|(ms, seq)| Some((ms.parse().ok()?, seq.parse().ok()?)))
+                    .unwrap_or((u64::MAX, u64::MAX));
+                history.push((order, std::mem::take(v)));
+                false
+            }
+            None => true,
+        });
+        history.sort();
         let mut record = JobRecord::from_hash(id.clone(), hash)?;
         record.events.push(JobEvent {
             state: created,
@@ -114,7 +128,8 @@ impl RedisQueue {
             worker: None,
             detail: None,
         });
-        for e in &events {
+        // `events` is the history list earlier versions kept under its own key.
+        for e in events.iter().chain(history.iter().map(|(_, e)| e)) {
             record.events.push(
                 parse_history_entry(e).map_err(|err| Error::Corrupt(format!("job {id} event: {err}")))?,
             );

@@ -7,8 +7,9 @@
 //! | key                         | type   | holds                                              |
 //! |-----------------------------|--------|----------------------------------------------------|
 //! | `{ns}:queue:p0` .. `p2`     | list   | queued job ids, head = next to run                 |
-//! | `{ns}:job:<id>`             | hash   | spec JSON, state, attempt, timestamps, outcome     |
-//! | `{ns}:events:<id>`          | list   | JSON transitions after creation (history)          |
+//! | `{ns}:job:<id>`             | hash   | spec JSON, state, attempt, timestamps, outcome;    |
+//! |                             |        | history as `h:<outbox entry id>` fields            |
+//! | `{ns}:events:<id>`          | list   | history as earlier versions kept it (read only)    |
 //! | `{ns}:log:<id>`             | list   | last lines of the job's output                     |
 //! | `{ns}:jobs`                 | list   | every job id in enqueue order (oldest at the head) |
 //! | `{ns}:delayed`              | zset   | jobs waiting out a retry backoff, scored by due ms |

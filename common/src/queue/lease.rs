@@ -50,6 +50,18 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// The end of one attempt, as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedAttempt {
+    /// The job.
+    pub id: JobId,
+    /// The attempt number the claim gave, when known: a success then needs no read of
+    /// the job (the lease proves it is the current attempt).
+    pub attempt: Option<u32>,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
 /// What [`RedisQueue::finish`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishState {
@@ -96,60 +108,69 @@ impl RedisQueue {
 
     /// Reports the end of an attempt and releases the lease.
     pub async fn finish(&self, worker: &WorkerId, id: &JobId, outcome: &Outcome) -> Result<FinishState> {
-        let mut states = self.finish_many(worker, &[(id.clone(), outcome.clone())]).await?;
+        let mut states = self
+            .finish_many(
+                worker,
+                &[EndedAttempt {
+                    id: id.clone(),
+                    attempt: None,
+                    outcome: outcome.clone(),
+                }],
+            )
+            .await?;
         states
             .pop()
             .ok_or_else(|| Error::Corrupt("finish script answered nothing".into()))
     }
 
-    /// Reports the ends of several attempts of `worker` in one atomic step, each settled
-    /// as [`finish`](Self::finish) would settle it alone. Returns one state per attempt,
-    /// in order.
-    pub async fn finish_many(
-        &self,
-        worker: &WorkerId,
-        ended: &[(JobId, Outcome)],
-    ) -> Result<Vec<FinishState>> {
-        if ended.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut inv = scripts::FINISH.prepare_invoke();
-        inv.key(self.keys.delayed())
-            .arg(self.keys.prefix())
-            .arg(worker.as_str())
-            .arg(ended.len());
-        for (id, outcome) in ended {
-            let (kind, code, reason, delay) = match outcome {
-                Outcome::Succeeded => ("succeeded", None, "", 0),
-                Outcome::Failed {
-                    exit_code,
-                    reason,
-                    retry_after,
-                } => (
-                    "failed",
-                    *exit_code,
-                    reason.as_str(),
-                    retry_after.as_millis() as u64,
-                ),
-                Outcome::Fatal { reason } => ("fatal", None, reason.as_str(), 0),
-                Outcome::Cancelled => ("cancelled", None, "cancelled", 0),
-            };
-            inv.arg(id.as_str())
-                .arg(kind)
-                .arg(code.map(|c| c.to_string()).unwrap_or_default())
-                .arg(reason)
-                .arg(delay);
-        }
+    /// Reports the ends of several attempts of `worker`, each settled as
+    /// [`finish`](Self::finish) would settle it alone, in one atomic step per 500.
+    /// Returns one state per attempt, in order.
+    pub async fn finish_many(&self, worker: &WorkerId, ended: &[EndedAttempt]) -> Result<Vec<FinishState>> {
+        let mut states = Vec::with_capacity(ended.len());
         let mut conn = self.conn().await?;
-        let states: Vec<String> = inv.invoke_async(&mut conn).await?;
-        if states.len() != ended.len() {
-            return Err(Error::Corrupt(format!(
-                "finish script answered {} states for {} attempts",
-                states.len(),
-                ended.len()
-            )));
+        for chunk in ended.chunks(500) {
+            let mut inv = scripts::FINISH.prepare_invoke();
+            inv.key(self.keys.delayed())
+                .arg(self.keys.prefix())
+                .arg(worker.as_str())
+                .arg(chunk.len());
+            for e in chunk {
+                let (kind, code, reason, delay) = match &e.outcome {
+                    Outcome::Succeeded => ("succeeded", None, "", 0),
+                    Outcome::Failed {
+                        exit_code,
+                        reason,
+                        retry_after,
+                    } => (
+                        "failed",
+                        *exit_code,
+                        reason.as_str(),
+                        retry_after.as_millis() as u64,
+                    ),
+                    Outcome::Fatal { reason } => ("fatal", None, reason.as_str(), 0),
+                    Outcome::Cancelled => ("cancelled", None, "cancelled", 0),
+                };
+                inv.arg(e.id.as_str())
+                    .arg(e.attempt.unwrap_or(0))
+                    .arg(kind)
+                    .arg(code.map(|c| c.to_string()).unwrap_or_default())
+                    .arg(reason)
+                    .arg(delay);
+            }
+            let answered: Vec<String> = inv.invoke_async(&mut conn).await?;
+            if answered.len() != chunk.len() {
+                return Err(Error::Corrupt(format!(
+                    "finish script answered {} states for {} attempts",
+                    answered.len(),
+                    chunk.len()
+                )));
+            }
+            for s in &answered {
+                states.push(parse_finish(s)?);
+            }
         }
-        states.iter().map(|s| parse_finish(s)).collect()
+        Ok(states)
     }
 
     /// Hands a job this worker will not finish back to the head of its priority list

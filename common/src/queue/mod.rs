@@ -14,7 +14,7 @@ mod scripts;
 pub use admin::{PriorityStatus, QueueStatus};
 pub use enqueue::EnqueueReport;
 pub use keys::Keys;
-pub use lease::{ClaimedJob, FinishState, Outcome};
+pub use lease::{ClaimedJob, EndedAttempt, FinishState, Outcome};
 pub use outbox::{OutboxEvent, RestoreItem};
 
 use crate::{Error, Result};

@@ -23,23 +23,26 @@ local leased = {}
 for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
   local qk = prefix .. ':queue:' .. pri
   while #leased < want do
-    local id = redis.call('LPOP', qk)
-    if not id then break end
-    local jk = prefix .. ':job:' .. id
-    local st, attempt, spec, enq, limit =
-      unpack(redis.call('HMGET', jk, 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit'))
-    if st == 'queued' then
-      local previous = tonumber(attempt)
-      attempt = int(previous + 1)
-      redis.call('HSET', jk, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', ms,
-        'started_us', us, 'updated_at', ms)
-      -- What an earlier attempt left; a job never started has none of it.
-      if previous > 0 then redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at') end
-      event(prefix, id, 'queued', 'running', ms, attempt, worker)
-      for _, v in ipairs({ id, spec, attempt, pri, enq, limit }) do table.insert(out, v) end
-      table.insert(leased, id)
+    -- As many as are still wanted in one pop; stale entries are dropped and we pop again.
+    local ids = redis.call('LPOP', qk, int(want - #leased))
+    if not ids then break end
+    for _, id in ipairs(ids) do
+      local jk = prefix .. ':job:' .. id
+      local st, attempt, spec, enq, limit =
+        unpack(redis.call('HMGET', jk, 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit'))
+      if st == 'queued' then
+        local previous = tonumber(attempt)
+        attempt = int(previous + 1)
+        local field, entry = transition(prefix, id, 'queued', 'running', ms, attempt, worker)
+        redis.call('HSET', jk, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', ms,
+          'started_us', us, 'updated_at', ms, field, entry)
+        -- What an earlier attempt left; a job never started has none of it.
+        if previous > 0 then redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at') end
+        for _, v in ipairs({ id, spec, attempt, pri, enq, limit }) do table.insert(out, v) end
+        table.insert(leased, id)
+      end
+      -- A stale entry (job deleted or no longer queued) is dropped; look further.
     end
-    -- A stale entry (job deleted or no longer queued) is dropped; look further.
   end
   if #leased == want then break end
 end

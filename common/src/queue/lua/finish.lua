@@ -5,8 +5,9 @@
 -- ARGV[1]  prefix
 -- ARGV[2]  worker id
 -- ARGV[3]  n, the number of attempts reported
--- then per attempt, 5 values:
+-- then per attempt, 6 values:
 --          job id;
+--          attempt number as claimed ('0' when the caller does not know it);
 --          outcome: succeeded | failed | cancelled | fatal (failed, no retry);
 --          exit code ('' when none); reason ('' when none);
 --          retry delay in ms (used when the attempt failed and attempts remain)
@@ -15,25 +16,39 @@
 local prefix, worker, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local inflight = prefix .. ':inflight:' .. worker
 local ms = now_ms()
+-- Leases are checked and released for the whole report in two calls.
+local ids = {}
+for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 6] end
+local held = redis.call('HMGET', inflight, unpack(ids))
+local release = {}
+for i, id in ipairs(ids) do
+  if held[i] then table.insert(release, id) end
+end
+if #release > 0 then redis.call('HDEL', inflight, unpack(release)) end
 -- Ended jobs, as ZADD arguments for {ns}:finished: one call for the whole report.
 local done = {}
 
-local function finish(id, outcome, code, reason, delay)
-  if redis.call('HDEL', inflight, id) == 0 then
-    return 'stale'
-  end
+local function finish(id, attempt, outcome, code, reason, delay)
   local jk = prefix .. ':job:' .. id
-  local attempt, limit, cancel = unpack(redis.call('HMGET', jk, 'attempt', 'attempt_limit', 'cancel_requested'))
+  local limit, cancel
+  -- A success needs nothing from the hash when the worker says which attempt it was:
+  -- the lease proves that attempt is the job's current one.
+  if outcome ~= 'succeeded' or attempt == '0' then
+    local a
+    a, limit, cancel = unpack(redis.call('HMGET', jk, 'attempt', 'attempt_limit', 'cancel_requested'))
+    attempt = a
+  end
   if cancel == '1' and outcome ~= 'succeeded' then outcome = 'cancelled' end
 
   local extra = nil
   if code ~= '' then extra = { code = code } end
   local state
   local from = 'running'
+  local failed_field, failed_entry
   if outcome == 'succeeded' or outcome == 'cancelled' then
     state = outcome
   else
-    event(prefix, id, 'running', 'failed', ms, attempt, worker, reason, extra)
+    failed_field, failed_entry = transition(prefix, id, 'running', 'failed', ms, attempt, worker, reason, extra)
     from = 'failed'
     if outcome == 'failed' and tonumber(attempt) < tonumber(limit) then
       state = 'retrying'
@@ -43,24 +58,32 @@ local function finish(id, outcome, code, reason, delay)
       redis.call('RPUSH', prefix .. ':dead', id)
     end
   end
+  local detail = reason
+  if state == 'retrying' then detail = 'next attempt in ' .. int(delay) .. ' ms' end
+  local field, entry = transition(prefix, id, from, state, ms, attempt, worker, detail, extra)
   if state == 'retrying' then
-    redis.call('HSET', jk, 'state', state, 'updated_at', ms, 'reason', reason)
+    redis.call('HSET', jk, 'state', state, 'updated_at', ms, 'reason', reason, field, entry)
   else
-    redis.call('HSET', jk, 'state', state, 'updated_at', ms, 'reason', reason, 'finished_at', ms)
+    redis.call('HSET', jk, 'state', state, 'updated_at', ms, 'reason', reason, 'finished_at', ms, field, entry)
     table.insert(done, ms)
     table.insert(done, id)
   end
+  if failed_field then redis.call('HSET', jk, failed_field, failed_entry) end
   if code ~= '' then redis.call('HSET', jk, 'exit_code', code) end
-  local detail = reason
-  if state == 'retrying' then detail = 'next attempt in ' .. int(delay) .. ' ms' end
-  event(prefix, id, from, state, ms, attempt, worker, detail, extra)
   return state
 end
 
 local out = {}
+local settled = {}
 for i = 0, n - 1 do
-  local b = 4 + i * 5
-  out[i + 1] = finish(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]))
+  local b = 4 + i * 6
+  -- A job named twice in one report is settled once; the repeat is stale.
+  if held[i + 1] and not settled[ARGV[b]] then
+    settled[ARGV[b]] = true
+    out[i + 1] = finish(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 5]))
+  else
+    out[i + 1] = 'stale'
+  end
 end
 if #done > 0 then redis.call('ZADD', prefix .. ':finished', unpack(done)) end
 return out

@@ -23,17 +23,21 @@ end
 -- `scheduler serve` drains the outbox for a long time; see ARCHITECTURE.md.
 local OUTBOX_MAX = '1000000'
 
--- Records one transition: appended to the job's history list, and to the outbox stream
--- that `scheduler serve` drains into the job store. Being in the same script as the state
--- change, the outbox entry exists exactly when the change does.
+-- A transition is written twice, in the same script as the state change, so both exist
+-- exactly when the change does:
+--  * to the outbox stream that `scheduler serve` drains into the job store;
+--  * to the job's history: a field of the job hash named `h:<outbox entry id>`, so the
+--    history sorts in stream order and needs no key of its own (RedisQueue::get reads
+--    it). Its value is tab-separated, `state at attempt worker detail`, detail last so
+--    it may hold anything (worker ids cannot hold a tab).
 -- `at` and `attempt` are strings (see above). `extra` holds additional outbox fields
--- (spec, priority, limit, code).
--- A history entry is tab-separated, `state at attempt worker detail`, detail last so it
--- may hold anything (RedisQueue::get parses it; worker ids cannot hold a tab).
-local function event(prefix, id, from, state, at, attempt, worker, detail, extra)
+-- (limit, code).
+
+-- Appends the outbox entry; returns the history field and value for the caller's HSET
+-- (the hot paths fold it into the HSET they make anyway).
+local function transition(prefix, id, from, state, at, attempt, worker, detail, extra)
   worker, detail = worker or '', detail or ''
-  redis.call('RPUSH', prefix .. ':events:' .. id,
-    state .. '\t' .. at .. '\t' .. attempt .. '\t' .. worker .. '\t' .. detail)
+  local sid
   if extra then
     local fields = { 'job', id, 'from', from or '', 'to', state, 'at', at, 'attempt', attempt,
       'worker', worker, 'detail', detail }
@@ -41,11 +45,18 @@ local function event(prefix, id, from, state, at, attempt, worker, detail, extra
       table.insert(fields, k)
       table.insert(fields, v)
     end
-    redis.call('XADD', prefix .. ':outbox', 'MAXLEN', '~', OUTBOX_MAX, '*', unpack(fields))
+    sid = redis.call('XADD', prefix .. ':outbox', 'MAXLEN', '~', OUTBOX_MAX, '*', unpack(fields))
   else
-    redis.call('XADD', prefix .. ':outbox', 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id, 'from', from or '',
-      'to', state, 'at', at, 'attempt', attempt, 'worker', worker, 'detail', detail)
+    sid = redis.call('XADD', prefix .. ':outbox', 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id,
+      'from', from or '', 'to', state, 'at', at, 'attempt', attempt, 'worker', worker, 'detail', detail)
   end
+  return 'h:' .. sid, state .. '\t' .. at .. '\t' .. attempt .. '\t' .. worker .. '\t' .. detail
+end
+
+-- Records one transition with its own HSET of the history field.
+local function event(prefix, id, from, state, at, attempt, worker, detail, extra)
+  local field, entry = transition(prefix, id, from, state, at, attempt, worker, detail, extra)
+  redis.call('HSET', prefix .. ':job:' .. id, field, entry)
 end
 
 -- The index of all jobs ({ns}:jobs) was a sorted set by enqueue time before it became a
