@@ -563,8 +563,7 @@ async fn the_index_lists_newest_first_forgets_expired_jobs_and_upgrades_from_a_s
         .unwrap()
         .ids;
     // Rewrite the index as the earlier layout had it: a sorted set by enqueue time.
-    let client = redis::Client::open(crate::support::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = env.raw_redis().await;
     let index = env.queue.keys().jobs();
     let _: () = con.del(&index).await.unwrap();
     for (score, id) in first.iter().enumerate() {
@@ -633,8 +632,7 @@ async fn history_kept_by_earlier_versions_is_still_shown() {
         .ids
         .remove(0);
     // Earlier versions kept the history as JSON in a list of its own.
-    let client = redis::Client::open(crate::support::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut con = env.raw_redis().await;
     let _: () = con
         .rpush(
             env.queue.keys().events(&id),

@@ -193,6 +193,15 @@ impl TestEnv {
         .await
     }
 
+    /// A plain connection to the test Redis, for what the library does not expose.
+    pub(crate) async fn raw_redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
     /// All keys this test created.
     pub(crate) fn keys(&self) -> Vec<String> {
         let client = redis::Client::open(redis_url()).unwrap();

@@ -21,11 +21,9 @@
 local prefix = ARGV[1]
 index_as_list(prefix)
 local groups = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local ms = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+-- Microseconds too, kept for latency measurements (enqueue-to-start).
+local ms, us = server_time()
 local ms_n = tonumber(ms)
--- Microseconds, kept for latency measurements (enqueue-to-start).
-local us = t[1] .. string.format('%06d', tonumber(t[2]))
 local outbox = prefix .. ':outbox'
 -- Values per variadic call stay well under Lua's unpack limit (LUAI_MAXCSTACK, 8000).
 local CHUNK = 1000

@@ -8,10 +8,16 @@
 -- jobs. So timestamps and counters are strings here, and tonumber() is used only where
 -- arithmetic or comparison needs it.
 
+-- Server time in milliseconds and in microseconds, as strings (one TIME call).
+local function server_time()
+  local t = redis.call('TIME')
+  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)),
+    t[1] .. string.format('%06d', tonumber(t[2]))
+end
+
 -- Server time in milliseconds, as a string.
 local function now_ms()
-  local t = redis.call('TIME')
-  return t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000))
+  return (server_time())
 end
 
 -- An integer as a decimal string (without the "%.17g" path).
