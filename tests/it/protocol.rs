@@ -503,6 +503,7 @@ async fn a_report_of_many_attempts_settles_each_on_its_own() {
         )
         .await
         .unwrap();
+    let states: Vec<FinishState> = states.into_iter().map(Result::unwrap).collect();
     assert_eq!(
         states,
         [
@@ -545,7 +546,10 @@ async fn a_report_of_many_attempts_settles_each_on_its_own() {
         .finish_many(&w, &[ended(&ids[0], Some(1), Outcome::Succeeded)])
         .await
         .unwrap();
-    assert_eq!(again, [FinishState::Stale]);
+    assert_eq!(
+        again.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        [FinishState::Stale]
+    );
 }
 
 #[tokio::test]
@@ -649,4 +653,61 @@ async fn history_kept_by_earlier_versions_is_still_shown() {
             (JobState::Running, Some("old-worker".to_string()))
         ]
     );
+}
+
+#[tokio::test]
+async fn an_unreadable_job_is_set_aside_without_losing_its_neighbours() {
+    // A script's writes are not undone when it fails, so one job hash that something else
+    // overwrote must not abort a claim or a report half-way through a batch.
+    use redis::AsyncCommands;
+    let env = TestEnv::new().await;
+    let ids = env
+        .queue
+        .enqueue_batch((0..3).map(|i| spec(&format!("j{i}"), Priority::Normal)).collect())
+        .await
+        .unwrap()
+        .ids;
+    let mut con = env.raw_redis().await;
+    let _: () = con
+        .set(env.queue.keys().job(&ids[1]), "not a hash")
+        .await
+        .unwrap();
+    let w = live_worker(&env).await;
+    let claimed: Vec<JobId> = env
+        .queue
+        .claim_many(&w, 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(claimed, [ids[0].clone(), ids[2].clone()]);
+    let dead: Vec<String> = con.lrange(env.queue.keys().dead(), 0, -1).await.unwrap();
+    assert_eq!(dead, [ids[1].to_string()]);
+
+    // Now the first job's hash is overwritten while it runs: its end cannot be recorded,
+    // so it keeps its lease, and the other job's end is recorded all the same.
+    let _: () = con
+        .set(env.queue.keys().job(&ids[0]), "not a hash")
+        .await
+        .unwrap();
+    let results = env
+        .queue
+        .finish_many(
+            &w,
+            &[
+                ended(&ids[0], Some(1), Outcome::Succeeded),
+                ended(&ids[2], Some(1), Outcome::Succeeded),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(results[0], Err(Error::Corrupt(_))), "{:?}", results[0]);
+    assert_eq!(
+        results[1].as_ref().unwrap(),
+        &FinishState::Moved(JobState::Succeeded)
+    );
+    assert_eq!(env.record(&ids[2]).await.state, JobState::Succeeded);
+    let leases: Vec<String> = con.hkeys(env.queue.keys().inflight(&w)).await.unwrap();
+    assert_eq!(leases, [ids[0].to_string()]);
 }

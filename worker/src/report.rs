@@ -74,7 +74,6 @@ async fn report_loop(
     mut rx: mpsc::UnboundedReceiver<Ended>,
     stop: CancellationToken,
 ) {
-    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     loop {
         let got = tokio::select! {
@@ -84,25 +83,48 @@ async fn report_loop(
         if got == 0 {
             return;
         }
-        let ends: Vec<EndedAttempt> = batch.iter().map(|e| e.attempt.clone()).collect();
-        let mut tries = 0;
-        let states = loop {
-            let result = {
-                let _t = metrics.time("finish");
-                queue.finish_many(&worker, &ends).await
-            };
-            match result {
-                Ok(states) => break states,
-                Err(e) => {
-                    tries += 1;
-                    tracing::warn!(error = %e, tries, attempts = ends.len(), "cannot report attempts; retrying");
-                    tokio::time::sleep(backoff.jittered(tries)).await;
-                }
-            }
+        settle(&queue, &worker, &metrics, std::mem::take(&mut batch)).await;
+    }
+}
+
+/// Records `ended` and answers each attempt, retrying what is not recorded yet with
+/// backoff: all of it while Redis is unreachable, or the attempts the script refused
+/// (an unreadable job hash), which keep their leases and do not hold up the others.
+async fn settle(queue: &RedisQueue, worker: &WorkerId, metrics: &WorkerMetrics, ended: Vec<Ended>) {
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut pending = ended;
+    let mut tries = 0;
+    loop {
+        let ends: Vec<EndedAttempt> = pending.iter().map(|e| e.attempt.clone()).collect();
+        let result = {
+            let _t = metrics.time("finish");
+            queue.finish_many(worker, &ends).await
         };
-        for (ended, state) in batch.drain(..).zip(states) {
-            let _ = ended.done.send(state);
+        match result {
+            Ok(results) => {
+                let mut refused = Vec::new();
+                for (e, result) in pending.into_iter().zip(results) {
+                    match result {
+                        Ok(state) => {
+                            let _ = e.done.send(state);
+                        }
+                        Err(why) => {
+                            tracing::error!(job_id = %e.attempt.id, error = %why, "cannot record the attempt's end; retrying");
+                            refused.push(e);
+                        }
+                    }
+                }
+                pending = refused;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, tries, attempts = ends.len(), "cannot report attempts; retrying");
+            }
         }
+        if pending.is_empty() {
+            return;
+        }
+        tries += 1;
+        tokio::time::sleep(backoff.jittered(tries)).await;
     }
 }
 

@@ -120,13 +120,18 @@ impl RedisQueue {
             .await?;
         states
             .pop()
-            .ok_or_else(|| Error::Corrupt("finish script answered nothing".into()))
+            .ok_or_else(|| Error::Corrupt("finish script answered nothing".into()))?
     }
 
     /// Reports the ends of several attempts of `worker`, each settled as
     /// [`finish`](Self::finish) would settle it alone, in one atomic step per 500.
-    /// Returns one state per attempt, in order.
-    pub async fn finish_many(&self, worker: &WorkerId, ended: &[EndedAttempt]) -> Result<Vec<FinishState>> {
+    /// Returns one result per attempt, in order. An attempt that could not be settled
+    /// (its job hash is unreadable) keeps its lease and does not hold up the others.
+    pub async fn finish_many(
+        &self,
+        worker: &WorkerId,
+        ended: &[EndedAttempt],
+    ) -> Result<Vec<Result<FinishState>>> {
         let mut states = Vec::with_capacity(ended.len());
         let mut conn = self.conn().await?;
         for chunk in ended.chunks(500) {
@@ -166,8 +171,11 @@ impl RedisQueue {
                     chunk.len()
                 )));
             }
-            for s in &answered {
-                states.push(parse_finish(s)?);
+            for (e, s) in chunk.iter().zip(&answered) {
+                states.push(match s.strip_prefix("error:") {
+                    Some(why) => Err(Error::Corrupt(format!("job {}: {why}", e.id))),
+                    None => parse_finish(s),
+                });
             }
         }
         Ok(states)

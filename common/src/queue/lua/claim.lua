@@ -27,10 +27,18 @@ for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
     if not ids then break end
     for _, id in ipairs(ids) do
       local jk = prefix .. ':job:' .. id
-      local st, attempt, spec, enq, limit =
-        unpack(redis.call('HMGET', jk, 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit'))
+      -- The ids are already popped: nothing below may raise, or those after this one would
+      -- be lost (a script's writes are not undone when it fails). A job key that is not a
+      -- hash (written by something else) is set aside in the dead-letter list instead.
+      local fields = redis.pcall('HMGET', jk, 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit')
+      if fields.err then
+        redis.log(redis.LOG_WARNING, 'gpuq: job ' .. id .. ' is unreadable (' .. fields.err .. '); dead-lettered')
+        redis.call('RPUSH', prefix .. ':dead', id)
+        fields = {}
+      end
+      local st, attempt, spec, enq, limit = unpack(fields, 1, 5)
       if st == 'queued' then
-        local previous = tonumber(attempt)
+        local previous = tonumber(attempt) or 0
         attempt = int(previous + 1)
         local field, entry = transition(prefix, id, 'queued', 'running', ms, attempt, worker)
         redis.call('HSET', jk, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', ms,

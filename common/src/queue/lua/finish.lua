@@ -11,20 +11,20 @@
 --          outcome: succeeded | failed | cancelled | fatal (failed, no retry);
 --          exit code ('' when none); reason ('' when none);
 --          retry delay in ms (used when the attempt failed and attempts remain)
--- Returns  per attempt, the job's new state, or 'stale' when this worker no longer holds
---          the job (its lease expired and the job was recovered; the newer attempt owns it).
+-- Returns  per attempt, the job's new state; 'stale' when this worker no longer holds the
+--          job (its lease expired and the job was recovered; the newer attempt owns it);
+--          or 'error:MESSAGE' when settling it failed, in which case its lease is kept
+--          (the report can be repeated, and if the worker dies the job is recovered).
+--          One attempt failing does not stop the others from being settled.
 local prefix, worker, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local inflight = prefix .. ':inflight:' .. worker
 local ms = now_ms()
--- Leases are checked and released for the whole report in two calls.
+-- Leases are checked for the whole report in one call, and the leases of the attempts
+-- settled are released in one call at the end.
 local ids = {}
 for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 6] end
 local held = redis.call('HMGET', inflight, unpack(ids))
 local release = {}
-for i, id in ipairs(ids) do
-  if held[i] then table.insert(release, id) end
-end
-if #release > 0 then redis.call('HDEL', inflight, unpack(release)) end
 -- Ended jobs, as ZADD arguments for {ns}:finished: one call for the whole report.
 local done = {}
 
@@ -78,12 +78,24 @@ local settled = {}
 for i = 0, n - 1 do
   local b = 4 + i * 6
   -- A job named twice in one report is settled once; the repeat is stale.
-  if held[i + 1] and not settled[ARGV[b]] then
-    settled[ARGV[b]] = true
-    out[i + 1] = finish(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], tonumber(ARGV[b + 5]))
+  local id = ARGV[b]
+  if held[i + 1] and not settled[id] then
+    settled[id] = true
+    -- A failure (a job hash something else overwrote) must not abort the script: the
+    -- attempts after it would be left half-settled.
+    local ok, state = pcall(finish, id, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4],
+      tonumber(ARGV[b + 5]))
+    if ok then
+      out[i + 1] = state
+      table.insert(release, id)
+    else
+      if type(state) == 'table' then state = state.err end
+      out[i + 1] = 'error:' .. tostring(state)
+    end
   else
     out[i + 1] = 'stale'
   end
 end
+if #release > 0 then redis.call('HDEL', inflight, unpack(release)) end
 if #done > 0 then redis.call('ZADD', prefix .. ':finished', unpack(done)) end
 return out
