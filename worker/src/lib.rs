@@ -317,4 +317,19 @@ mod tests {
     fn cli_is_well_formed() {
         super::Config::command().debug_assert();
     }
+
+    #[test]
+    fn worker_ids_must_fit_keys_and_history_entries() {
+        use clap::Parser;
+        let check = |id: &str| {
+            super::Config::try_parse_from(["worker", "--id", id])
+                .unwrap()
+                .validate()
+        };
+        assert!(check("gpu-node-7_a.1").is_ok());
+        for bad in ["has space", "tab\there", ""] {
+            let err = check(bad).unwrap_err();
+            assert!(err.starts_with("--id"), "{err}");
+        }
+    }
 }
