@@ -7,8 +7,14 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::HashMap;
 
-/// Rows bound per multi-row INSERT (11 values each; well under SQLite's parameter limit).
-const HISTORY_CHUNK: usize = 400;
+/// Rows bound per multi-row INSERT (11 values each). Kept small because binding is
+/// quadratic in a statement's parameter count on SQLite (sqlx looks up each `$n` by name,
+/// and SQLite finds a name by walking the list): at 400 rows, binding took a third of
+/// `serve`'s time while draining.
+const HISTORY_CHUNK: usize = 50;
+
+/// Ids per `IN (...)` lookup, small for the same reason.
+const LOOKUP_CHUNK: usize = 100;
 
 /// A `jobs` row, as read, folded forward and written back.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,7 +241,7 @@ impl JobStore {
 
     pub(crate) async fn rows(&self, ids: &[String]) -> Result<HashMap<String, JobRow>> {
         let mut out = HashMap::new();
-        for chunk in ids.chunks(500) {
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({})",
@@ -270,7 +276,9 @@ impl JobStore {
         ids.sort();
         ids.dedup();
         let mut rows = self.rows(&ids).await?;
+        // Jobs this batch changes, in first-touched order (a set beside it for lookups).
         let mut touched: Vec<String> = Vec::new();
+        let mut touched_set = std::collections::HashSet::new();
         let mut transitions: Vec<(String, AppliedTransition)> = Vec::with_capacity(events.len());
         for e in events {
             let key = e.job.as_str();
@@ -289,7 +297,7 @@ impl JobStore {
             let row = rows.get_mut(key).expect("inserted above");
             transitions.push((e.event_id.clone(), AppliedTransition::of(row, e)));
             row.apply(e);
-            if !touched.iter().any(|t| t == key) {
+            if touched_set.insert(key.to_string()) {
                 touched.push(key.to_string());
             }
         }
@@ -299,9 +307,8 @@ impl JobStore {
         for chunk in events.chunks(HISTORY_CHUNK) {
             new_ids.extend(insert_history(&mut tx, chunk).await?);
         }
-        for id in &touched {
-            upsert(&mut tx, &rows[id]).await?;
-        }
+        let touched_rows: Vec<&JobRow> = touched.iter().map(|id| &rows[id]).collect();
+        upsert(&mut tx, &touched_rows).await?;
         let applied: Vec<AppliedTransition> = transitions
             .into_iter()
             .filter(|(id, _)| new_ids.contains(id))
@@ -420,42 +427,58 @@ async fn insert_history(
 }
 
 /// Inserts or moves a job row forward; a row already past this transition is left alone.
-async fn upsert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, r: &JobRow) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
-         $15, $16, $17, $18, $19, $20, $21) \
-         ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempt = excluded.attempt, \
-         attempt_limit = excluded.attempt_limit, started_at = excluded.started_at, \
-         finished_at = excluded.finished_at, updated_at = excluded.updated_at, worker = excluded.worker, \
-         exit_code = excluded.exit_code, reason = excluded.reason, runtime_ms = excluded.runtime_ms, \
-         last_event_ms = excluded.last_event_ms, last_event_seq = excluded.last_event_seq \
-         WHERE jobs.last_event_ms < excluded.last_event_ms \
-            OR (jobs.last_event_ms = excluded.last_event_ms AND jobs.last_event_seq < excluded.last_event_seq)"
-    );
-    sqlx::query(&sql)
-        .bind(r.id.as_str())
-        .bind(r.name.as_str())
-        .bind(r.team.as_str())
-        .bind(r.model_type.as_str())
-        .bind(r.priority.as_str())
-        .bind(r.state.as_str())
-        .bind(r.attempt)
-        .bind(r.attempt_limit)
-        .bind(r.spec.as_str())
-        .bind(r.enqueued_at)
-        .bind(r.enqueue_ms)
-        .bind(r.enqueue_seq)
-        .bind(r.started_at)
-        .bind(r.finished_at)
-        .bind(r.updated_at)
-        .bind(r.worker.as_deref())
-        .bind(r.exit_code)
-        .bind(r.reason.as_deref())
-        .bind(r.runtime_ms)
-        .bind(r.last_event_ms)
-        .bind(r.last_event_seq)
-        .execute(&mut **tx)
-        .await
-        .map_err(store_err)?;
+/// Job rows written per multi-row upsert (21 values each; small for the reason given at
+/// [`HISTORY_CHUNK`]). One statement per chunk rather than per row: every statement is a
+/// round trip to SQLite's thread.
+const UPSERT_CHUNK: usize = 25;
+
+/// Inserts or moves forward the given job rows (distinct ids). A row only moves forward in
+/// stream order, so a replayed or older batch changes nothing.
+async fn upsert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[&JobRow]) -> Result<()> {
+    for chunk in rows.chunks(UPSERT_CHUNK) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let row: Vec<String> = (1..=21).map(|k| format!("${}", i * 21 + k)).collect();
+                format!("({})", row.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES {} \
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, attempt = excluded.attempt, \
+             attempt_limit = excluded.attempt_limit, started_at = excluded.started_at, \
+             finished_at = excluded.finished_at, updated_at = excluded.updated_at, worker = excluded.worker, \
+             exit_code = excluded.exit_code, reason = excluded.reason, runtime_ms = excluded.runtime_ms, \
+             last_event_ms = excluded.last_event_ms, last_event_seq = excluded.last_event_seq \
+             WHERE jobs.last_event_ms < excluded.last_event_ms \
+                OR (jobs.last_event_ms = excluded.last_event_ms AND jobs.last_event_seq < excluded.last_event_seq)",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(r.id.as_str())
+                .bind(r.name.as_str())
+                .bind(r.team.as_str())
+                .bind(r.model_type.as_str())
+                .bind(r.priority.as_str())
+                .bind(r.state.as_str())
+                .bind(r.attempt)
+                .bind(r.attempt_limit)
+                .bind(r.spec.as_str())
+                .bind(r.enqueued_at)
+                .bind(r.enqueue_ms)
+                .bind(r.enqueue_seq)
+                .bind(r.started_at)
+                .bind(r.finished_at)
+                .bind(r.updated_at)
+                .bind(r.worker.as_deref())
+                .bind(r.exit_code)
+                .bind(r.reason.as_deref())
+                .bind(r.runtime_ms)
+                .bind(r.last_event_ms)
+                .bind(r.last_event_seq);
+        }
+        q.execute(&mut **tx).await.map_err(store_err)?;
+    }
     Ok(())
 }
