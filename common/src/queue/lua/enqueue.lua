@@ -12,11 +12,11 @@
 -- Batches are the fast path, so the work common to many jobs is done once per chunk:
 -- one EXISTS over the chunk's keys (skipped for fresh ids), one RPUSH onto the queue and
 -- one onto the index (a list: appending is far cheaper than a sorted-set insert, and
--- enqueue order is time order). Per job there is one HSET and one outbox entry, kept to what the hash cannot
--- tell: the job store's drainer reads the spec (which holds the priority and attempt
--- limit) from the job hash, which stays until the outbox is past the job's end. The
--- creation is not written to the job's history list either: it is implied by
--- enqueued_at (and 'created' for deferred jobs), and RedisQueue::get puts it first.
+-- enqueue order is time order). Per job there is one HSET and one outbox entry, kept to
+-- what the hash cannot tell: the job store's drainer reads the spec (which holds the
+-- priority and attempt limit) from the job hash, which stays until the outbox is past
+-- the job's end. The creation is not written to the job's history either: it is implied
+-- by enqueued_at (and 'created' for deferred jobs), and RedisQueue::get puts it first.
 -- updated_at is absent until the first change (readers use enqueued_at).
 local prefix = ARGV[1]
 index_as_list(prefix)
@@ -33,8 +33,9 @@ local seen = {}
 local at = 3
 for _ = 1, groups do
   local pri, max, fresh = ARGV[at], ARGV[at + 1], ARGV[at + 3] == '1'
-  local deferred = tonumber(ARGV[at + 2]) > ms_n
   local not_before = ARGV[at + 2]
+  local state = 'queued'
+  if tonumber(not_before) > ms_n then state = 'deferred' end
   local count = tonumber(ARGV[at + 4])
   local jobs = at + 5
   at = jobs + count * 2
@@ -54,16 +55,15 @@ for _ = 1, groups do
         existing[#existing + 1] = id
       else
         seen[id] = true
-        if deferred then
-          redis.call('HSET', jk, 'spec', spec, 'state', 'deferred', 'created', 'deferred', 'priority', pri,
-            'attempt', '0', 'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
-          redis.call('ZADD', prefix .. ':delayed', not_before, id)
-          redis.call('XADD', outbox, 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id, 'to', 'deferred', 'at', ms)
-        else
-          redis.call('HSET', jk, 'spec', spec, 'state', 'queued', 'priority', pri, 'attempt', '0',
-            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
+        redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
+          'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
+        redis.call('XADD', outbox, 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id, 'to', state, 'at', ms)
+        if state == 'queued' then
           queued[#queued + 1] = id
-          redis.call('XADD', outbox, 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id, 'to', 'queued', 'at', ms)
+        else
+          -- Rare: a second write rather than a longer HSET for every job.
+          redis.call('HSET', jk, 'created', 'deferred')
+          redis.call('ZADD', prefix .. ':delayed', not_before, id)
         end
         index[#index + 1] = id
         created = created + 1

@@ -61,15 +61,22 @@ local function finish(id, attempt, outcome, code, reason, delay)
   local detail = reason
   if state == 'retrying' then detail = 'next attempt in ' .. int(delay) .. ' ms' end
   local field, entry = transition(prefix, id, from, state, ms, attempt, worker, detail, extra)
-  if state == 'retrying' then
-    redis.call('HSET', jk, 'state', state, 'updated_at', ms, 'reason', reason, field, entry)
-  else
-    redis.call('HSET', jk, 'state', state, 'updated_at', ms, 'reason', reason, 'finished_at', ms, field, entry)
+  local fields = { 'state', state, 'updated_at', ms, 'reason', reason, field, entry }
+  if state ~= 'retrying' then
+    table.insert(fields, 'finished_at')
+    table.insert(fields, ms)
     table.insert(done, ms)
     table.insert(done, id)
   end
-  if failed_field then redis.call('HSET', jk, failed_field, failed_entry) end
-  if code ~= '' then redis.call('HSET', jk, 'exit_code', code) end
+  if failed_field then
+    table.insert(fields, failed_field)
+    table.insert(fields, failed_entry)
+  end
+  if code ~= '' then
+    table.insert(fields, 'exit_code')
+    table.insert(fields, code)
+  end
+  redis.call('HSET', jk, unpack(fields))
   return state
 end
 
