@@ -20,13 +20,17 @@ pub struct RedisArgs {
     /// Namespace of the queue; every key lives under the Redis Cluster hash tag `{NAMESPACE}`.
     #[arg(long, env = "GPUQ_NAMESPACE", default_value = "gpuq", global = true)]
     pub namespace: String,
+    /// Most transitions the outbox may hold before enqueue is refused (the job store is
+    /// not taking them: is `scheduler serve` running?). The outbox is never trimmed.
+    #[arg(long, env = "GPUQ_OUTBOX_LIMIT", default_value_t = crate::queue::DEFAULT_OUTBOX_LIMIT, global = true)]
+    pub outbox_limit: u64,
 }
 
 impl RedisArgs {
     /// Opens the queue and waits for Redis to answer, retrying with backoff up to `patience`.
     /// Bad arguments fail at once; an unreachable server fails once patience runs out.
     pub async fn connect(&self, patience: Duration) -> Result<RedisQueue> {
-        let queue = RedisQueue::open(&self.redis_url, &self.namespace)?;
+        let queue = RedisQueue::open(&self.redis_url, &self.namespace)?.with_outbox_limit(self.outbox_limit);
         let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let deadline = tokio::time::Instant::now() + patience;
         let mut n = 0;

@@ -32,9 +32,32 @@ pub enum Error {
     /// The job store failed or could not be reached. Retryable.
     #[error("job store: {0}")]
     Store(String),
+    /// The job store refused one write (a constraint, an encoding it cannot hold), while
+    /// it is otherwise up: retrying the same write will not help.
+    #[error("job store refused the write: {0}")]
+    StoreRefused(String),
     /// A record in Redis could not be decoded; a bug or a foreign writer.
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The worker's heartbeat is gone, so it may neither claim nor report until it has
+    /// heartbeaten again and compared its leases (see `RedisQueue::heartbeat`).
+    #[error("worker {0} has no heartbeat: it must heartbeat and check its leases first")]
+    Fenced(String),
+    /// Claims and reaping wait after Redis restarted or failed over, for this long still.
+    #[error("Redis restarted or failed over; claims resume in {0} ms")]
+    RestartHold(u64),
+    /// The outbox holds more transitions than its bound: the job store is not taking
+    /// them. Nothing was enqueued.
+    #[error(
+        "enqueue refused: the outbox holds {backlog} transitions the job store has not taken (bound {limit}); \
+         is `scheduler serve` running, and can it reach its store? See `scheduler store errors`"
+    )]
+    OutboxFull {
+        /// Entries waiting.
+        backlog: u64,
+        /// The bound.
+        limit: u64,
+    },
 }
 
 impl Error {
@@ -48,7 +71,14 @@ impl Error {
 
     /// True when retrying the same call later may succeed (Redis or the store unreachable).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Redis(_) | Error::Store(_))
+        matches!(
+            self,
+            Error::Redis(_)
+                | Error::Store(_)
+                | Error::Fenced(_)
+                | Error::RestartHold(_)
+                | Error::OutboxFull { .. }
+        )
     }
 
     /// A short stable name for logs and metric labels.
@@ -60,7 +90,11 @@ impl Error {
             Error::Conflict { .. } => "conflict",
             Error::Redis(_) => "redis",
             Error::Store(_) => "store",
+            Error::StoreRefused(_) => "store_refused",
             Error::Corrupt(_) => "corrupt",
+            Error::Fenced(_) => "fenced",
+            Error::RestartHold(_) => "restart_hold",
+            Error::OutboxFull { .. } => "outbox_full",
         }
     }
 }

@@ -85,7 +85,10 @@ impl JobRecord {
             other => return Err(corrupt(&format!("unknown schema {other:?}"))),
         }
         let spec_json = h.remove("spec").ok_or_else(|| corrupt("no spec"))?;
-        let spec: JobSpec = serde_json::from_str(&spec_json).map_err(|e| corrupt(&e.to_string()))?;
+        // A spec this version cannot read at all (the claim dead-letters such a job) is
+        // shown as a placeholder naming the problem, so the job can still be looked at.
+        let spec = JobSpec::from_stored(&spec_json)
+            .unwrap_or_else(|e| JobSpec::new(format!("(unreadable spec: {e})"), "unknown", Vec::new()));
         let num =
             |h: &HashMap<String, String>, k: &str| -> Option<u64> { h.get(k).and_then(|v| v.parse().ok()) };
         let state = h

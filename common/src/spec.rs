@@ -9,9 +9,11 @@ use std::fmt;
 /// Default per-attempt time limit: long enough for real training, short enough to catch hangs.
 const DEFAULT_TIMEOUT_SECS: u64 = 24 * 3600;
 
-/// A training job as submitted. Unknown fields are rejected so typos do not pass silently.
+/// A training job as submitted. Unknown fields are rejected when a spec is submitted
+/// ([`JobSpec::from_json`]), so typos do not pass silently; a spec read back from storage
+/// is read tolerantly ([`JobSpec::from_stored`]), since a newer writer may have added
+/// fields this version does not know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// Client-chosen id (makes enqueue idempotent); generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,7 +83,6 @@ fn default_timeout() -> u64 {
 
 /// Resources one attempt needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Number of GPUs.
     #[serde(default)]
@@ -205,16 +206,33 @@ impl JobSpec {
         }
     }
 
-    /// Parses one spec from JSON and validates it.
+    /// Parses one submitted spec from JSON and validates it strictly: an unknown field
+    /// is an error naming it.
     pub fn from_json(json: &str) -> Result<JobSpec, SpecError> {
+        let mut unknown = Vec::new();
         let de = &mut serde_json::Deserializer::from_str(json);
-        let spec: JobSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut track = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let tracked = serde_ignored::Deserializer::new(de, &mut track);
+        let spec: JobSpec = serde_path_to_error::deserialize(tracked).map_err(|e| {
             let field = e.path().to_string();
             let field = if field == "." { String::new() } else { field };
             SpecError::new(field, strip_position(&e.inner().to_string()))
         })?;
+        if let Some(field) = unknown.into_iter().next() {
+            let name = field.rsplit('.').next().unwrap_or(&field).to_string();
+            return Err(SpecError::new(field, format!("unknown field `{name}`")));
+        }
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// Reads a spec back from Redis or the store. Tolerant by design: fields this version
+    /// does not know (written by a newer one during a rolling upgrade) are ignored, and
+    /// the spec is not validated again (it was when it was submitted). Specs carry no
+    /// version marker of their own: the first layout is the only one, and later ones
+    /// may only add fields with defaults.
+    pub fn from_stored(json: &str) -> Result<JobSpec, String> {
+        serde_json::from_str(json).map_err(|e| e.to_string())
     }
 
     /// A copy for display: values of environment variables whose names suggest a secret

@@ -53,7 +53,10 @@ pub enum Command {
     /// write every transition to the job store, apply retention.
     Serve(ServeArgs),
     /// Repair Redis from the job store (jobs Redis lost) and the store from Redis.
-    Reconcile(JsonArgs),
+    Reconcile(ReconcileArgs),
+    /// The job store's side of the outbox: entries it refused, and replaying them.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Show the whole thing working: a private Redis if needed, workers, real training jobs.
     Demo(DemoArgs),
     /// What jobs will cost.
@@ -62,6 +65,29 @@ pub enum Command {
     /// Monthly budgets per team (and experiment label): warn at 70%, refuse over 100%.
     #[command(subcommand)]
     Budget(BudgetCommand),
+}
+
+/// Arguments of `reconcile`.
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// Restore into a Redis the store has not mirrored before (a new server, or this one
+    /// after it lost its data), and mirror it from now on. Without it, such a Redis gets
+    /// nothing from the store, and reconcile says what it would restore.
+    #[arg(long)]
+    pub adopt: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `store` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Outbox entries the job store refused, with its error (oldest first).
+    Errors(JsonArgs),
+    /// Apply the refused entries to the store again, in their original order; those it
+    /// takes leave the list.
+    Retry(JsonArgs),
 }
 
 /// `budget` subcommands.

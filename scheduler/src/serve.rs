@@ -32,7 +32,9 @@ pub async fn run(
         None => None,
     };
     tracing::info!(store = store.display_url(), listen = ?args.listen, "scheduler serving");
-    match reconcile::reconcile(&queue, &store, Some(&metrics), Some(&*pricer)).await {
+    // Never adopts a Redis the store does not know: that takes an operator's
+    // `scheduler reconcile --adopt` (reconcile logs what it would restore).
+    match reconcile::reconcile(&queue, &store, false, Some(&metrics), Some(&*pricer)).await {
         Ok(report) => tracing::info!(?report, "reconciled Redis and the job store"),
         Err(e) => {
             tracing::warn!(error = %e, "start-up reconciliation failed; run `scheduler reconcile` later")

@@ -3,6 +3,8 @@
 
 mod chaos;
 mod cli;
+mod fencing;
+mod leases;
 mod observability;
 mod protocol;
 mod store;

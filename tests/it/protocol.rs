@@ -204,7 +204,20 @@ async fn a_worker_dying_at_any_step_loses_no_job() {
         .iter()
         .any(|e| e.detail.as_deref().is_some_and(|d| d.contains("lost"))));
 
-    // The dead worker's late ack is refused: the new attempt owns the job.
+    // The dead worker's late ack is refused: its heartbeat is gone (fenced), and once it
+    // heartbeats again, its lease is gone (stale): the new attempt owns the job.
+    let late = env
+        .queue
+        .finish(&ghost, &ids[0], &Outcome::Succeeded)
+        .await
+        .unwrap();
+    assert_eq!(late, FinishState::Fenced);
+    let back = env
+        .queue
+        .heartbeat_leases(&info(&ghost), Duration::from_secs(60), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(!back.existed && back.leases.is_empty(), "{back:?}");
     let late = env
         .queue
         .finish(&ghost, &ids[0], &Outcome::Succeeded)
@@ -212,6 +225,19 @@ async fn a_worker_dying_at_any_step_loses_no_job() {
         .unwrap();
     assert_eq!(late, FinishState::Stale);
     assert_eq!(env.record(&ids[0]).await.state, JobState::Running);
+    // A report naming an older attempt is stale even from the lease's own worker.
+    let old = EndedAttempt {
+        id: ids[0].clone(),
+        attempt: Some(1),
+        outcome: Outcome::Succeeded,
+    };
+    let states = env.queue.finish_many(&w, &[old]).await.unwrap();
+    assert_eq!(states.into_iter().next().unwrap().unwrap(), FinishState::Stale);
+    assert_eq!(
+        env.record(&ids[0]).await.state,
+        JobState::Running,
+        "attempt 2 still runs"
+    );
 }
 
 #[tokio::test]
@@ -612,11 +638,13 @@ async fn the_index_lists_newest_first_forgets_expired_jobs_and_upgrades_from_a_s
     }
     let outbox = env.queue.read_outbox(1000).await.unwrap();
     env.queue.ack_outbox(&outbox).await.unwrap();
-    let removed = env
+    // The store holds them with the same end times (this test plays the store).
+    let ended = env
         .queue
-        .expire_finished(common::now_ms() + 1000, 100)
+        .finished_before(common::now_ms() + 1000, 0, 100)
         .await
         .unwrap();
+    let removed = env.queue.expire_recorded(&ended).await.unwrap();
     assert_eq!(removed, 2);
     assert_eq!(
         env.queue.job_ids().await.unwrap(),

@@ -44,6 +44,7 @@ over_both_stores!(
     finished_jobs_leave_redis_but_not_the_store,
     budgets_warn_and_refuse_at_enqueue,
     cost_reports_total_recorded_attempts,
+    restored_jobs_keep_their_deferred_and_retrying_state,
 );
 
 fn spec(name: &str, p: Priority) -> JobSpec {
@@ -231,19 +232,29 @@ async fn a_redis_wipe_is_repaired_by_reconcile(url: &str) {
     let w = live_worker(&queue).await;
     let running = queue.claim(&w).await.unwrap().unwrap();
     assert_eq!(running.id.as_str(), expected[0][0]);
-    drain_all(&queue, &store, None, None).await.unwrap();
+    // The store meets this Redis and records its identity.
+    let report = reconcile(&queue, &store, false, None, None).await.unwrap();
+    assert_eq!(report.restored, 0);
 
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
     assert_eq!(queue.status().await.unwrap().queued(), 0);
 
-    let report = reconcile(&queue, &store, None, None).await.unwrap();
+    // The wiped Redis lost its identity too: the store cannot tell it from another
+    // Redis, so it restores nothing on its own and says what it would restore.
+    let report = reconcile(&queue, &store, false, None, None).await.unwrap();
+    assert_eq!((report.restored, report.would_restore), (0, 30));
+    assert_eq!(queue.status().await.unwrap().queued(), 0);
+    let report = reconcile(&queue, &store, true, None, None).await.unwrap();
     assert_eq!(report.restored, 30);
     assert_eq!(
-        reconcile(&queue, &store, None, None).await.unwrap().restored,
+        reconcile(&queue, &store, false, None, None)
+            .await
+            .unwrap()
+            .restored,
         0,
-        "reconcile is idempotent"
+        "reconcile is idempotent, and the adopted Redis is known now"
     );
     let w = live_worker(&queue).await;
     let mut order = Vec::new();
@@ -338,24 +349,30 @@ async fn finished_jobs_leave_redis_but_not_the_store(url: &str) {
         let job = env.queue.claim(&w).await.unwrap().unwrap();
         env.queue.finish(&w, &job.id, &Outcome::Succeeded).await.unwrap();
     }
+    // Retention as `serve` runs it: candidates from Redis, confirmed by the store.
+    let expire = || async {
+        let ended = env
+            .queue
+            .finished_before(common::now_ms() + 1, 0, 100)
+            .await
+            .unwrap();
+        let ids: Vec<String> = ended.iter().map(|(id, _)| id.clone()).collect();
+        let recorded = store.recorded_ends(&ids).await.unwrap();
+        env.queue.expire_recorded(&recorded).await.unwrap()
+    };
     // Not yet in the store: retention must not remove what only Redis holds.
-    assert_eq!(
-        env.queue
-            .expire_finished(common::now_ms() + 1, 100)
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(expire().await, 0);
     drain_all(&env.queue, &store, None, None).await.unwrap();
-    assert_eq!(
-        env.queue
-            .expire_finished(common::now_ms() + 1, 100)
-            .await
-            .unwrap(),
-        2
-    );
+    assert_eq!(expire().await, 2);
     let id: JobId = "keep-a".parse().unwrap();
     assert!(env.queue.get(&id).await.unwrap().is_none(), "gone from Redis");
+    // The ids were the client's: enqueueing them again is still refused while the store
+    // has the jobs (idempotency outlives Redis retention).
+    let mut again = spec("a", Priority::Normal);
+    again.id = Some("keep-a".parse().unwrap());
+    let report = env.queue.enqueue_batch(vec![again]).await.unwrap();
+    assert_eq!((report.created, report.existing.clone()), (0, vec![id.clone()]));
+    assert!(env.queue.get(&id).await.unwrap().is_none(), "nothing was written");
 
     let out = env.scheduler(&["show", "keep-a", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -652,4 +669,167 @@ async fn cost_reports_total_recorded_attempts(url: &str) {
     assert_eq!(money(&r["total"]["cost"]), 5.25);
     let csv = stdout(&env.scheduler(&["cost", "report", "--from", "1h", "--csv"]));
     assert!(csv.lines().count() >= 4, "{csv}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_the_store_refuses_is_set_aside_and_the_drain_goes_on() {
+    use sqlx::Connection;
+    let db = crate::support::TestDatabase::postgres().await;
+    let env = TestEnv::with_store(&db.url).await;
+    let store = JobStore::open(&db.url).await.unwrap();
+    // The store refuses one job for a reason an operator can fix (a trigger standing in
+    // for a constraint), and another for one nobody can: PostgreSQL text holds no NUL.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        "CREATE FUNCTION refuse_poison() RETURNS trigger AS $$ BEGIN \
+           IF NEW.name = 'poison' THEN RAISE EXCEPTION 'poison refused'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+    ] {
+        sqlx::query(sql).execute(&mut admin).await.unwrap();
+    }
+    let ids = env
+        .queue
+        .enqueue_batch(vec![
+            spec("before", Priority::Normal),
+            spec("poison", Priority::Normal),
+            spec("nul\0byte", Priority::Normal),
+            spec("after", Priority::Normal),
+        ])
+        .await
+        .unwrap()
+        .ids;
+    drain_all(&env.queue, &store, None, None).await.unwrap();
+    assert_eq!(
+        env.queue.outbox_len().await.unwrap(),
+        0,
+        "the drain went past them"
+    );
+    assert_eq!(env.queue.refused_len().await.unwrap(), 2);
+    for (id, held) in ids.iter().zip([true, false, false, true]) {
+        assert_eq!(store.get(id).await.unwrap().is_some(), held, "{id}");
+    }
+    // Later transitions keep flowing.
+    let w = live_worker(&env.queue).await;
+    let job = env.queue.claim(&w).await.unwrap().unwrap();
+    assert_eq!(job.id, ids[0]);
+    env.queue.finish(&w, &job.id, &Outcome::Succeeded).await.unwrap();
+    drain_all(&env.queue, &store, None, None).await.unwrap();
+    assert_eq!(
+        store.get(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+
+    let out = env.scheduler(&["store", "errors"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let listed = stdout(&out);
+    assert!(listed.contains("2 transitions the job store refused"), "{listed}");
+    assert!(
+        listed.contains(ids[1].as_str()) && listed.contains("poison refused"),
+        "{listed}"
+    );
+
+    // Fixed, then replayed: the poison job is taken, the NUL one stays refused (exit 1).
+    sqlx::query("DROP TRIGGER refuse ON jobs")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let out = env.scheduler(&["store", "retry"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 transitions written to the job store, 1 still refused"));
+    assert_eq!(store.get(&ids[1]).await.unwrap().unwrap().state, JobState::Queued);
+    assert_eq!(env.queue.refused_len().await.unwrap(), 1);
+    // Retention keeps a job whose end the store never got.
+    assert!(store.get(&ids[2]).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_does_not_restore_into_a_redis_it_has_never_seen() {
+    let first = TestEnv::new().await;
+    for name in ["a", "b", "c"] {
+        let out = first.scheduler(&["enqueue", "--name", name, "--", "true"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let out = first.scheduler(&["reconcile"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Another Redis (here another namespace: its own identity) with the same default store.
+    let mut second = TestEnv::new().await;
+    second.database_url = first.database_url.clone();
+    let out = second.scheduler(&["reconcile"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    assert!(said.contains("0 jobs restored"), "{said}");
+    assert!(
+        said.contains("not restored: the store holds 3 unfinished jobs"),
+        "{said}"
+    );
+    assert_eq!(second.queue.status().await.unwrap().queued(), 0);
+    // serve does not adopt it either.
+    let mut serve = second.serve();
+    wait_for("serve to reconcile", LONG, || {
+        let log = serve.log();
+        async move { log.contains("nothing restored").then_some(()) }
+    })
+    .await;
+    serve.kill();
+    assert_eq!(second.queue.status().await.unwrap().queued(), 0);
+    let out = second.scheduler(&["reconcile", "--adopt"]);
+    assert!(stdout(&out).contains("3 jobs restored"), "{}", stdout(&out));
+    assert_eq!(second.queue.status().await.unwrap().queued(), 3);
+}
+
+async fn restored_jobs_keep_their_deferred_and_retrying_state(url: &str) {
+    let redis = PrivateRedis::start().await;
+    let queue = RedisQueue::connect(&redis.url, "states").await.unwrap();
+    let store = JobStore::open(url).await.unwrap();
+    let later = common::now_ms() + 3_600_000;
+    let mut deferred = spec("deferred", Priority::Normal);
+    deferred.not_before = Some(later);
+    let ids = queue
+        .enqueue_batch(vec![deferred, spec("flaky", Priority::Normal)])
+        .await
+        .unwrap()
+        .ids;
+    let w = live_worker(&queue).await;
+    let job = queue.claim(&w).await.unwrap().unwrap();
+    let failed = Outcome::Failed {
+        exit_code: Some(1),
+        reason: "exited with code 1".into(),
+        retry_after: Duration::from_secs(1800),
+    };
+    queue.finish(&w, &job.id, &failed).await.unwrap();
+    reconcile(&queue, &store, false, None, None).await.unwrap();
+    let due_before = retry_due(&redis.url, &ids[1]).await;
+
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    let report = reconcile(&queue, &store, true, None, None).await.unwrap();
+    assert_eq!(report.restored, 2);
+    assert_eq!(
+        queue.get(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Deferred
+    );
+    assert_eq!(
+        queue.get(&ids[1]).await.unwrap().unwrap().state,
+        JobState::Retrying
+    );
+    assert_eq!(retry_due(&redis.url, &ids[0]).await, Some(later));
+    assert_eq!(
+        retry_due(&redis.url, &ids[1]).await,
+        due_before,
+        "the backoff is kept"
+    );
+    assert_eq!(queue.status().await.unwrap().queued(), 0, "neither runs early");
+}
+
+async fn retry_due(url: &str, id: &JobId) -> Option<u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg("{states}:delayed")
+        .arg(id.as_str())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    score.map(|s| s as u64)
 }

@@ -113,13 +113,18 @@ impl TestEnv {
 
     /// Starts a worker process on this namespace with fast heartbeats.
     pub(crate) fn worker(&self, extra: &[&str]) -> WorkerProcess {
+        self.worker_via(&redis_url(), extra)
+    }
+
+    /// The same, reaching Redis at `url` (through a [`FaultyLink`], say).
+    pub(crate) fn worker_via(&self, url: &str, extra: &[&str]) -> WorkerProcess {
         let log = self.path(&format!("worker-{}.log", uuid::Uuid::new_v4().simple()));
         let child = Command::new(bin("worker"))
             .args([
                 "--heartbeat-interval",
                 "300ms",
                 "--heartbeat-ttl",
-                "1500ms",
+                "2500ms",
                 "--retry-backoff",
                 "50ms",
             ])
@@ -135,7 +140,7 @@ impl TestEnv {
             .arg(self.path("work"))
             .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port())])
             .args(extra)
-            .env("REDIS_URL", redis_url())
+            .env("REDIS_URL", url)
             .env("GPUQ_NAMESPACE", &self.ns)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -418,6 +423,8 @@ impl Drop for PrivateRedis {
 pub(crate) struct FaultyLink {
     pub(crate) port: u16,
     up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// While set, what the server sends is dropped: requests arrive, replies never do.
+    mute: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cut: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -428,8 +435,10 @@ impl FaultyLink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mute = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (cut, cuts) = tokio::sync::watch::channel(0u64);
         let (up2, target) = (up.clone(), target.to_string());
+        let mute2 = mute.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
@@ -440,20 +449,65 @@ impl FaultyLink {
                 }
                 let target = target.clone();
                 let mut cuts = cuts.clone();
+                let mute = mute2.clone();
                 // Only cuts after this connection was accepted concern it.
                 cuts.borrow_and_update();
                 tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
+                    let (mut from_server, mut to_server) = server.into_split();
+                    let (mut from_client, mut to_client) = client.split();
+                    let up = async {
+                        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                    };
+                    let down = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match from_server.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if mute.load(Ordering::SeqCst) {
+                                continue;
+                            }
+                            if to_client.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = up => {}
+                        _ = down => {}
                         _ = cuts.changed() => {}
                     }
                 });
             }
         });
-        FaultyLink { port, up, cut, task }
+        FaultyLink {
+            port,
+            up,
+            mute,
+            cut,
+            task,
+        }
+    }
+
+    /// From now on, the server's replies are dropped (the requests still arrive): a lost
+    /// reply, or a half-open connection as the client sees it.
+    pub(crate) fn mute(&self) {
+        self.mute.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Replies flow again.
+    pub(crate) fn unmute(&self) {
+        self.mute.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// A Redis URL through this link.
+    pub(crate) fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
     }
 
     /// Cuts every open connection and refuses new ones.

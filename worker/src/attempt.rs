@@ -4,7 +4,7 @@
 use crate::launch::{AttemptContext, LaunchResult, Launcher};
 use crate::output::OutputSink;
 use crate::report::report;
-use crate::running::RunningJobs;
+use crate::running::{AttemptTokens, Interruption, RunningJobs};
 use crate::Settings;
 use common::queue::{ClaimedJob, Outcome, RedisQueue};
 use common::WorkerId;
@@ -20,6 +20,10 @@ pub(crate) enum StopReason {
     Timeout,
     Cancelled,
     Shutdown,
+    /// The worker could not refresh its heartbeat: the job is handed back uncounted.
+    Fenced,
+    /// The lease is gone: the job belongs to another attempt now; nothing is reported.
+    LeaseLost,
 }
 
 /// What the attempt needs from its worker.
@@ -38,19 +42,25 @@ pub(crate) struct AttemptDeps {
 }
 
 /// Runs the attempt and reports it; the permit frees the worker slot when this returns.
-pub(crate) async fn run(job: ClaimedJob, deps: Arc<AttemptDeps>, _permit: OwnedSemaphorePermit) {
+/// The claim loop registered the attempt (with `tokens`); it leaves the registry once its
+/// end is reported, so until then the lease check counts it as held here.
+pub(crate) async fn run(
+    job: ClaimedJob,
+    tokens: AttemptTokens,
+    deps: Arc<AttemptDeps>,
+    _permit: OwnedSemaphorePermit,
+) {
     let span = tracing::info_span!("attempt", job_id = %job.id, attempt = job.attempt, worker = %deps.worker);
     async move {
-        let cancel = deps.running.insert(&job);
         tracing::info!(priority = %job.priority, name = %job.spec.name, "attempt started");
         let (sink, output) = OutputSink::start(deps.queue.clone(), job.id.clone());
-        let result = supervise(&job, &deps, cancel, output).await;
+        let result = supervise(&job, &deps, &tokens, output).await;
         if matches!(result, AttemptEnd::Finished(LaunchResult::Error(_))) {
             deps.metrics.launcher_errors.inc();
         }
         sink.finish().await;
-        deps.running.remove(&job.id);
         report(&deps, &job, result).await;
+        deps.running.remove(&job.id, job.attempt);
     }
     .instrument(span)
     .await
@@ -65,15 +75,17 @@ pub(crate) enum AttemptEnd {
 async fn supervise(
     job: &ClaimedJob,
     deps: &AttemptDeps,
-    cancel: CancellationToken,
+    tokens: &AttemptTokens,
     output: tokio::sync::mpsc::Sender<String>,
 ) -> AttemptEnd {
     let stop = CancellationToken::new();
+    let detach = CancellationToken::new();
     let ctx = AttemptContext {
         job,
         checkpoint_dir: deps.settings.work_dir.join(job.id.as_str()).join("checkpoint"),
         output,
         stop: stop.clone(),
+        detach: detach.clone(),
     };
     let launched = deps.launcher.run(ctx);
     tokio::pin!(launched);
@@ -81,10 +93,19 @@ async fn supervise(
     let reason = tokio::select! {
         result = &mut launched => return AttemptEnd::Finished(result),
         _ = tokio::time::sleep(timeout) => StopReason::Timeout,
-        _ = cancel.cancelled() => StopReason::Cancelled,
+        why = tokens.interrupted() => match why {
+            Interruption::Cancelled => StopReason::Cancelled,
+            Interruption::Fenced => StopReason::Fenced,
+            Interruption::LeaseLost => StopReason::LeaseLost,
+        },
         _ = deps.hard_stop.cancelled() => StopReason::Shutdown,
     };
     tracing::info!(?reason, "stopping attempt");
+    if matches!(reason, StopReason::Fenced | StopReason::LeaseLost) {
+        // Work that outlives its launcher (a Kubernetes Job) is left for the next attempt
+        // to adopt rather than deleted: the job goes on, and only one copy exists.
+        detach.cancel();
+    }
     stop.cancel();
     AttemptEnd::Stopped(reason, launched.await)
 }
@@ -113,8 +134,21 @@ impl AttemptEnd {
                 )
             }
             AttemptEnd::Stopped(StopReason::Cancelled, _) => Outcome::Cancelled,
-            AttemptEnd::Stopped(StopReason::Shutdown, _) => return None,
+            AttemptEnd::Stopped(StopReason::Shutdown | StopReason::Fenced | StopReason::LeaseLost, _) => {
+                return None
+            }
         })
+    }
+
+    /// Why the job is handed back without counting the attempt, when it is.
+    pub(crate) fn release_reason(&self) -> Option<&'static str> {
+        match self {
+            AttemptEnd::Stopped(StopReason::Shutdown, _) => Some("worker shutting down"),
+            AttemptEnd::Stopped(StopReason::Fenced, _) => {
+                Some("stopped by its worker, which could not refresh its heartbeat (fenced)")
+            }
+            _ => None,
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 /// Claims jobs and spawns their attempts into `tracker` until `shutdown` fires.
 pub(crate) async fn claim_loop(
     deps: Arc<AttemptDeps>,
+    liveness: Arc<crate::heartbeat::Liveness>,
     slots: Arc<Semaphore>,
     tracker: &TaskTracker,
     idle_timeout: Duration,
@@ -33,17 +34,56 @@ pub(crate) async fn claim_loop(
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
-        // The claim itself is never abandoned half-way: its reply carries the leases.
+        if liveness.is_fenced() {
+            // The worker stopped its attempts because it cannot keep leases: take none.
+            drop(permits);
+            failures += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.jittered(failures)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+        // The claim itself is never abandoned half-way: its reply carries the leases. If
+        // the reply is lost anyway, the token tells the lease check that no attempt will
+        // come of those leases once this call has returned.
+        let token = deps.running.start_claim();
         let claimed = {
             let _t = deps.metrics.time("claim");
-            deps.queue.claim_many(&deps.worker, permits.len()).await
+            deps.queue
+                .claim_tagged(&deps.worker, permits.len(), &token.to_string())
+                .await
         };
+        let claimed = claimed.map(|c| {
+            let jobs: Vec<_> = c
+                .jobs
+                .into_iter()
+                .map(|job| {
+                    let tokens = deps.running.insert(&job);
+                    (job, tokens)
+                })
+                .collect();
+            jobs
+        });
+        deps.running.claim_answered(token);
         match claimed {
             Ok(jobs) if !jobs.is_empty() => {
                 failures = 0;
                 // Unused permits go back to the semaphore when `permits` is dropped.
-                for (job, permit) in jobs.into_iter().zip(permits.drain(..)) {
-                    tracker.spawn(attempt::run(job, deps.clone(), permit));
+                for ((job, tokens), permit) in jobs.into_iter().zip(permits.drain(..)) {
+                    tracker.spawn(attempt::run(job, tokens, deps.clone(), permit));
+                }
+                continue;
+            }
+            Err(common::Error::RestartHold(ms)) => {
+                drop(permits);
+                tracing::info!(
+                    wait_ms = ms,
+                    "Redis restarted or failed over; claims wait for workers to check their leases"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(ms.max(10))) => {}
+                    _ = shutdown.cancelled() => return,
                 }
                 continue;
             }
@@ -60,11 +100,21 @@ pub(crate) async fn claim_loop(
                         .ok();
                 }
                 if let Some(conn) = blocking.as_mut() {
+                    // A client-side bound as well as the server's: on a half-open socket
+                    // the server's timeout never reaches us.
+                    let bound = idle_timeout + Duration::from_secs(2);
                     tokio::select! {
-                        woke = deps.queue.wait_for_work(conn, idle_timeout) => {
-                            if let Err(e) = woke {
-                                tracing::warn!(error = %e, "waiting for work failed");
-                                blocking = None;
+                        woke = tokio::time::timeout(bound, deps.queue.wait_for_work(conn, idle_timeout)) => {
+                            match woke {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e)) => {
+                                    tracing::warn!(error = %e, "waiting for work failed");
+                                    blocking = None;
+                                }
+                                Err(_) => {
+                                    tracing::warn!(?bound, "waiting for work got no answer; reconnecting");
+                                    blocking = None;
+                                }
                             }
                             continue;
                         }
@@ -76,7 +126,11 @@ pub(crate) async fn claim_loop(
             Err(e) => {
                 drop(permits);
                 failures += 1;
-                tracing::warn!(error = %e, failures, "claim failed; backing off");
+                if matches!(e, common::Error::Fenced(_)) {
+                    tracing::warn!("heartbeat gone; claims wait for the next heartbeat");
+                } else {
+                    tracing::warn!(error = %e, failures, "claim failed; backing off");
+                }
             }
         }
         tokio::select! {

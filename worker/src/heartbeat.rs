@@ -1,12 +1,25 @@
-//! Background duties of a live worker: the heartbeat that keeps its leases, the reaper
-//! that recovers the leases of dead workers, and the watch for cancel requests.
+//! Background duties of a live worker: the heartbeat that keeps its leases (and checks
+//! them against what it runs), the fence that stops its attempts when it cannot keep
+//! them, the reaper that recovers the leases of dead workers, and the watch for cancel
+//! requests.
+//!
+//! The bound that keeps one running copy per job: a worker's leases are valid while its
+//! heartbeat key lives, which is at least `ttl` after the last refresh the worker *sent*
+//! and Redis acknowledged. The worker stops all its attempts `fence_after` after that
+//! moment, by its own monotonic clock, with `fence_after` = ttl − the time stopping takes
+//! − one heartbeat interval. So its attempts have stopped before the reaper can take
+//! their leases, provided the worker process is scheduled (a paused worker cannot stop
+//! anything) and clocks run at the same rate to within that interval.
 
-use crate::running::RunningJobs;
+use crate::running::{AttemptKey, RunningJobs};
 use crate::Settings;
-use common::queue::RedisQueue;
-use common::WorkerInfo;
+use common::queue::{FinishState, Lease, RedisQueue};
+use common::{JobId, WorkerId, WorkerInfo};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Identity and state published in every heartbeat.
@@ -25,41 +38,191 @@ impl Beat {
     }
 }
 
-/// Publishes the heartbeat first, then on every interval until `stop` fires.
-pub(crate) async fn publish(queue: &RedisQueue, beat: &Beat, settings: &Settings) -> common::Result<()> {
+/// When the worker last knew its leases valid, and whether it has fenced itself since.
+#[derive(Debug)]
+pub(crate) struct Liveness {
+    last_ok: watch::Sender<Instant>,
+    fenced: AtomicBool,
+}
+
+impl Liveness {
+    pub(crate) fn new(at: Instant) -> Arc<Self> {
+        Arc::new(Liveness {
+            last_ok: watch::Sender::new(at),
+            fenced: AtomicBool::new(false),
+        })
+    }
+
+    /// A heartbeat sent at `sent` was acknowledged.
+    fn beat_ok(&self, sent: Instant) {
+        self.last_ok.send_if_modified(|t| {
+            let newer = sent > *t;
+            if newer {
+                *t = sent;
+            }
+            newer
+        });
+        if self.fenced.swap(false, Ordering::SeqCst) {
+            tracing::info!("heartbeat refreshed again; claiming resumes");
+        }
+    }
+
+    /// True while the worker has fenced itself: it claims nothing until a heartbeat lands.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+}
+
+/// Publishes the first heartbeat (before the first claim, so the reaper never sees a
+/// lease of a worker it has never seen alive).
+pub(crate) async fn publish(
+    queue: &RedisQueue,
+    beat: &Beat,
+    settings: &Settings,
+    liveness: &Liveness,
+) -> common::Result<()> {
+    let sent = Instant::now();
     queue
-        .heartbeat(&beat.snapshot(), settings.heartbeat_ttl)
-        .await
-        .map(|_| ())
+        .heartbeat_leases(&beat.snapshot(), settings.heartbeat_ttl, settings.reappear)
+        .await?;
+    liveness.beat_ok(sent);
+    Ok(())
 }
 
 pub(crate) async fn heartbeat_loop(
     queue: RedisQueue,
     beat: Beat,
     settings: Arc<Settings>,
+    liveness: Arc<Liveness>,
     metrics: Arc<crate::metrics::WorkerMetrics>,
     stop: CancellationToken,
 ) {
+    let worker = WorkerId::from_raw(beat.info.id.clone());
     let mut tick = tokio::time::interval(settings.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A call that hangs (a half-open connection) must not hold up the next try.
+    let patience = settings.heartbeat_interval.max(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
+        // Only attempts registered before the heartbeat was sent can be judged by it: a
+        // claim answered after that may have run after the heartbeat read the leases.
+        let before: HashSet<AttemptKey> = beat.running.attempts().into_iter().collect();
+        let sent = Instant::now();
         let result = {
             let _t = metrics.time("heartbeat");
-            queue.heartbeat(&beat.snapshot(), settings.heartbeat_ttl).await
+            tokio::time::timeout(
+                patience,
+                queue.heartbeat_leases(&beat.snapshot(), settings.heartbeat_ttl, settings.reappear),
+            )
+            .await
         };
-        if result.is_err() {
-            metrics.heartbeat_failures.inc();
-        }
         match result {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                "heartbeat had expired before this refresh; leases may have been recovered and those jobs may run twice"
-            ),
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed; retrying at the next interval"),
+            Ok(Ok(hb)) => {
+                liveness.beat_ok(sent);
+                if !hb.existed {
+                    tracing::warn!(
+                        "heartbeat had expired before this refresh; checking which leases are still ours"
+                    );
+                }
+                check_leases(&queue, &worker, &beat.running, &before, &hb.leases).await;
+            }
+            Ok(Err(e)) => {
+                metrics.heartbeat_failures.inc();
+                tracing::warn!(error = %e, "heartbeat failed; retrying at the next interval");
+            }
+            Err(_) => {
+                metrics.heartbeat_failures.inc();
+                tracing::warn!(waited = ?patience, "heartbeat got no answer; retrying at the next interval");
+            }
+        }
+    }
+}
+
+/// Compares the leases Redis holds for this worker with the attempts it holds:
+/// - an attempt whose lease is gone (or is for another attempt) is stopped: the job was
+///   recovered, and another copy may run;
+/// - a lease for no attempt here, from a claim that has answered, is handed back to the
+///   queue: its claim reply was lost, or Redis lost the report that ended it (a crash
+///   with AOF everysec, an asynchronous failover). Nothing runs it, so it would
+///   otherwise stay `running` for as long as this worker lives.
+pub(crate) async fn check_leases(
+    queue: &RedisQueue,
+    worker: &WorkerId,
+    running: &RunningJobs,
+    before: &HashSet<AttemptKey>,
+    leases: &[Lease],
+) {
+    let held: HashMap<&JobId, Option<u32>> = leases.iter().map(|l| (&l.id, l.attempt)).collect();
+    for key in before {
+        let ours = held
+            .get(&key.0)
+            .is_some_and(|attempt| attempt.is_none_or(|a| a == key.1));
+        if !ours && running.holds(&key.0, key.1) {
+            tracing::error!(job_id = %key.0, attempt = key.1,
+                "lease lost (the job was recovered while this worker could not heartbeat); stopping the attempt");
+            running.lose(key);
+        }
+    }
+    let held_here: HashSet<(JobId, u32)> = running.attempts().into_iter().collect();
+    let orphans: Vec<(JobId, Option<u32>)> = leases
+        .iter()
+        .filter(|l| !running.claim_pending(&l.token))
+        .filter(|l| match l.attempt {
+            Some(a) => !held_here.contains(&(l.id.clone(), a)),
+            None => !held_here.iter().any(|(id, _)| id == &l.id),
+        })
+        .map(|l| (l.id.clone(), l.attempt))
+        .collect();
+    if orphans.is_empty() {
+        return;
+    }
+    let reason =
+        format!("lease held by worker {worker} but not running there (lost claim reply or lost report)");
+    match queue.release_many(worker, &orphans, &reason).await {
+        Ok(states) => {
+            for ((id, attempt), state) in orphans.iter().zip(states) {
+                if !matches!(state, FinishState::Stale) {
+                    tracing::warn!(job_id = %id, ?attempt, ?state, "handed back a lease nothing here runs");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand back leases nothing here runs; retrying at the next heartbeat")
+        }
+    }
+}
+
+/// Stops every attempt once the worker has gone `fence_after` without an acknowledged
+/// heartbeat, before its heartbeat can expire and the reaper give the jobs to another
+/// worker. It claims nothing until a heartbeat lands again.
+pub(crate) async fn fence_loop(
+    running: RunningJobs,
+    liveness: Arc<Liveness>,
+    settings: Arc<Settings>,
+    stop: CancellationToken,
+) {
+    let mut beats = liveness.last_ok.subscribe();
+    loop {
+        let deadline = *beats.borrow_and_update() + settings.fence_after;
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            changed = beats.changed() => {
+                if changed.is_err() { return; }
+                continue;
+            }
+            _ = stop.cancelled() => return,
+        }
+        if !liveness.fenced.swap(true, Ordering::SeqCst) {
+            let n = running.fence_all();
+            tracing::error!(attempts = n, after = ?settings.fence_after,
+                "no heartbeat acknowledged for too long: stopping every attempt before the lease can expire and the job run elsewhere");
+        }
+        tokio::select! {
+            changed = beats.changed() => if changed.is_err() { return; },
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -60,9 +60,12 @@ pub struct Config {
     /// How often the heartbeat is refreshed.
     #[arg(long, env = "GPUQ_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
-    /// How long a heartbeat lives; a worker silent this long is presumed dead and its jobs recovered.
-    #[arg(long, env = "GPUQ_HEARTBEAT_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub heartbeat_ttl: Duration,
+    /// How long a heartbeat lives (the lease): a worker silent this long is presumed dead
+    /// and its jobs recovered. A worker that cannot refresh it stops its own attempts a
+    /// little before (see the README). Default: 60s for local jobs, 2m for Kubernetes Jobs
+    /// (a fenced kube worker leaves its Jobs running for the next attempt to adopt).
+    #[arg(long, env = "GPUQ_HEARTBEAT_TTL", value_parser = humantime::parse_duration)]
+    pub heartbeat_ttl: Option<Duration>,
     /// On SIGTERM, how long running jobs may take to finish before they are stopped and handed back.
     #[arg(long, env = "GPUQ_GRACE_PERIOD", default_value = "25s", value_parser = humantime::parse_duration)]
     pub grace_period: Duration,
@@ -99,6 +102,10 @@ pub struct Config {
 pub struct Settings {
     pub heartbeat_interval: Duration,
     pub heartbeat_ttl: Duration,
+    /// How long after its last acknowledged heartbeat the worker stops all its attempts.
+    pub fence_after: Duration,
+    /// How long the worker needs, once Redis is back, to heartbeat and stop what it lost.
+    pub reappear: Duration,
     pub reap_interval: Duration,
     pub cancel_check_interval: Duration,
     pub retry_backoff: Backoff,
@@ -106,13 +113,43 @@ pub struct Settings {
 }
 
 impl Config {
+    /// The lease length: the flag, else the launcher's default.
+    pub fn heartbeat_ttl(&self) -> Duration {
+        self.heartbeat_ttl.unwrap_or(match self.launcher {
+            LauncherKind::Kube => Duration::from_secs(120),
+            LauncherKind::Local | LauncherKind::Noop => Duration::from_secs(60),
+        })
+    }
+
+    /// The longest stopping an attempt may take: local processes get SIGTERM, then
+    /// SIGKILL after the kill grace; a Kubernetes Job is detached, not deleted, when the
+    /// lease is at stake.
+    fn stop_time(&self) -> Duration {
+        match self.launcher {
+            LauncherKind::Local => self.kill_grace + Duration::from_millis(500),
+            LauncherKind::Kube => Duration::from_secs(2),
+            LauncherKind::Noop => Duration::ZERO,
+        }
+    }
+
+    /// When the worker fences itself: the lease minus the stop time minus one heartbeat
+    /// interval of safety margin.
+    fn fence_after(&self) -> Option<Duration> {
+        self.heartbeat_ttl()
+            .checked_sub(self.stop_time())?
+            .checked_sub(self.heartbeat_interval)
+            .filter(|d| *d >= self.heartbeat_interval)
+    }
+
     /// Checks what clap cannot; called once at start.
     pub fn validate(&self) -> Result<(), String> {
-        if self.heartbeat_ttl <= self.heartbeat_interval {
+        if self.fence_after().is_none() {
             return Err(format!(
-                "--heartbeat-ttl ({}) must be longer than --heartbeat-interval ({})",
-                humantime::format_duration(self.heartbeat_ttl),
-                humantime::format_duration(self.heartbeat_interval)
+                "--heartbeat-ttl ({}) must be at least twice --heartbeat-interval ({}) plus the time stopping a job takes ({}): \
+                 a worker that cannot heartbeat stops its jobs before its lease ends",
+                humantime::format_duration(self.heartbeat_ttl()),
+                humantime::format_duration(self.heartbeat_interval),
+                humantime::format_duration(self.stop_time())
             ));
         }
         if let Some(id) = &self.id {
@@ -135,7 +172,9 @@ impl Config {
     fn settings(&self) -> Settings {
         Settings {
             heartbeat_interval: self.heartbeat_interval,
-            heartbeat_ttl: self.heartbeat_ttl,
+            heartbeat_ttl: self.heartbeat_ttl(),
+            fence_after: self.fence_after().unwrap_or(self.heartbeat_interval),
+            reappear: self.heartbeat_interval * 2 + self.stop_time(),
             reap_interval: self.heartbeat_interval,
             cancel_check_interval: self.cancel_check_interval,
             retry_backoff: Backoff::new(self.retry_backoff, self.retry_backoff_max),
@@ -204,8 +243,10 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
     };
     // The first heartbeat must exist before the first claim, or the reaper could take
     // the lease of a worker it has never seen alive.
-    heartbeat::publish(&queue, &beat, &settings).await?;
-    tracing::info!(worker = %worker, concurrency = config.concurrency, launcher = launcher.name(), "worker started");
+    let liveness = heartbeat::Liveness::new(tokio::time::Instant::now());
+    heartbeat::publish(&queue, &beat, &settings, &liveness).await?;
+    tracing::info!(worker = %worker, concurrency = config.concurrency, launcher = launcher.name(),
+        lease = ?settings.heartbeat_ttl, fence_after = ?settings.fence_after, "worker started");
 
     let metrics = Arc::new(metrics::WorkerMetrics::new(config.concurrency));
     let listener = common::http::bind(&config.metrics_addr)
@@ -222,7 +263,14 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
         queue.clone(),
         beat,
         settings.clone(),
+        liveness.clone(),
         metrics.clone(),
+        background.clone(),
+    ));
+    tasks.spawn(heartbeat::fence_loop(
+        running.clone(),
+        liveness.clone(),
+        settings.clone(),
         background.clone(),
     ));
     tasks.spawn(heartbeat::reaper_loop(
@@ -256,17 +304,25 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
     });
     let slots = Arc::new(Semaphore::new(config.concurrency as usize));
     let attempts = TaskTracker::new();
-    claim::claim_loop(deps.clone(), slots, &attempts, config.idle_timeout, shutdown).await;
+    claim::claim_loop(
+        deps.clone(),
+        liveness.clone(),
+        slots,
+        &attempts,
+        config.idle_timeout,
+        shutdown,
+    )
+    .await;
 
     draining.store(true, Ordering::Relaxed);
     attempts.close();
-    tracing::info!(running = running.ids().len(), grace = ?config.grace_period, "draining");
+    tracing::info!(running = running.len(), grace = ?config.grace_period, "draining");
     if tokio::time::timeout(config.grace_period, attempts.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            running = running.ids().len(),
+            running = running.len(),
             "grace period over; stopping running jobs and handing them back"
         );
         deps.hard_stop.cancel();
@@ -298,7 +354,7 @@ fn endpoints(
         metrics: Arc::new(move || {
             let (m, r) = (m.clone(), r.clone());
             Box::pin(async move {
-                m.slots_busy.set(r.ids().len() as i64);
+                m.slots_busy.set(r.len() as i64);
                 common::http::render(&m.registry)
             })
         }),

@@ -63,10 +63,16 @@ impl Reporter {
     }
 }
 
+/// Tries an attempt end the script refused (its job hash is unreadable) gets on its own
+/// before the worker gives up on it. Its lease then stays, and the worker's lease check
+/// hands the job back (which dead-letters an unreadable job).
+const REFUSED_TRIES: u32 = 5;
+
 /// Takes every end that is waiting (up to [`MAX_BATCH`]) and records them in one call,
 /// retrying with backoff while Redis is unreachable. Until the call lands the leases stay
 /// in this worker's in-flight hash, so a crash meanwhile loses nothing: the reaper
-/// re-runs those jobs (at-least-once).
+/// re-runs those jobs (at-least-once). An end the script refuses is retried on its own,
+/// in its own task, so it never holds up the ends reported after it.
 async fn report_loop(
     queue: RedisQueue,
     worker: WorkerId,
@@ -75,24 +81,35 @@ async fn report_loop(
     stop: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let refused = tokio_util::task::TaskTracker::new();
     loop {
         let got = tokio::select! {
             n = rx.recv_many(&mut batch, MAX_BATCH) => n,
             _ = stop.cancelled() => 0,
         };
         if got == 0 {
-            return;
+            break;
         }
-        settle(&queue, &worker, &metrics, std::mem::take(&mut batch)).await;
+        for e in settle(&queue, &worker, &metrics, std::mem::take(&mut batch)).await {
+            refused.spawn(retry_alone(queue.clone(), worker.clone(), e));
+        }
     }
+    refused.close();
+    refused.wait().await;
 }
 
-/// Records `ended` and answers each attempt, retrying what is not recorded yet with
-/// backoff: all of it while Redis is unreachable, or the attempts the script refused
-/// (an unreadable job hash), which keep their leases and do not hold up the others.
-async fn settle(queue: &RedisQueue, worker: &WorkerId, metrics: &WorkerMetrics, ended: Vec<Ended>) {
+/// Records `ended` and answers each attempt, retrying with backoff while Redis is
+/// unreachable or the worker is fenced (its heartbeat loop heartbeats again). Returns the
+/// ends the script refused, unanswered.
+async fn settle(
+    queue: &RedisQueue,
+    worker: &WorkerId,
+    metrics: &WorkerMetrics,
+    ended: Vec<Ended>,
+) -> Vec<Ended> {
     let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut pending = ended;
+    let mut refused = Vec::new();
     let mut tries = 0;
     loop {
         let ends: Vec<EndedAttempt> = pending.iter().map(|e| e.attempt.clone()).collect();
@@ -102,30 +119,61 @@ async fn settle(queue: &RedisQueue, worker: &WorkerId, metrics: &WorkerMetrics, 
         };
         match result {
             Ok(results) => {
-                let mut refused = Vec::new();
+                let mut fenced = Vec::new();
                 for (e, result) in pending.into_iter().zip(results) {
                     match result {
+                        Ok(FinishState::Fenced) => fenced.push(e),
                         Ok(state) => {
                             let _ = e.done.send(state);
                         }
                         Err(why) => {
-                            tracing::error!(job_id = %e.attempt.id, error = %why, "cannot record the attempt's end; retrying");
+                            tracing::error!(job_id = %e.attempt.id, error = %why, "cannot record the attempt's end; retrying it on its own");
                             refused.push(e);
                         }
                     }
                 }
-                pending = refused;
+                if !fenced.is_empty() {
+                    tracing::warn!(
+                        attempts = fenced.len(),
+                        "heartbeat gone: reports wait for the next heartbeat"
+                    );
+                }
+                pending = fenced;
             }
             Err(e) => {
                 tracing::warn!(error = %e, tries, attempts = ends.len(), "cannot report attempts; retrying");
             }
         }
         if pending.is_empty() {
-            return;
+            return refused;
         }
         tries += 1;
         tokio::time::sleep(backoff.jittered(tries)).await;
     }
+}
+
+/// Retries one refused end alone, a few times, then gives up: the attempt is answered
+/// as stale, its lease stays, and the lease check hands the job back.
+async fn retry_alone(queue: RedisQueue, worker: WorkerId, e: Ended) {
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    for tries in 1..=REFUSED_TRIES {
+        tokio::time::sleep(backoff.jittered(tries)).await;
+        match queue.finish_many(&worker, std::slice::from_ref(&e.attempt)).await {
+            Ok(mut r) => match r.pop() {
+                Some(Ok(FinishState::Fenced)) | Some(Err(_)) | None => {}
+                Some(Ok(state)) => {
+                    let _ = e.done.send(state);
+                    return;
+                }
+            },
+            Err(err) => {
+                tracing::warn!(job_id = %e.attempt.id, error = %err, "cannot report the attempt; retrying")
+            }
+        }
+    }
+    tracing::error!(job_id = %e.attempt.id, tries = REFUSED_TRIES,
+        "giving up on recording this attempt's end; the lease check will hand the job back");
+    let _ = e.done.send(FinishState::Stale);
 }
 
 /// Records the outcome (or hands the job back). Redis faults are retried with backoff
@@ -134,19 +182,24 @@ async fn settle(queue: &RedisQueue, worker: &WorkerId, metrics: &WorkerMetrics, 
 /// the heartbeat expires, so the job is not lost (at-least-once).
 pub(crate) async fn report(deps: &AttemptDeps, job: &ClaimedJob, end: AttemptEnd) {
     let outcome = end.outcome(job, &deps.settings);
-    let state = match &outcome {
-        Some(o) => deps.reporter.finish(job, o.clone()).await,
-        None => match release(deps, job).await {
+    let state = match (&outcome, end.release_reason()) {
+        (Some(o), _) => deps.reporter.finish(job, o.clone()).await,
+        (None, Some(reason)) => match release(deps, job, reason).await {
             Some(state) => state,
             None => return,
         },
+        // The lease is gone: the job is another attempt's now, and nothing is reported.
+        (None, None) => {
+            deps.metrics.count_outcome("lost");
+            return;
+        }
     };
     match state {
         FinishState::Moved(state) => {
             tracing::info!(%state, outcome = ?outcome, "attempt reported");
             deps.metrics.count_outcome(outcome_label(outcome.as_ref()));
         }
-        FinishState::Stale => {
+        FinishState::Stale | FinishState::Fenced => {
             deps.metrics.count_outcome("stale");
             tracing::warn!(
                 "lease was lost (heartbeat expired); the job was recovered and this outcome is dropped"
@@ -157,28 +210,29 @@ pub(crate) async fn report(deps: &AttemptDeps, job: &ClaimedJob, end: AttemptEnd
 
 /// Hands the job back to its queue; `None` when Redis stayed unreachable until the
 /// forced-shutdown token fired.
-async fn release(deps: &AttemptDeps, job: &ClaimedJob) -> Option<FinishState> {
+async fn release(deps: &AttemptDeps, job: &ClaimedJob, reason: &str) -> Option<FinishState> {
     let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut tries = 0;
     loop {
         let result = {
             let _t = deps.metrics.time("release");
             deps.queue
-                .release(&deps.worker, &job.id, "worker shutting down")
+                .release_many(&deps.worker, &[(job.id.clone(), Some(job.attempt))], reason)
                 .await
+                .map(|mut s| s.pop().unwrap_or(FinishState::Stale))
         };
-        match result {
+        let why = match result {
+            Ok(FinishState::Fenced) => "heartbeat gone; waiting for the next heartbeat".to_string(),
             Ok(state) => return Some(state),
-            Err(e) => {
-                tries += 1;
-                tracing::warn!(error = %e, tries, "cannot hand the job back; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.jittered(tries)) => {}
-                    _ = deps.hard_stop.cancelled() => {
-                        tracing::error!("giving up on handing the job back; the reaper will recover it");
-                        return None;
-                    }
-                }
+            Err(e) => e.to_string(),
+        };
+        tries += 1;
+        tracing::warn!(error = %why, tries, "cannot hand the job back; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.jittered(tries)) => {}
+            _ = deps.hard_stop.cancelled() => {
+                tracing::error!("giving up on handing the job back; the reaper will recover it");
+                return None;
             }
         }
     }

@@ -63,6 +63,7 @@ impl RedisQueue {
         invocation
             .key(self.keys.jobs())
             .arg(self.keys.prefix())
+            .arg(self.outbox_limit)
             .arg(groups.len());
         for g in &groups {
             invocation
@@ -77,11 +78,23 @@ impl RedisQueue {
         }
         let mut conn = self.conn().await?;
         let reply: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;
-        let created: usize = reply
+        let created: i64 = reply
             .first()
             .map(redis::from_redis_value_ref)
             .transpose()?
             .unwrap_or(0);
+        if created < 0 {
+            let backlog = reply
+                .get(1)
+                .map(redis::from_redis_value_ref)
+                .transpose()?
+                .unwrap_or(0);
+            return Err(crate::Error::OutboxFull {
+                backlog,
+                limit: self.outbox_limit,
+            });
+        }
+        let created = created as usize;
         let existing = reply[1..]
             .iter()
             .map(|v| {

@@ -14,12 +14,18 @@
 //! | `{ns}:jobs`                 | list   | every job id in enqueue order (oldest at the head) |
 //! | `{ns}:delayed`              | zset   | jobs waiting out a retry backoff, scored by due ms |
 //! | `{ns}:dead`                 | list   | dead-lettered job ids                              |
-//! | `{ns}:inflight:<worker>`    | hash   | job id -> claim sequence: the worker's leases      |
+//! | `{ns}:inflight:<worker>`    | hash   | job id -> `seq:attempt:claim token`: the leases    |
 //! | `{ns}:claims`               | string | claim counter (orders leases for recovery)         |
 //! | `{ns}:workers`              | set    | workers that may hold leases (for the reaper)      |
 //! | `{ns}:worker:<worker>`      | string | heartbeat JSON, with a TTL                         |
+//! | `{ns}:beats`                | hash   | worker -> ms it needs to heartbeat and stop what   |
+//! |                             |        | it lost (sizes the hold after a Redis restart)     |
+//! | `{ns}:epoch`                | hash   | Redis run id last seen, and the hold it started    |
 //! | `{ns}:wake`                 | list   | at most one token that wakes an idle worker        |
 //! | `{ns}:outbox`               | stream | every transition, until drained into the job store |
+//! | `{ns}:outbox:dead`          | stream | entries the store refused, with the error          |
+//! | `{ns}:retired`              | zset   | client-chosen ids retention removed, by end time   |
+//! | `{ns}:identity`             | string | this namespace's identity, which the store records |
 //! | `{ns}:finished`             | zset   | ended jobs by end time (ms), for retention         |
 
 use crate::{Error, Priority, Result};
@@ -114,6 +120,31 @@ impl Keys {
         format!("{}:finished", self.prefix)
     }
 
+    /// Per worker, the ms it needs to heartbeat and stop what it lost.
+    pub fn beats(&self) -> String {
+        format!("{}:beats", self.prefix)
+    }
+
+    /// The Redis run id last seen and the hold after a restart.
+    pub fn epoch(&self) -> String {
+        format!("{}:epoch", self.prefix)
+    }
+
+    /// Outbox entries the job store refused.
+    pub fn outbox_dead(&self) -> String {
+        format!("{}:outbox:dead", self.prefix)
+    }
+
+    /// Client-chosen ids of jobs retention removed while the store keeps them.
+    pub fn retired(&self) -> String {
+        format!("{}:retired", self.prefix)
+    }
+
+    /// The identity of this queue (namespace on its Redis), recorded by the job store.
+    pub fn identity(&self) -> String {
+        format!("{}:identity", self.prefix)
+    }
+
     /// Wake-up token list for idle workers.
     pub fn wake(&self) -> String {
         format!("{}:wake", self.prefix)
@@ -144,6 +175,11 @@ mod tests {
             k.wake(),
             k.outbox(),
             k.finished(),
+            k.beats(),
+            k.epoch(),
+            k.outbox_dead(),
+            k.retired(),
+            k.identity(),
         ];
         for key in all {
             assert!(key.starts_with("{gpuq}:"), "{key}");

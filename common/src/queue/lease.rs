@@ -67,9 +67,70 @@ pub struct EndedAttempt {
 pub enum FinishState {
     /// The job moved to this state.
     Moved(JobState),
-    /// This worker no longer held the job: its lease had expired and the job was
-    /// recovered, so the newer attempt owns the outcome and this report was dropped.
+    /// This worker no longer held the job for this attempt: its lease had expired and
+    /// the job was recovered, so the newer attempt owns the outcome and this report was
+    /// dropped.
     Stale,
+    /// The worker's heartbeat was gone, so nothing was recorded: the worker must
+    /// heartbeat (and compare its leases) before reporting again.
+    Fenced,
+}
+
+/// One lease as the worker's in-flight hash holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The leased job.
+    pub id: JobId,
+    /// The attempt the lease is for (`None` for a lease written by an earlier version).
+    pub attempt: Option<u32>,
+    /// The token of the claim call that took it (empty for earlier versions).
+    pub token: String,
+}
+
+impl Lease {
+    fn parse(id: String, value: &str) -> Option<Lease> {
+        let mut parts = value.splitn(3, ':');
+        let _seq = parts.next()?;
+        Some(Lease {
+            id: id.parse().ok()?,
+            attempt: parts.next().and_then(|a| a.parse().ok()),
+            token: parts.next().unwrap_or_default().to_string(),
+        })
+    }
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// False when the previous heartbeat had expired: the reaper may have recovered
+    /// some leases, which `leases` then no longer lists.
+    pub existed: bool,
+    /// Claims and reaping wait this much longer after a Redis restart or failover.
+    pub restart_hold: Duration,
+    /// Every lease the worker holds now.
+    pub leases: Vec<Lease>,
+}
+
+/// A claimed job whose stored spec could not be read: it is ended as fatal at once, with
+/// the reason, and the other jobs of the claim run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// The job.
+    pub id: JobId,
+    /// The attempt claimed.
+    pub attempt: u32,
+    /// Why its spec could not be read.
+    pub reason: String,
+}
+
+/// What one claim call took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Claim {
+    /// The jobs to run, in the order they must start.
+    pub jobs: Vec<ClaimedJob>,
+    /// Jobs claimed but unreadable; already reported as fatal when the report landed
+    /// (`reported`), else still leased (the worker's lease check hands them back).
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl RedisQueue {
@@ -82,28 +143,94 @@ impl RedisQueue {
     /// Like [`claim`](Self::claim), for up to `max` jobs in one atomic step, in the order
     /// they must start (strict priority, FIFO within one).
     pub async fn claim_many(&self, worker: &WorkerId, max: usize) -> Result<Vec<ClaimedJob>> {
+        Ok(self.claim_tagged(worker, max, "").await?.jobs)
+    }
+
+    /// Claims up to `max` jobs, recording `token` in each lease (see [`Lease`]).
+    ///
+    /// Each claimed spec is decoded on its own, tolerantly (a newer writer may have added
+    /// fields): one that cannot be read at all is ended as fatal with its reason, and the
+    /// others run. Fails with [`Error::Fenced`] when the worker's heartbeat is gone and
+    /// [`Error::RestartHold`] while claims wait after a Redis restart.
+    pub async fn claim_tagged(&self, worker: &WorkerId, max: usize, token: &str) -> Result<Claim> {
         let mut conn = self.conn().await?;
-        let reply: Vec<(String, String, u32, String, u64, u32)> = scripts::CLAIM
+        let reply: Vec<redis::Value> = scripts::CLAIM
             .key(self.keys.delayed())
             .arg(self.keys.prefix())
             .arg(worker.as_str())
             .arg(max.max(1))
+            .arg(token)
             .invoke_async(&mut conn)
             .await?;
-        reply
-            .into_iter()
-            .map(|(id, spec, attempt, priority, enqueued_at, attempt_limit)| {
-                let corrupt = |e: String| Error::Corrupt(format!("claimed job {id}: {e}"));
-                Ok(ClaimedJob {
-                    spec: serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?,
-                    id: id.parse().map_err(corrupt)?,
-                    attempt,
-                    attempt_limit,
-                    priority: priority.parse().map_err(corrupt)?,
-                    enqueued_at,
+        let text = |v: &redis::Value| -> Result<String> { Ok(redis::from_redis_value_ref(v)?) };
+        let status = reply
+            .first()
+            .map(text)
+            .transpose()?
+            .ok_or_else(|| Error::Corrupt("claim script answered nothing".into()))?;
+        match status.as_str() {
+            "ok" => {}
+            "fenced" => return Err(Error::Fenced(worker.to_string())),
+            "held" => {
+                let left = reply.get(1).map(text).transpose()?.unwrap_or_default();
+                return Err(Error::RestartHold(left.parse().unwrap_or(0)));
+            }
+            other => return Err(Error::Corrupt(format!("claim script answered {other:?}"))),
+        }
+        let mut claim = Claim::default();
+        for v in reply[1..].chunks(6) {
+            let [id, spec, attempt, priority, enqueued_at, limit] = v else {
+                return Err(Error::Corrupt("claim script answered a partial job".into()));
+            };
+            let id: JobId = text(id)?
+                .parse()
+                .map_err(|e| Error::Corrupt(format!("claimed job id: {e}")))?;
+            let attempt: u32 = redis::from_redis_value_ref(attempt)?;
+            let spec_json = text(spec)?;
+            let decoded = JobSpec::from_stored(&spec_json)
+                .map_err(|e| format!("its spec cannot be read: {e}"))
+                .and_then(|spec| {
+                    Ok(ClaimedJob {
+                        spec,
+                        id: id.clone(),
+                        attempt,
+                        attempt_limit: redis::from_redis_value_ref(limit).map_err(|e| e.to_string())?,
+                        priority: text(priority)
+                            .map_err(|e| e.to_string())?
+                            .parse()
+                            .map_err(|e: String| format!("its priority cannot be read: {e}"))?,
+                        enqueued_at: redis::from_redis_value_ref(enqueued_at).map_err(|e| e.to_string())?,
+                    })
+                });
+            match decoded {
+                Ok(job) => claim.jobs.push(job),
+                Err(reason) => claim.unreadable.push(Unreadable { id, attempt, reason }),
+            }
+        }
+        if !claim.unreadable.is_empty() {
+            let ends: Vec<EndedAttempt> = claim
+                .unreadable
+                .iter()
+                .map(|u| EndedAttempt {
+                    id: u.id.clone(),
+                    attempt: Some(u.attempt),
+                    outcome: Outcome::Fatal {
+                        reason: format!("job cannot run: {}", u.reason),
+                    },
                 })
-            })
-            .collect()
+                .collect();
+            // If this does not land, the leases stay and the worker's lease check hands
+            // them back; the next claim fails them again.
+            match self.finish_many(worker, &ends).await {
+                Ok(_) => {
+                    for u in &claim.unreadable {
+                        tracing::error!(job_id = %u.id, reason = %u.reason, "claimed job cannot run; dead-lettered");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot dead-letter unreadable claimed jobs yet"),
+            }
+        }
+        Ok(claim)
     }
 
     /// Reports the end of an attempt and releases the lease.
@@ -184,43 +311,92 @@ impl RedisQueue {
     /// Hands a job this worker will not finish back to the head of its priority list
     /// without counting the attempt (graceful shutdown).
     pub async fn release(&self, worker: &WorkerId, id: &JobId, reason: &str) -> Result<FinishState> {
-        let mut conn = self.conn().await?;
-        let state: String = scripts::RELEASE
-            .key(self.keys.workers())
+        let mut states = self.release_many(worker, &[(id.clone(), None)], reason).await?;
+        states
+            .pop()
+            .ok_or_else(|| Error::Corrupt("release script answered nothing".into()))
+    }
+
+    /// Hands back several leases of `worker` (each job id with the attempt it is for,
+    /// when known) in one atomic step, without counting the attempts. A lease that is
+    /// gone, or for another attempt, is [`FinishState::Stale`].
+    pub async fn release_many(
+        &self,
+        worker: &WorkerId,
+        leases: &[(JobId, Option<u32>)],
+        reason: &str,
+    ) -> Result<Vec<FinishState>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::RELEASE.prepare_invoke();
+        inv.key(self.keys.workers())
             .arg(self.keys.prefix())
             .arg(worker.as_str())
-            .arg(id.as_str())
             .arg(reason)
-            .invoke_async(&mut conn)
-            .await?;
-        parse_finish(&state)
+            .arg(leases.len());
+        for (id, attempt) in leases {
+            inv.arg(id.as_str()).arg(attempt.unwrap_or(0));
+        }
+        let mut conn = self.conn().await?;
+        let states: Vec<String> = inv.invoke_async(&mut conn).await?;
+        states.iter().map(|s| parse_finish(s)).collect()
     }
 
     /// Publishes the worker's heartbeat with a TTL and registers it for the reaper.
     /// Returns false when the previous heartbeat had already expired, which means the
     /// reaper may have recovered this worker's jobs.
     pub async fn heartbeat(&self, info: &WorkerInfo, ttl: Duration) -> Result<bool> {
+        Ok(self.heartbeat_leases(info, ttl, ttl).await?.existed)
+    }
+
+    /// Publishes the heartbeat and reads back the worker's leases in the same step, so
+    /// the worker can compare them with what it runs. `reappear` is how long this worker
+    /// needs, after Redis returns, to heartbeat and stop what it lost: after a restart
+    /// or failover, claims and reaping wait for the longest of these.
+    pub async fn heartbeat_leases(
+        &self,
+        info: &WorkerInfo,
+        ttl: Duration,
+        reappear: Duration,
+    ) -> Result<Heartbeat> {
         let w = WorkerId::from_raw(info.id.clone());
         let json = serde_json::to_string(info).expect("WorkerInfo always serializes");
         let mut conn = self.conn().await?;
-        let (previous, _): (Option<String>, i64) = redis::pipe()
-            .cmd("SET")
-            .arg(self.keys.heartbeat(&w))
+        let (existed, hold, flat): (i64, u64, Vec<String>) = scripts::HEARTBEAT
+            .key(self.keys.workers())
+            .arg(self.keys.prefix())
+            .arg(w.as_str())
             .arg(json)
-            .arg("PX")
             .arg(ttl.as_millis() as u64)
-            .arg("GET")
-            .sadd(self.keys.workers(), w.as_str())
-            .query_async(&mut conn)
+            .arg(reappear.as_millis() as u64)
+            .invoke_async(&mut conn)
             .await?;
-        Ok(previous.is_some())
+        let leases = flat
+            .chunks(2)
+            .filter_map(|kv| match kv {
+                [id, value] => Lease::parse(id.clone(), value),
+                _ => None,
+            })
+            .collect();
+        Ok(Heartbeat {
+            existed: existed == 1,
+            restart_hold: Duration::from_millis(hold),
+            leases,
+        })
     }
 
     /// Removes the heartbeat of a worker that shut down cleanly. Its in-flight hash is
     /// left to the reaper, which does nothing for an empty one.
     pub async fn remove_heartbeat(&self, worker: &WorkerId) -> Result<()> {
         let mut conn = self.conn().await?;
-        let _: () = conn.del(self.keys.heartbeat(worker)).await?;
+        let _: () = redis::pipe()
+            .del(self.keys.heartbeat(worker))
+            .ignore()
+            .hdel(self.keys.beats(), worker.as_str())
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
         Ok(())
     }
 
@@ -237,6 +413,12 @@ impl RedisQueue {
                 .arg(&w)
                 .invoke_async(&mut conn)
                 .await?;
+            if n == -2 {
+                tracing::info!(
+                    "Redis restarted or failed over recently; reaping waits for workers to heartbeat"
+                );
+                return Ok(recovered);
+            }
             if n > 0 {
                 tracing::warn!(worker = %w, jobs = n, "recovered jobs of a worker whose heartbeat expired");
                 recovered += n as usize;
@@ -286,8 +468,10 @@ impl RedisQueue {
 }
 
 fn parse_finish(state: &str) -> Result<FinishState> {
-    if state == "stale" {
-        return Ok(FinishState::Stale);
+    match state {
+        "stale" => return Ok(FinishState::Stale),
+        "fenced" => return Ok(FinishState::Fenced),
+        _ => {}
     }
     state
         .parse()

@@ -14,8 +14,8 @@ mod scripts;
 pub use admin::{PriorityStatus, QueueStatus};
 pub use enqueue::EnqueueReport;
 pub use keys::Keys;
-pub use lease::{ClaimedJob, EndedAttempt, FinishState, Outcome};
-pub use outbox::{OutboxEvent, RestoreItem};
+pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Unreadable};
+pub use outbox::{OutboxEvent, RefusedEntry, RestoreItem};
 
 use crate::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
@@ -42,7 +42,11 @@ pub struct RedisQueue {
     client: redis::Client,
     keys: Keys,
     url: String,
+    outbox_limit: u64,
 }
+
+/// Default bound of the outbox: past it, enqueue is refused (see [`RedisQueue::with_outbox_limit`]).
+pub const DEFAULT_OUTBOX_LIMIT: u64 = 1_000_000;
 
 impl std::fmt::Debug for RedisQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +76,18 @@ impl RedisQueue {
             client,
             keys,
             url: url.to_string(),
+            outbox_limit: DEFAULT_OUTBOX_LIMIT,
         })
+    }
+
+    /// Sets the outbox bound. The outbox holds every transition until the job store has
+    /// it and is never trimmed; while it holds more than `limit` entries (the store has
+    /// been unreachable for long, or `scheduler serve` is not running), enqueue fails
+    /// with [`Error::OutboxFull`] rather than let Redis fill up. Transitions of jobs
+    /// already queued are always written.
+    pub fn with_outbox_limit(mut self, limit: u64) -> Self {
+        self.outbox_limit = limit;
+        self
     }
 
     /// The key builder of this namespace.

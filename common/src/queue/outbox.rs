@@ -41,7 +41,7 @@ pub struct OutboxEvent {
 }
 
 impl OutboxEvent {
-    fn parse(event_id: String, mut f: HashMap<String, String>) -> Result<Self> {
+    pub(crate) fn parse(event_id: String, mut f: HashMap<String, String>) -> Result<Self> {
         let bad = |what: &str| Error::Corrupt(format!("outbox entry {event_id}: {what}"));
         let (ms, seq) = event_id
             .split_once('-')
@@ -98,6 +98,22 @@ pub struct RestoreItem {
     pub attempt_limit: u32,
     /// Original enqueue time.
     pub enqueued_at: u64,
+    /// The state to restore: `deferred` and `retrying` wait in the delayed set until
+    /// `due`; anything else (queued, or running when Redis lost its lease) is queued.
+    pub state: JobState,
+    /// When a deferred or retrying job is due (ms); `None` means now.
+    pub due: Option<u64>,
+}
+
+/// An outbox entry the job store refused, set aside with its error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedEntry {
+    /// The entry's id in `{ns}:outbox:dead`.
+    pub dead_id: String,
+    /// The transition, with its original outbox id (so replaying it keeps its order).
+    pub event: OutboxEvent,
+    /// What the store said.
+    pub error: String,
 }
 
 impl RedisQueue {
@@ -157,12 +173,15 @@ impl RedisQueue {
         let mut inv = scripts::RESTORE.prepare_invoke();
         inv.key(self.keys.jobs()).arg(self.keys.prefix()).arg(items.len());
         for it in items {
+            let waits = matches!(it.state, JobState::Deferred | JobState::Retrying);
             inv.arg(it.id.as_str())
                 .arg(it.priority.as_str())
                 .arg(&it.spec)
                 .arg(it.attempt)
                 .arg(it.attempt_limit)
-                .arg(it.enqueued_at);
+                .arg(it.enqueued_at)
+                .arg(if waits { it.state.as_str() } else { "queued" })
+                .arg(it.due.unwrap_or(0));
         }
         let mut conn = self.conn().await?;
         Ok(inv.invoke_async(&mut conn).await?)
@@ -188,22 +207,200 @@ impl RedisQueue {
         Ok(pipe.query_async(&mut conn).await?)
     }
 
-    /// Removes from Redis up to `limit` succeeded or cancelled jobs that ended before
-    /// `cutoff_ms`, provided the outbox holds nothing older than their end (so the store
-    /// has their full history). Dead jobs stay: the dead-letter list is for operators.
-    pub async fn expire_finished(&self, cutoff_ms: u64, limit: usize) -> Result<usize> {
-        let safe = match self.outbox_oldest_ms().await? {
-            Some(oldest) => cutoff_ms.min(oldest.saturating_sub(1)),
-            None => cutoff_ms,
-        };
+    /// Up to `limit` ended jobs (id, end time in ms) that ended at or before `cutoff_ms`,
+    /// skipping the first `offset`, oldest first: the candidates for retention.
+    pub async fn finished_before(
+        &self,
+        cutoff_ms: u64,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(String, u64)>> {
         let mut conn = self.conn().await?;
-        let n: usize = scripts::EXPIRE
-            .key(self.keys.finished())
-            .arg(self.keys.prefix())
-            .arg(safe)
+        let flat: Vec<(String, f64)> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.finished())
+            .arg("-inf")
+            .arg(cutoff_ms)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(offset)
             .arg(limit)
-            .invoke_async(&mut conn)
+            .query_async(&mut conn)
             .await?;
-        Ok(n)
+        Ok(flat.into_iter().map(|(id, ms)| (id, ms as u64)).collect())
+    }
+
+    /// Removes from Redis the succeeded or cancelled jobs named with the end time the
+    /// job store holds for them, where Redis still shows that same end (so the store
+    /// has their terminal state). Dead jobs stay: the dead-letter list is for operators.
+    /// Returns how many were removed.
+    pub async fn expire_recorded(&self, ended: &[(String, u64)]) -> Result<usize> {
+        let mut removed = 0;
+        let mut conn = self.conn().await?;
+        for chunk in ended.chunks(500) {
+            let mut inv = scripts::EXPIRE.prepare_invoke();
+            inv.key(self.keys.finished())
+                .arg(self.keys.prefix())
+                .arg(chunk.len());
+            for (id, at) in chunk {
+                inv.arg(id).arg(*at);
+            }
+            let n: usize = inv.invoke_async(&mut conn).await?;
+            removed += n;
+        }
+        Ok(removed)
+    }
+
+    /// Forgets the tombstones of client-chosen ids whose jobs ended before `cutoff_ms`
+    /// (the store's own retention removed them, so the ids are free again).
+    pub async fn forget_retired_before(&self, cutoff_ms: u64) -> Result<usize> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.retired())
+            .arg("-inf")
+            .arg(format!("({cutoff_ms}"))
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Moves outbox entries the store refused to `{ns}:outbox:dead`, each with its
+    /// original id and the error, in one atomic step per entry, so the drain goes on.
+    pub async fn set_aside_outbox(&self, refused: &[(OutboxEvent, String)]) -> Result<()> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let ids: Vec<&str> = refused.iter().map(|(e, _)| e.event_id.as_str()).collect();
+        let raw: Vec<(String, HashMap<String, String>)> = {
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.cmd("XRANGE").arg(self.keys.outbox()).arg(*id).arg(*id);
+            }
+            let per: Vec<Vec<(String, HashMap<String, String>)>> = pipe.query_async(&mut conn).await?;
+            per.into_iter().flatten().collect()
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (id, fields) in raw {
+            let error = refused
+                .iter()
+                .find(|(e, _)| e.event_id == id)
+                .map(|(_, why)| why.as_str())
+                .unwrap_or("refused");
+            let mut entry: Vec<(String, String)> = fields.into_iter().collect();
+            entry.sort();
+            entry.push(("origin".into(), id.clone()));
+            entry.push(("error".into(), error.to_string()));
+            pipe.cmd("XADD").arg(self.keys.outbox_dead()).arg("*");
+            for (k, v) in &entry {
+                pipe.arg(k).arg(v);
+            }
+            pipe.ignore();
+            pipe.cmd("XDEL").arg(self.keys.outbox()).arg(&id).ignore();
+        }
+        let _: () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// The entries the store refused, oldest first (at most `count`).
+    pub async fn refused_entries(&self, count: usize) -> Result<Vec<RefusedEntry>> {
+        let mut conn = self.conn().await?;
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(self.keys.outbox_dead())
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        entries
+            .into_iter()
+            .map(|(dead_id, mut fields)| {
+                let origin = fields
+                    .remove("origin")
+                    .ok_or_else(|| Error::Corrupt(format!("refused entry {dead_id}: no origin")))?;
+                let error = fields.remove("error").unwrap_or_default();
+                Ok(RefusedEntry {
+                    event: OutboxEvent::parse(origin, fields)?,
+                    dead_id,
+                    error,
+                })
+            })
+            .collect()
+    }
+
+    /// Number of entries the store refused.
+    pub async fn refused_len(&self) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("XLEN")
+            .arg(self.keys.outbox_dead())
+            .query_async(&mut conn)
+            .await?)
+    }
+
+    /// Removes refused entries once the store has taken them after all.
+    pub async fn drop_refused(&self, dead_ids: &[&str]) -> Result<()> {
+        if dead_ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let _: usize = redis::cmd("XDEL")
+            .arg(self.keys.outbox_dead())
+            .arg(dead_ids)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a new error for a refused entry that was replayed and refused again.
+    pub async fn update_refused(&self, entry: &RefusedEntry, error: &str) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let fields: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(self.keys.outbox_dead())
+            .arg(&entry.dead_id)
+            .arg(&entry.dead_id)
+            .query_async(&mut conn)
+            .await?;
+        let Some((_, mut f)) = fields.into_iter().next() else {
+            return Ok(());
+        };
+        f.insert("error".into(), error.to_string());
+        let mut entry_fields: Vec<(String, String)> = f.into_iter().collect();
+        entry_fields.sort();
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("XADD").arg(self.keys.outbox_dead()).arg("*");
+        for (k, v) in &entry_fields {
+            pipe.arg(k).arg(v);
+        }
+        let _: () = pipe
+            .ignore()
+            .cmd("XDEL")
+            .arg(self.keys.outbox_dead())
+            .arg(&entry.dead_id)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// This queue's identity, if one was ever recorded: a random id kept in Redis, which
+    /// the job store records, so that the store can tell this Redis from another one (or
+    /// from this one after it lost its data).
+    pub async fn identity(&self) -> Result<Option<String>> {
+        let mut conn = self.conn().await?;
+        Ok(conn.get(self.keys.identity()).await?)
+    }
+
+    /// The identity, created now when there is none.
+    pub async fn ensure_identity(&self) -> Result<String> {
+        let mut conn = self.conn().await?;
+        let fresh = uuid::Uuid::new_v4().to_string();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(self.keys.identity())
+            .arg(&fresh)
+            .arg("NX")
+            .query_async(&mut conn)
+            .await?;
+        let id: Option<String> = conn.get(self.keys.identity()).await?;
+        id.ok_or_else(|| Error::Corrupt("the queue identity vanished as it was written".into()))
     }
 }

@@ -21,3 +21,4 @@ script!(RETRY, "lua/retry.lua");
 script!(PROMOTE, "lua/promote.lua");
 script!(RESTORE, "lua/restore.lua");
 script!(EXPIRE, "lua/expire.lua");
+script!(HEARTBEAT, "lua/heartbeat.lua");

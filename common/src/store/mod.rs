@@ -160,8 +160,13 @@ fn with_sqlite_defaults(url: &str) -> String {
     }
 }
 
+/// A refusal by the database itself (a constraint, an encoding) is told apart from the
+/// store being unreachable: the drainer sets the first aside and retries the second.
 pub(crate) fn store_err(e: sqlx::Error) -> Error {
-    Error::Store(e.to_string())
+    match e {
+        sqlx::Error::Database(db) => Error::StoreRefused(db.to_string()),
+        e => Error::Store(e.to_string()),
+    }
 }
 
 #[cfg(test)]

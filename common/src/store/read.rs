@@ -4,7 +4,7 @@
 use super::apply::{JobRow, JOB_COLUMNS};
 use super::{store_err, JobStore};
 use crate::queue::RestoreItem;
-use crate::{Error, JobEvent, JobId, JobRecord, ListFilter, Result};
+use crate::{Error, JobEvent, JobId, JobRecord, JobState, ListFilter, Result};
 use sqlx::Row;
 
 impl JobRow {
@@ -117,27 +117,112 @@ impl JobStore {
             .collect()
     }
 
-    /// Jobs that should be in Redis's queues (queued, retrying, or running when Redis
-    /// lost them), oldest first by original enqueue order.
+    /// Jobs that should be in Redis's queues (queued, deferred, retrying, or running when
+    /// Redis lost them), oldest first by original enqueue order, each with the state to
+    /// restore and, for deferred and retrying jobs, when it is due: a deferred job's start
+    /// time is in its spec; a retrying job's is its failure time plus the backoff its
+    /// history entry names ("next attempt in N ms").
     pub async fn restorable(&self) -> Result<Vec<RestoreItem>> {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('deferred', 'queued', 'retrying', 'running') \
              ORDER BY enqueue_ms, enqueue_seq"
         );
         let rows = sqlx::query(&sql).fetch_all(&self.pool).await.map_err(store_err)?;
-        rows.iter()
-            .map(|r| {
-                let row = JobRow::from_row(r).map_err(store_err)?;
-                Ok(RestoreItem {
-                    id: row.id.parse().map_err(Error::Corrupt)?,
-                    priority: row.priority.parse().map_err(Error::Corrupt)?,
-                    attempt: row.attempt as u32,
-                    attempt_limit: row.attempt_limit as u32,
-                    enqueued_at: row.enqueued_at as u64,
-                    spec: row.spec,
-                })
-            })
-            .collect()
+        let mut items = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let row = JobRow::from_row(r).map_err(store_err)?;
+            let state: JobState = row.state.parse().map_err(Error::Corrupt)?;
+            let due = match state {
+                JobState::Deferred => crate::JobSpec::from_stored(&row.spec)
+                    .ok()
+                    .and_then(|s| s.not_before),
+                JobState::Retrying => Some(self.retry_due(&row.id, row.updated_at as u64).await?),
+                _ => None,
+            };
+            items.push(RestoreItem {
+                id: row.id.parse().map_err(Error::Corrupt)?,
+                priority: row.priority.parse().map_err(Error::Corrupt)?,
+                attempt: row.attempt as u32,
+                attempt_limit: row.attempt_limit as u32,
+                enqueued_at: row.enqueued_at as u64,
+                spec: row.spec,
+                state,
+                due,
+            });
+        }
+        Ok(items)
+    }
+
+    /// When a retrying job's next attempt is due: the time of its last `retrying`
+    /// transition plus the delay that transition names.
+    async fn retry_due(&self, id: &str, fallback: u64) -> Result<u64> {
+        let row = sqlx::query(
+            "SELECT at, detail FROM job_history WHERE job_id = $1 AND to_state = 'retrying' \
+             ORDER BY event_ms DESC, event_seq DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(store_err)?;
+        let Some(row) = row else { return Ok(fallback) };
+        let at = row.try_get::<i64, _>("at").map_err(store_err)? as u64;
+        let detail: Option<String> = row.try_get("detail").map_err(store_err)?;
+        let delay = detail
+            .as_deref()
+            .and_then(|d| d.strip_prefix("next attempt in "))
+            .and_then(|d| d.strip_suffix(" ms"))
+            .and_then(|d| d.parse::<u64>().ok())
+            .unwrap_or(0);
+        Ok(at + delay)
+    }
+
+    /// Of the given job ids, those whose terminal state the store holds, with the end
+    /// time it recorded: what retention may remove from Redis.
+    pub async fn recorded_ends(&self, ids: &[String]) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(100) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, finished_at FROM jobs WHERE id IN ({}) \
+                 AND state IN ('succeeded', 'cancelled', 'dead') AND finished_at IS NOT NULL",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for r in q.fetch_all(&self.pool).await.map_err(store_err)? {
+                let id: String = r.try_get("id").map_err(store_err)?;
+                let at: i64 = r.try_get("finished_at").map_err(store_err)?;
+                out.push((id, at as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A value of the store's own facts (`store_meta`).
+    pub async fn meta(&self, name: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM store_meta WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(store_err)?;
+        row.map(|r| r.try_get("value").map_err(store_err)).transpose()
+    }
+
+    /// Records one of the store's own facts. Also the drainer's probe that the store
+    /// takes writes at all, before it blames one entry for a refusal.
+    pub async fn set_meta(&self, name: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO store_meta (name, value) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(store_err)?;
+        Ok(())
     }
 
     /// Deletes jobs (and their history) that finished before `cutoff_ms`. Returns how many.

@@ -79,7 +79,7 @@ fn the_worker_is_configured_as_the_product_expects() {
     assert_eq!(env(worker, "GPUQ_LAUNCHER"), Some("kube"));
     assert_eq!(env(worker, "GPUQ_LOG_FORMAT"), Some("json"));
     assert_eq!(env(worker, "GPUQ_HEARTBEAT_INTERVAL").map(seconds), Some(10));
-    assert_eq!(env(worker, "GPUQ_HEARTBEAT_TTL").map(seconds), Some(30));
+    assert_eq!(env(worker, "GPUQ_HEARTBEAT_TTL").map(seconds), Some(120));
     assert_eq!(env(worker, "GPUQ_METRICS_ADDR"), Some("0.0.0.0:9091"));
     assert_eq!(
         str_at(&deployment, &["spec", "template", "spec", "serviceAccountName"]),

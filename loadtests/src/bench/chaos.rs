@@ -85,7 +85,9 @@ pub(crate) async fn run(
         "--heartbeat-interval",
         "300ms",
         "--heartbeat-ttl",
-        "1500ms",
+        "2s",
+        "--kill-grace",
+        "500ms",
         "--idle-timeout",
         "1s",
     ];

@@ -371,7 +371,7 @@ fn spawn_worker(
             "--heartbeat-interval",
             "1s",
             "--heartbeat-ttl",
-            "5s",
+            "10s",
             "--retry-backoff",
             "1s",
         ])

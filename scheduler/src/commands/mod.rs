@@ -8,6 +8,7 @@ pub(crate) use cost::attempt_pricer;
 mod enqueue;
 mod jobs;
 mod status;
+mod store;
 
 use crate::cli::Command;
 use crate::{CliError, CliResult};
@@ -62,6 +63,7 @@ pub(crate) async fn dispatch(
             let report = crate::store_sync::reconcile::reconcile(
                 &queue,
                 &store,
+                a.adopt,
                 None,
                 Some(&*attempt_pricer(cost::model(pricing.as_deref())?)),
             )
@@ -73,8 +75,25 @@ pub(crate) async fn dispatch(
                     "reconciled: {} transitions written to the store, {} jobs recorded from Redis, {} jobs restored to Redis",
                     report.drained, report.recorded, report.restored
                 );
+                if report.would_restore > 0 {
+                    println!(
+                        "not restored: the store holds {} unfinished jobs (first: {}) from another Redis, or from this one before it lost its data; \
+                         `scheduler reconcile --adopt` restores them here",
+                        report.would_restore,
+                        report.would_restore_ids.join(", ")
+                    );
+                }
             }
             Ok(())
+        }
+        Command::Store(c) => {
+            store::run(
+                &queue,
+                &crate::open_store(&store_url).await?,
+                c,
+                pricing.as_deref(),
+            )
+            .await
         }
         Command::Demo(_) => unreachable!("the demo brings its own Redis and is dispatched before connecting"),
     }

@@ -47,7 +47,10 @@ pub async fn drain_once(
             }
         }
     }
-    let applied = store.apply(&events, &specs, pricer).await?;
+    let applied = match store.apply(&events, &specs, pricer).await {
+        Ok(applied) => applied,
+        Err(e) => apply_one_by_one(queue, store, &events, &specs, pricer, e).await?,
+    };
     if let Some(m) = metrics {
         for t in &applied {
             m.observe(t);
@@ -55,6 +58,74 @@ pub async fn drain_once(
     }
     queue.ack_outbox(&events).await?;
     Ok(events.len())
+}
+
+/// After the store refused a batch: when the store takes writes at all (a probe write),
+/// applies the entries one at a time, in order, and sets aside in `{ns}:outbox:dead` each
+/// one it refuses, with the error, so that one bad entry cannot stop the drain (and with
+/// it retention). When the store is down, the batch stays in the outbox for later.
+async fn apply_one_by_one(
+    queue: &RedisQueue,
+    store: &JobStore,
+    events: &[common::queue::OutboxEvent],
+    specs: &HashMap<String, String>,
+    pricer: Option<&Pricer>,
+    batch_error: common::Error,
+) -> Result<Vec<common::store::AppliedTransition>> {
+    if !matches!(batch_error, common::Error::StoreRefused(_)) {
+        return Err(batch_error);
+    }
+    store
+        .set_meta("drain_probe", &common::now_ms().to_string())
+        .await?;
+    let mut applied = Vec::new();
+    let mut refused = Vec::new();
+    for e in events {
+        match store.apply(std::slice::from_ref(e), specs, pricer).await {
+            Ok(mut one) => applied.append(&mut one),
+            Err(common::Error::StoreRefused(why)) => {
+                tracing::error!(entry = %e.event_id, job_id = %e.job, to = %e.to, error = %why,
+                    "the job store refused a transition; set aside (see `scheduler store errors`)");
+                refused.push((e.clone(), why));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    queue.set_aside_outbox(&refused).await?;
+    Ok(applied)
+}
+
+/// Applies the entries the store refused again, oldest first, with their original ids
+/// (so they take their place in each job's history). Returns (taken, still refused).
+pub async fn retry_refused(
+    queue: &RedisQueue,
+    store: &JobStore,
+    pricer: Option<&Pricer>,
+) -> Result<(usize, usize)> {
+    let entries = queue.refused_entries(100_000).await?;
+    let mut ids: Vec<String> = entries.iter().map(|r| r.event.job.to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    let mut specs = HashMap::new();
+    let missing = store.missing(&ids).await?;
+    for (id, spec) in missing.iter().zip(queue.specs(&missing).await?) {
+        if let Some(spec) = spec {
+            specs.insert(id.clone(), spec);
+        }
+    }
+    let (mut taken, mut left) = (Vec::new(), 0);
+    for r in &entries {
+        match store.apply(std::slice::from_ref(&r.event), &specs, pricer).await {
+            Ok(_) => taken.push(r.dead_id.as_str()),
+            Err(common::Error::StoreRefused(why)) => {
+                queue.update_refused(r, &why).await?;
+                left += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    queue.drop_refused(&taken).await?;
+    Ok((taken.len(), left))
 }
 
 /// Drains until the outbox is empty.

@@ -14,25 +14,40 @@ pub struct Retention {
     pub store: Duration,
 }
 
+/// Candidates read from Redis per round.
+const PAGE: usize = 500;
+
 /// One pass: returns (removed from Redis, removed from the store).
+///
+/// A job leaves Redis only once the store holds its terminal state with the same end
+/// time: jobs whose end has not reached the store (the drain is behind, or its entry was
+/// refused and set aside) stay, and are skipped rather than blocking those after them.
 pub async fn run_once(queue: &RedisQueue, store: &JobStore, keep: Retention) -> common::Result<(usize, u64)> {
     let now = now_ms();
     let mut from_redis = 0;
     if !keep.redis.is_zero() {
         let cutoff = now.saturating_sub(keep.redis.as_millis() as u64);
+        let mut skipped = 0;
         loop {
-            let n = queue.expire_finished(cutoff, 500).await?;
+            let candidates = queue.finished_before(cutoff, skipped, PAGE).await?;
+            if candidates.is_empty() {
+                break;
+            }
+            let ids: Vec<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
+            let recorded = store.recorded_ends(&ids).await?;
+            let n = queue.expire_recorded(&recorded).await?;
             from_redis += n;
-            if n < 500 {
+            skipped += candidates.len() - n;
+            if candidates.len() < PAGE {
                 break;
             }
         }
     }
     let mut from_store = 0;
     if !keep.store.is_zero() {
-        from_store = store
-            .purge_finished_before(now.saturating_sub(keep.store.as_millis() as u64))
-            .await?;
+        let cutoff = now.saturating_sub(keep.store.as_millis() as u64);
+        from_store = store.purge_finished_before(cutoff).await?;
+        queue.forget_retired_before(cutoff).await?;
     }
     Ok((from_redis, from_store))
 }

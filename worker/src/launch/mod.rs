@@ -30,6 +30,10 @@ pub struct AttemptContext<'a> {
     /// Fired when the attempt must stop (cancel, timeout, shutdown): the launcher stops the
     /// work, waits for it to end and returns.
     pub stop: CancellationToken,
+    /// Fired before `stop` when the worker lost, or is about to lose, its lease: work that
+    /// can outlive the worker and be adopted by the job's next attempt (a Kubernetes Job)
+    /// is left running, untouched; work that cannot (a local process) is stopped as usual.
+    pub detach: CancellationToken,
 }
 
 /// How an attempt ended, from the launcher's point of view.

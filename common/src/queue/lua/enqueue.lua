@@ -1,13 +1,19 @@
 -- Enqueue one or many jobs atomically, skipping ids that already exist (idempotent).
 -- KEYS[1]  {ns}:jobs            (index of all jobs, in enqueue order)
 -- ARGV[1]  prefix               ("{ns}")
--- ARGV[2]  g, the number of groups; the jobs of a batch come in runs that share their
+-- ARGV[2]  the outbox bound: while the outbox holds more entries than this (the job
+--          store is not draining it), nothing is enqueued
+-- ARGV[3]  g, the number of groups; the jobs of a batch come in runs that share their
 --          settings, in batch order. Per group:
 --            priority ("p0".."p2"), max attempts, not-before (ms; a job not due yet waits
 --            in {ns}:delayed as 'deferred'; 0 = start now), fresh ('1' when the client
 --            generated the ids, so they cannot exist yet), count,
 --            then per job: id, spec JSON
--- Returns  { created_count, existing_id_1, existing_id_2, ... }
+-- Returns  { created_count, existing_id_1, existing_id_2, ... }, or { -1, outbox length }
+--          when the outbox is over its bound (nothing was written).
+-- An id counts as existing while its job hash exists, and after retention removed the
+-- hash while the store still has the job: ids a client chose are kept in {ns}:retired
+-- for that time (expire.lua), so an idempotent enqueue stays idempotent.
 --
 -- Batches are the fast path, so the work common to many jobs is done once per chunk:
 -- one EXISTS over the chunk's keys (skipped for fresh ids), one RPUSH onto the queue and
@@ -19,18 +25,21 @@
 -- by enqueued_at (and 'created' for deferred jobs), and RedisQueue::get puts it first.
 -- updated_at is absent until the first change (readers use enqueued_at).
 local prefix = ARGV[1]
+local outbox = prefix .. ':outbox'
+local backlog = redis.call('XLEN', outbox)
+if backlog > tonumber(ARGV[2]) then return { -1, backlog } end
 index_as_list(prefix)
-local groups = tonumber(ARGV[2])
+local groups = tonumber(ARGV[3])
 -- Microseconds too, kept for latency measurements (enqueue-to-start).
 local ms, us = server_time()
 local ms_n = tonumber(ms)
-local outbox = prefix .. ':outbox'
+local retired = prefix .. ':retired'
 -- Values per variadic call stay well under Lua's unpack limit (LUAI_MAXCSTACK, 8000).
 local CHUNK = 1000
 local created = 0
 local existing = {}
 local seen = {}
-local at = 3
+local at = 4
 for _ = 1, groups do
   local pri, max, fresh = ARGV[at], ARGV[at + 1], ARGV[at + 3] == '1'
   local not_before = ARGV[at + 2]
@@ -46,18 +55,28 @@ for _ = 1, groups do
       keys[#keys + 1] = prefix .. ':job:' .. ARGV[jobs + i * 2]
     end
     local some_exist = not fresh and redis.call('EXISTS', unpack(keys)) > 0
+    -- Client-chosen ids whose jobs retention removed from Redis (the store keeps them).
+    local gone = {}
+    if not fresh and redis.call('EXISTS', retired) == 1 then
+      local ids = {}
+      for i = first, last do ids[#ids + 1] = ARGV[jobs + i * 2] end
+      local scores = redis.call('ZMSCORE', retired, unpack(ids))
+      for k, score in ipairs(scores) do
+        if score then gone[ids[k]] = true end
+      end
+    end
     local queued = {}
     local index = {}
     for i = first, last do
       local id, spec = ARGV[jobs + i * 2], ARGV[jobs + i * 2 + 1]
       local jk = keys[i - first + 1]
-      if seen[id] or (some_exist and redis.call('EXISTS', jk) == 1) then
+      if seen[id] or gone[id] or (some_exist and redis.call('EXISTS', jk) == 1) then
         existing[#existing + 1] = id
       else
         seen[id] = true
         redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
           'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
-        redis.call('XADD', outbox, 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id, 'to', state, 'at', ms)
+        redis.call('XADD', outbox, '*', 'job', id, 'to', state, 'at', ms)
         if state == 'queued' then
           queued[#queued + 1] = id
         else
@@ -65,6 +84,8 @@ for _ = 1, groups do
           redis.call('HSET', jk, 'created', 'deferred')
           redis.call('ZADD', prefix .. ':delayed', not_before, id)
         end
+        -- The client chose this id: retention keeps it in {ns}:retired (see above).
+        if not fresh then redis.call('HSET', jk, 'idem', '1') end
         index[#index + 1] = id
         created = created + 1
       end

@@ -1,27 +1,36 @@
--- Retention: remove succeeded and cancelled jobs that ended before a cutoff from Redis
--- (the job store keeps them). Dead jobs stay for operators to look at or retry.
+-- Retention: remove from Redis succeeded and cancelled jobs whose end the job store has
+-- recorded (the store keeps them). The caller reads the store and names each job with
+-- the end time the store holds for it; a job goes only if Redis still shows it ended then,
+-- so a job retried since, or one whose end never reached the store (its outbox entry was
+-- set aside in {ns}:outbox:dead), stays. Dead jobs stay for operators to look at or retry.
+-- A job whose id a client chose leaves a tombstone in {ns}:retired, scored by its end
+-- time, so enqueueing the same id again is still refused while the store has the job.
 -- KEYS[1]  {ns}:finished
 -- ARGV[1]  prefix
--- ARGV[2]  cutoff (ms): jobs that ended at or before it go
--- ARGV[3]  limit per call
+-- ARGV[2]  n, then per job: id, finished_at (ms) as the job store has it
 -- Returns  the number of jobs removed.
-local prefix, cutoff, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, n = ARGV[1], tonumber(ARGV[2])
 index_as_list(prefix)
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'LIMIT', 0, limit)
 local removed = 0
-for _, id in ipairs(ids) do
-  local st = redis.call('HGET', prefix .. ':job:' .. id, 'state')
-  if st ~= 'dead' then
-    redis.call('DEL', prefix .. ':job:' .. id, prefix .. ':events:' .. id, prefix .. ':log:' .. id)
-    removed = removed + 1
+for i = 0, n - 1 do
+  local id, stored_end = ARGV[3 + i * 2], ARGV[4 + i * 2]
+  local jk = prefix .. ':job:' .. id
+  local fields = read_job(jk, 'state', 'finished_at', 'idem')
+  if fields then
+    local st, finished, idem = unpack(fields, 1, 3)
+    if (st == 'succeeded' or st == 'cancelled') and finished == stored_end then
+      redis.call('DEL', jk, prefix .. ':events:' .. id, prefix .. ':log:' .. id)
+      redis.call('ZREM', KEYS[1], id)
+      if idem == '1' then redis.call('ZADD', prefix .. ':retired', finished, id) end
+      removed = removed + 1
+    end
   end
-  redis.call('ZREM', KEYS[1], id)
 end
 -- The index ({ns}:jobs, in enqueue order) drops removed jobs from its head: the oldest
 -- usually end first. An id whose job is gone but sits behind a live one stays until it
 -- reaches the head; readers skip it.
 local index = prefix .. ':jobs'
-for _ = 1, limit * 2 do
+for _ = 1, math.max(n, 1) * 2 do
   local head = redis.call('LINDEX', index, '0')
   if not head or redis.call('EXISTS', prefix .. ':job:' .. head) == 1 then break end
   redis.call('LPOP', index)

@@ -12,12 +12,20 @@
 --          exit code ('' when none); reason ('' when none);
 --          retry delay in ms (used when the attempt failed and attempts remain)
 -- Returns  per attempt, the job's new state; 'stale' when this worker no longer holds the
---          job (its lease expired and the job was recovered; the newer attempt owns it);
+--          job, or holds it for another attempt (its lease expired and the job was
+--          recovered; the newer attempt owns it); 'fenced' for all of them when the
+--          worker's heartbeat is gone (it must heartbeat again and compare its leases
+--          before anything it reports can count);
 --          or 'error:MESSAGE' when settling it failed, in which case its lease is kept
 --          (the report can be repeated, and if the worker dies the job is recovered).
 --          One attempt failing does not stop the others from being settled.
 local prefix, worker, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local inflight = prefix .. ':inflight:' .. worker
+if not alive(prefix, worker) then
+  local out = {}
+  for i = 1, n do out[i] = 'fenced' end
+  return out
+end
 local ms = now_ms()
 -- Leases are checked for the whole report in one call, and the leases of the attempts
 -- settled are released in one call at the end.
@@ -85,8 +93,14 @@ local settled = {}
 for i = 0, n - 1 do
   local b = 4 + i * 6
   -- A job named twice in one report is settled once; the repeat is stale.
-  local id = ARGV[b]
-  if held[i + 1] and not settled[id] then
+  local id, claimed = ARGV[b], ARGV[b + 1]
+  local lease = held[i + 1]
+  local for_attempt = lease_attempt(lease)
+  if lease and claimed ~= '0' and for_attempt and for_attempt ~= claimed then
+    -- The lease is for another attempt of the job: this report is from an older one.
+    lease = nil
+  end
+  if lease and not settled[id] then
     settled[id] = true
     -- A failure (a job hash something else overwrote) must not abort the script: the
     -- attempts after it would be left half-settled.

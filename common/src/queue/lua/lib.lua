@@ -25,9 +25,9 @@ local function int(n)
   return string.format('%d', n)
 end
 
--- Undrained outbox entries kept at most (approximately). Only reached when no
--- `scheduler serve` drains the outbox for a long time; see ARCHITECTURE.md.
-local OUTBOX_MAX = '1000000'
+-- The outbox is never trimmed: an entry leaves it only once the job store has it (or
+-- the drainer set it aside in {ns}:outbox:dead). Enqueue refuses new jobs while it holds
+-- more than its bound instead (see enqueue.lua), so a long store outage is loud, not lossy.
 
 -- A transition is written twice, in the same script as the state change, so both exist
 -- exactly when the change does:
@@ -51,9 +51,9 @@ local function transition(prefix, id, from, state, at, attempt, worker, detail, 
       table.insert(fields, k)
       table.insert(fields, v)
     end
-    sid = redis.call('XADD', prefix .. ':outbox', 'MAXLEN', '~', OUTBOX_MAX, '*', unpack(fields))
+    sid = redis.call('XADD', prefix .. ':outbox', '*', unpack(fields))
   else
-    sid = redis.call('XADD', prefix .. ':outbox', 'MAXLEN', '~', OUTBOX_MAX, '*', 'job', id,
+    sid = redis.call('XADD', prefix .. ':outbox', '*', 'job', id,
       'from', from or '', 'to', state, 'at', at, 'attempt', attempt, 'worker', worker, 'detail', detail)
   end
   return 'h:' .. sid, state .. '\t' .. at .. '\t' .. attempt .. '\t' .. worker .. '\t' .. detail
@@ -120,3 +120,79 @@ local function promote_due(prefix, delayed_key, ms)
   return moved
 end
 
+
+-- Leases. A worker's in-flight hash maps job id -> 'SEQ:ATTEMPT:TOKEN': the claim's
+-- sequence number (recovery restores queue order by it), the attempt the lease is for
+-- (a report naming another attempt is stale), and the claim call's token (the worker
+-- knows which claims it has heard back from, so a lease whose claim reply was lost can
+-- be told from one whose attempt is about to start). Leases of earlier versions hold the
+-- sequence number alone.
+local function lease_value(seq, attempt, token)
+  return seq .. ':' .. attempt .. ':' .. (token or '')
+end
+
+local function lease_seq(v)
+  return tonumber(string.match(v or '', '^(%d+)')) or 0
+end
+
+-- The attempt a lease is for, or nil for a lease of an earlier version.
+local function lease_attempt(v)
+  return string.match(v or '', '^%d+:(%d+)')
+end
+
+-- True when the worker's heartbeat key exists: only then may it claim or report.
+local function alive(prefix, worker)
+  return redis.call('EXISTS', prefix .. ':worker:' .. worker) == 1
+end
+
+-- The Redis server's run id, which changes when the server restarts or another one takes
+-- over (failover).
+local function run_id()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+end
+
+-- After a restart or failover, heartbeats may have expired while nobody could refresh
+-- them, and the last writes before a crash (a claim, a finish) may be gone. So once a
+-- change of run id is seen, nothing is claimed or reaped for a while: long enough for
+-- every live worker to heartbeat, compare what it runs with its leases, and stop what it
+-- no longer holds ({ns}:beats holds, per worker, the ms it needs for that). Returns the
+-- ms the hold still lasts (0 when none). A namespace seen for the first time holds
+-- nothing.
+local function restart_hold(prefix, ms)
+  local ek = prefix .. ':epoch'
+  local rid = run_id()
+  local known, hold_until = unpack(redis.call('HMGET', ek, 'run_id', 'hold_until'))
+  if known ~= rid then
+    local need = 0
+    if known then
+      for _, v in ipairs(redis.call('HVALS', prefix .. ':beats')) do
+        need = math.max(need, tonumber(v) or 0)
+      end
+    end
+    hold_until = int(tonumber(ms) + need)
+    redis.call('HSET', ek, 'run_id', rid, 'hold_until', hold_until, 'changed_at', ms)
+    if known then
+      redis.log(redis.LOG_WARNING, 'gpuq ' .. prefix .. ': server run id changed (restart or failover); ' ..
+        'claims and reaping wait ' .. int(need) .. ' ms for workers to check their leases')
+    end
+  end
+  local left = tonumber(hold_until or '0') - tonumber(ms)
+  if left < 0 then return 0 end
+  return left
+end
+
+-- Reads a job's fields without raising: nil when the key is not a hash (something else
+-- overwrote it). Scripts that move many jobs use it so that one broken job cannot stop
+-- them half-way.
+local function read_job(jk, ...)
+  local fields = redis.pcall('HMGET', jk, ...)
+  if fields.err then return nil, fields.err end
+  return fields
+end
+
+-- Sets aside a job whose key something else overwrote: it goes to the dead-letter list,
+-- with a line in the Redis log.
+local function set_aside(prefix, id, why)
+  redis.log(redis.LOG_WARNING, 'gpuq: job ' .. id .. ' is unreadable (' .. tostring(why) .. '); dead-lettered')
+  redis.call('RPUSH', prefix .. ':dead', id)
+end

@@ -2,48 +2,62 @@
 -- the head of its priority list (earliest claimed first), and the lost attempt counts; a job
 -- with no attempts left is dead-lettered, one whose cancellation was requested is cancelled.
 -- Checking the heartbeat inside the script makes the check and the recovery one atomic step.
+-- Nothing is reaped during the hold after a Redis restart or failover (lib.lua), when
+-- heartbeats may have expired only because nobody could refresh them.
+-- Like claim, it never stops half-way: a job whose key something else overwrote is
+-- dead-lettered, and a lease whose job has moved on (another worker or attempt owns it)
+-- is dropped, so a reap can neither raise after pushing some jobs nor push one twice.
 -- KEYS[1]  {ns}:workers
 -- ARGV[1]  prefix
 -- ARGV[2]  worker id
--- Returns  -1 if the worker is alive, else the number of jobs recovered.
+-- Returns  -1 if the worker is alive, -2 during the restart hold, else the number of
+--          leases recovered.
 local prefix, worker = ARGV[1], ARGV[2]
-if redis.call('EXISTS', prefix .. ':worker:' .. worker) == 1 then
+local ms = now_ms()
+if restart_hold(prefix, ms) > 0 then return -2 end
+if alive(prefix, worker) then
   return -1
 end
 local ik = prefix .. ':inflight:' .. worker
 local flat = redis.call('HGETALL', ik)
 local jobs = {}
 for i = 1, #flat, 2 do
-  table.insert(jobs, { id = flat[i], seq = tonumber(flat[i + 1]) })
+  table.insert(jobs, { id = flat[i], seq = lease_seq(flat[i + 1]), attempt = lease_attempt(flat[i + 1]) })
 end
 -- LPUSH reverses order, so push the latest claim first and the earliest last.
 table.sort(jobs, function(a, b) return a.seq > b.seq end)
-local ms = now_ms()
 local requeued = 0
 for _, j in ipairs(jobs) do
   local jk = prefix .. ':job:' .. j.id
-  local st, pri, attempt, limit, cancel =
-    unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt', 'attempt_limit', 'cancel_requested'))
-  if st == 'running' then
-    local why = 'worker ' .. worker .. ' lost (heartbeat expired)'
-    if cancel == '1' then
-      redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', ms, 'finished_at', ms, 'reason', why)
-      event(prefix, j.id, 'running', 'cancelled', ms, attempt, worker, why)
-      ended(prefix, j.id, ms)
-    elseif tonumber(attempt) >= tonumber(limit) then
-      redis.call('HSET', jk, 'state', 'dead', 'updated_at', ms, 'finished_at', ms, 'reason', why)
-      redis.call('RPUSH', prefix .. ':dead', j.id)
-      event(prefix, j.id, 'running', 'dead', ms, attempt, worker, why)
-      ended(prefix, j.id, ms)
-    else
-      redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'reason', why)
-      redis.call('LPUSH', prefix .. ':queue:' .. pri, j.id)
-      event(prefix, j.id, 'running', 'queued', ms, attempt, worker, why)
-      requeued = requeued + 1
+  local fields, err = read_job(jk, 'state', 'priority', 'attempt', 'attempt_limit', 'cancel_requested', 'worker')
+  if not fields then
+    set_aside(prefix, j.id, err)
+  else
+    local st, pri, attempt, limit, cancel, owner = unpack(fields, 1, 6)
+    local ours = st == 'running' and (owner == nil or owner == worker)
+      and (j.attempt == nil or j.attempt == attempt)
+    if ours then
+      local why = 'worker ' .. worker .. ' lost (heartbeat expired)'
+      if cancel == '1' then
+        redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', ms, 'finished_at', ms, 'reason', why)
+        event(prefix, j.id, 'running', 'cancelled', ms, attempt, worker, why)
+        ended(prefix, j.id, ms)
+      elseif (tonumber(attempt) or 0) >= (tonumber(limit) or 0) then
+        redis.call('HSET', jk, 'state', 'dead', 'updated_at', ms, 'finished_at', ms, 'reason', why)
+        redis.call('RPUSH', prefix .. ':dead', j.id)
+        event(prefix, j.id, 'running', 'dead', ms, attempt, worker, why)
+        ended(prefix, j.id, ms)
+      else
+        redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'reason', why)
+        redis.call('LPUSH', prefix .. ':queue:' .. pri, j.id)
+        event(prefix, j.id, 'running', 'queued', ms, attempt, worker, why)
+        requeued = requeued + 1
+      end
     end
   end
 end
 redis.call('DEL', ik)
 redis.call('SREM', KEYS[1], worker)
+redis.call('HDEL', prefix .. ':beats', worker)
 if requeued > 0 then wake(prefix) end
 return #jobs

@@ -1,29 +1,58 @@
--- Hand an unfinished job back to the head of its priority list (graceful worker shutdown).
--- The interrupted attempt is not counted against the job. A job whose cancellation was
--- requested is cancelled instead.
+-- Hand unfinished jobs back to the head of their priority lists without counting the
+-- interrupted attempt. Used when a worker shuts down, when it stopped an attempt itself
+-- because it could not refresh its heartbeat (fencing), and for a lease the worker holds
+-- but does not run (its claim reply was lost, or Redis lost the report that ended it).
+-- A job whose cancellation was requested is cancelled instead. A job whose key
+-- something else overwrote is dead-lettered, so its lease cannot stay forever.
 -- KEYS[1]  {ns}:workers
 -- ARGV[1]  prefix
 -- ARGV[2]  worker id
--- ARGV[3]  job id
--- ARGV[4]  reason
--- Returns  the job's new state, or 'stale' when this worker no longer holds the job.
-local prefix, worker, id, reason = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-if redis.call('HDEL', prefix .. ':inflight:' .. worker, id) == 0 then
-  return 'stale'
+-- ARGV[3]  reason
+-- ARGV[4]  n, then per job: id, attempt ('0' when the caller does not know it)
+-- Returns  per job, its new state; 'stale' when this worker no longer holds the job for
+--          that attempt; 'fenced' for all when the worker's heartbeat is gone.
+local prefix, worker, reason, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local out = {}
+if not alive(prefix, worker) then
+  for i = 1, n do out[i] = 'fenced' end
+  return out
 end
-local jk = prefix .. ':job:' .. id
+local inflight = prefix .. ':inflight:' .. worker
 local ms = now_ms()
-local pri, cancel = unpack(redis.call('HMGET', jk, 'priority', 'cancel_requested'))
-if cancel == '1' then
-  local attempt = redis.call('HGET', jk, 'attempt')
-  redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', ms, 'finished_at', ms)
-  event(prefix, id, 'running', 'cancelled', ms, attempt, worker, reason)
-  ended(prefix, id, ms)
-  return 'cancelled'
+local woke = false
+for i = 0, n - 1 do
+  local id, claimed = ARGV[5 + i * 2], ARGV[6 + i * 2]
+  local lease = redis.call('HGET', inflight, id)
+  local for_attempt = lease_attempt(lease)
+  if not lease or (claimed ~= '0' and for_attempt and for_attempt ~= claimed) then
+    out[i + 1] = 'stale'
+  else
+    redis.call('HDEL', inflight, id)
+    local jk = prefix .. ':job:' .. id
+    local fields, err = read_job(jk, 'priority', 'cancel_requested', 'attempt', 'state')
+    if not fields then
+      set_aside(prefix, id, err)
+      out[i + 1] = 'dead'
+    else
+      local pri, cancel, attempt, st = unpack(fields, 1, 4)
+      if st ~= 'running' or not pri then
+        -- Nothing to hand back (the job was deleted or moved by an operator).
+        out[i + 1] = 'stale'
+      elseif cancel == '1' then
+        redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', ms, 'finished_at', ms)
+        event(prefix, id, 'running', 'cancelled', ms, attempt, worker, reason)
+        ended(prefix, id, ms)
+        out[i + 1] = 'cancelled'
+      else
+        attempt = int(math.max(0, (tonumber(attempt) or 1) - 1))
+        redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'attempt', attempt)
+        redis.call('LPUSH', prefix .. ':queue:' .. pri, id)
+        event(prefix, id, 'running', 'queued', ms, attempt, worker, reason)
+        woke = true
+        out[i + 1] = 'queued'
+      end
+    end
+  end
 end
-local attempt = int(redis.call('HINCRBY', jk, 'attempt', -1))
-redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms)
-redis.call('LPUSH', prefix .. ':queue:' .. pri, id)
-event(prefix, id, 'running', 'queued', ms, attempt, worker, reason)
-wake(prefix)
-return 'queued'
+if woke then wake(prefix) end
+return out

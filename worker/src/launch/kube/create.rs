@@ -47,16 +47,23 @@ impl Attempt<'_> {
         if job.attempt <= 1 {
             return Ok(None);
         }
-        let selector = format!("{}={}", keys::JOB_ID, names::job_id_label(&job.id));
-        let list = self
-            .jobs
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| LaunchResult::Error(format!("cannot look for earlier Jobs of this job: {e}")))?;
-        let older = list
-            .items
+        // A Job of an earlier attempt that is being deleted still has its pod: wait for
+        // it to go before starting this attempt's, so two pods of one job never run.
+        let older = loop {
+            let older = self.older_jobs().await?;
+            let Some(old) = older.iter().find(|j| j.metadata.deletion_timestamp.is_some()) else {
+                break older;
+            };
+            let name = old.name_any();
+            self.note(format!("waiting for Job {name} of an earlier attempt to be gone"))
+                .await;
+            tokio::select! {
+                _ = self.ctx.stop.cancelled() => return Ok(None),
+                _ = self.wait_gone(&name, old.metadata.uid.clone()) => {}
+            }
+        };
+        let older = older
             .iter()
-            .filter(|j| j.annotations().get(annotations::JOB_ID).map(String::as_str) == Some(job.id.as_str()))
             .filter(|j| j.metadata.deletion_timestamp.is_none() && outcome::view_job(j) == JobView::Active)
             .filter_map(|j| {
                 let attempt: u32 = j.labels().get(keys::ATTEMPT)?.parse().ok()?;
@@ -64,6 +71,28 @@ impl Attempt<'_> {
             })
             .max();
         Ok(older.map(|(_, name)| name))
+    }
+
+    /// The Jobs of earlier attempts of this job.
+    async fn older_jobs(&self) -> Result<Vec<Job>, LaunchResult> {
+        let job = self.ctx.job;
+        let selector = format!("{}={}", keys::JOB_ID, names::job_id_label(&job.id));
+        let list = self
+            .jobs
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| LaunchResult::Error(format!("cannot look for earlier Jobs of this job: {e}")))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|j| j.annotations().get(annotations::JOB_ID).map(String::as_str) == Some(job.id.as_str()))
+            .filter(|j| {
+                j.labels()
+                    .get(keys::ATTEMPT)
+                    .and_then(|a| a.parse::<u32>().ok())
+                    .is_some_and(|a| a < job.attempt)
+            })
+            .collect())
     }
 
     /// Creates the Job, waiting out quota refusals until the start deadline, and adopts

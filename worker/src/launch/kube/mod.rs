@@ -5,7 +5,8 @@
 //! retries belong to the queue. The launcher:
 //!
 //! 1. adopts a still-running Job of an earlier attempt of the same job, left by a worker
-//!    that died (the queue counted that attempt, so the number went up);
+//!    that died or lost its lease (the queue counted that attempt, so the number went
+//!    up), after waiting for any such Job that is being deleted to be gone;
 //! 2. otherwise creates the Job; if it exists already (409), this attempt was redelivered
 //!    and the Job is adopted; a quota refusal (403 "exceeded quota") is waited out;
 //! 3. follows the Job and its pod with watchers, streaming the pod's log into the job's
@@ -21,6 +22,7 @@
 //! | quota refusal, unschedulable pod, image registry trouble | keep waiting, up to `start_timeout`, then `Error(..)`, Job deleted |
 //! | pod preempted, evicted, node lost             | Job deleted and created again within the same attempt (not counted), at most `max_replacements` times |
 //! | `stop` (cancel, timeout, worker shutdown)     | Job deleted (foreground, waited for), `Killed("deleted")` |
+//! | `stop` with `detach` (lease lost, or the worker fenced itself) | Job left running for the next attempt to adopt |
 //! | API unreachable, RBAC refusal                 | `Error(..)`                                |
 //!
 //! The launcher does not return while a Job it started may still run, except when the
@@ -192,8 +194,17 @@ impl Attempt<'_> {
         ))
     }
 
-    /// Deletes the Job after `stop` and reports how the attempt ended.
+    /// Deletes the Job after `stop` and reports how the attempt ended. When the worker
+    /// lost (or is about to lose) the lease, the Job is left alone instead: the job's
+    /// next attempt adopts it, so the training goes on and no second pod starts.
     async fn stop(&self, name: &str) -> LaunchResult {
+        if self.ctx.detach.is_cancelled() {
+            self.note(format!(
+                "leaving Job {name} running for the job's next attempt to adopt (lease at stake)"
+            ))
+            .await;
+            return LaunchResult::Killed(format!("detached from Job {name}"));
+        }
         if self.delete(name).await {
             LaunchResult::Killed("deleted".into())
         } else {

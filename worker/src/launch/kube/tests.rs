@@ -23,6 +23,7 @@ struct Run {
     id: String,
     attempt: u32,
     stop: CancellationToken,
+    detach: CancellationToken,
     output: mpsc::Receiver<String>,
     task: JoinHandle<LaunchResult>,
 }
@@ -34,6 +35,8 @@ fn start(id: &str, attempt: u32, config: KubeConfig) -> Run {
     let (tx, output) = mpsc::channel(1024);
     let stop = CancellationToken::new();
     let stop_launcher = stop.clone();
+    let detach = CancellationToken::new();
+    let detach_launcher = detach.clone();
     let task = tokio::spawn(async move {
         let ctx = AttemptContext {
             job: &job,
@@ -42,6 +45,7 @@ fn start(id: &str, attempt: u32, config: KubeConfig) -> Run {
                 .join("checkpoint"),
             output: tx,
             stop: stop_launcher,
+            detach: detach_launcher,
         };
         launcher.run(ctx).await
     });
@@ -50,6 +54,7 @@ fn start(id: &str, attempt: u32, config: KubeConfig) -> Run {
         id: id.into(),
         attempt,
         stop,
+        detach,
         output,
         task,
     }
@@ -538,4 +543,64 @@ async fn other_create_errors_end_the_attempt_for_a_retry() {
         matches!(&result, LaunchResult::Error(m) if m.contains("403")),
         "{result:?}"
     );
+}
+
+#[tokio::test]
+async fn a_worker_that_loses_its_lease_leaves_the_job_for_the_next_attempt_to_adopt() {
+    // The worker running attempt 1 is cut off from Redis and fences itself: it detaches
+    // from the Job instead of deleting it.
+    let mut run = start("fenced", 1, fixtures::config());
+    run.created().await;
+    let name = run.name();
+    let (_jobs, pods) = run.api.serve_watchers(&name, run.job(json!([])), vec![]).await;
+    pods.event("ADDED", run.pod(running()));
+    let _log = run.log().await;
+    run.detach.cancel();
+    run.stop.cancel();
+    assert_eq!(
+        run.result().await,
+        LaunchResult::Killed(format!("detached from Job {name}"))
+    );
+    run.api.assert_none(&[Kind::DeleteJob]);
+
+    // The job is recovered and redelivered as attempt 2, to another worker: it adopts the
+    // running Job, so there is one Job, and one pod, all along.
+    let mut next = start("fenced", 2, fixtures::config());
+    let find = next.api.next(Kind::FindJobs).await;
+    find.list(vec![fixtures::job("fenced", 1, json!([]))]);
+    let (jobs, _pods) = next
+        .api
+        .serve_watchers(&name, fixtures::job("fenced", 1, json!([])), vec![])
+        .await;
+    jobs.event("MODIFIED", fixtures::job("fenced", 1, complete()));
+    next.api.next(Kind::ListPods).await.list(vec![]);
+    assert_eq!(next.result().await, LaunchResult::Exited(0));
+    next.api.assert_none(&[Kind::CreateJob, Kind::DeleteJob]);
+}
+
+#[tokio::test]
+async fn a_job_of_an_earlier_attempt_still_being_deleted_is_waited_for_before_creating() {
+    let mut run = start("slow-delete", 2, fixtures::config());
+    let mut deleting = fixtures::job("slow-delete", 1, json!([]));
+    deleting["metadata"]["deletionTimestamp"] = json!("2025-01-01T00:00:00Z");
+    deleting["metadata"]["finalizers"] = json!(["foregroundDeletion"]);
+    run.api.next(Kind::FindJobs).await.list(vec![deleting.clone()]);
+    // Its pod still runs: nothing may be created until the old Job is gone.
+    let old = job_name(&"slow-delete".parse().unwrap(), 1);
+    let list = run.api.next(Kind::ListJob).await;
+    assert_eq!(
+        list.param("fieldSelector"),
+        Some(format!("metadata.name={old}").as_str())
+    );
+    list.list(vec![deleting.clone()]);
+    let watch = run.api.next(Kind::WatchJob).await.stream();
+    run.api.assert_none(&[Kind::CreateJob]);
+    watch.event("DELETED", deleting);
+    // Gone: the search runs again, finds nothing, and this attempt creates its own Job.
+    run.api.next(Kind::FindJobs).await.list(vec![]);
+    run.created().await;
+    assert!(has_line(
+        &run.lines(),
+        &format!("waiting for Job {old} of an earlier attempt to be gone")
+    ));
 }

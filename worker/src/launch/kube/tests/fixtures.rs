@@ -48,6 +48,7 @@ pub(crate) fn context(job: &ClaimedJob) -> (AttemptContext<'_>, mpsc::Receiver<S
             .join("checkpoint"),
         output: tx,
         stop: CancellationToken::new(),
+        detach: CancellationToken::new(),
     };
     (ctx, rx)
 }

@@ -1,0 +1,24 @@
+-- Refresh a worker's heartbeat and hand back its leases, so the worker can compare them
+-- with what it runs in the same round trip: it stops an attempt whose lease is gone (the
+-- job was recovered while the worker could not heartbeat) and hands back a lease it holds
+-- but does not run (a lost claim reply, or a report Redis lost in a crash).
+-- A heartbeat that had expired is created again: if the reaper has not taken the leases
+-- yet, they are still this worker's and still valid; if it has, they are gone from the
+-- hash and the worker learns it here.
+-- KEYS[1]  {ns}:workers
+-- ARGV[1]  prefix
+-- ARGV[2]  worker id
+-- ARGV[3]  heartbeat JSON
+-- ARGV[4]  TTL (ms)
+-- ARGV[5]  ms this worker needs to heartbeat and stop what it lost (for the restart hold)
+-- Returns  { 1 if the heartbeat still existed else 0, ms the restart hold lasts,
+--            the in-flight hash as a flat list of id, lease }
+local prefix, worker, info, ttl, need = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ms = now_ms()
+local hold = restart_hold(prefix, ms)
+local hk = prefix .. ':worker:' .. worker
+local existed = redis.call('EXISTS', hk)
+redis.call('SET', hk, info, 'PX', ttl)
+redis.call('SADD', KEYS[1], worker)
+redis.call('HSET', prefix .. ':beats', worker, need)
+return { existed, int(hold), redis.call('HGETALL', prefix .. ':inflight:' .. worker) }
