@@ -249,11 +249,11 @@ impl PrivateRedis {
         .await
     }
 
-    /// Stops Redis with SIGTERM (it writes its AOF) and starts it again on the same port.
-    pub(crate) async fn restart(&mut self) -> Result<()> {
+    /// SIGKILLs Redis, as a crash would (no shutdown: with `appendfsync everysec` the
+    /// last second of writes may be gone), and starts it again on the same port.
+    pub(crate) async fn crash_and_restart(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            c.kill()?;
             c.wait()?;
         }
         self.launch().await

@@ -56,6 +56,8 @@ pub struct ServeMetrics {
     workers: Gauge,
     slots: Family<SlotLabel, Gauge>,
     outbox: Gauge,
+    outbox_limit: Gauge,
+    outbox_refused: Gauge,
     enqueued: Family<JobLabels, Counter>,
     started: Family<JobLabels, Counter>,
     finished: Family<FinishLabels, Counter>,
@@ -87,6 +89,8 @@ impl ServeMetrics {
             workers: Gauge::default(),
             slots: Family::default(),
             outbox: Gauge::default(),
+            outbox_limit: Gauge::default(),
+            outbox_refused: Gauge::default(),
             enqueued: Family::default(),
             started: Family::default(),
             finished: Family::default(),
@@ -125,6 +129,16 @@ impl ServeMetrics {
             "outbox_pending",
             "Transitions not yet written to the job store",
             m.outbox.clone(),
+        );
+        r.register(
+            "outbox_limit",
+            "Outbox entries past which enqueue is refused (the outbox is never trimmed)",
+            m.outbox_limit.clone(),
+        );
+        r.register(
+            "outbox_refused",
+            "Transitions the job store refused, set aside until `scheduler store retry`",
+            m.outbox_refused.clone(),
         );
         r.register("jobs_enqueued", "Jobs enqueued", m.enqueued.clone());
         r.register("jobs_started", "Attempts started", m.started.clone());
@@ -242,6 +256,13 @@ impl ServeMetrics {
         match queue.status().await {
             Ok(s) => self.set_status(&s),
             Err(e) => tracing::warn!(error = %e, "metrics scrape could not read the queue"),
+        }
+        self.outbox_limit.set(queue.outbox_limit() as i64);
+        match queue.refused_len().await {
+            Ok(n) => {
+                self.outbox_refused.set(n as i64);
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics scrape could not read the refused transitions"),
         }
         common::http::render(&self.registry)
     }

@@ -90,6 +90,11 @@ impl RedisQueue {
         self
     }
 
+    /// The outbox bound (see [`with_outbox_limit`](Self::with_outbox_limit)).
+    pub fn outbox_limit(&self) -> u64 {
+        self.outbox_limit
+    }
+
     /// The key builder of this namespace.
     pub fn keys(&self) -> &Keys {
         &self.keys

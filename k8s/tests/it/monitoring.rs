@@ -83,6 +83,8 @@ fn every_alert_has_a_severity_a_summary_and_a_runbook() {
             "GpuqWorkersFlapping",
             "GpuqDeadLetterGrowing",
             "GpuqJobStoreBehind",
+            "GpuqOutboxNearLimit",
+            "GpuqStoreRefusedTransitions",
             "GpuqSchedulerMetricsAbsent",
         ]
     );
