@@ -59,6 +59,7 @@ pub(crate) async fn run(
             deps.metrics.launcher_errors.inc();
         }
         sink.finish().await;
+        tokens.ended.cancel();
         report(&deps, &job, result).await;
         deps.running.remove(&job.id, job.attempt);
     }

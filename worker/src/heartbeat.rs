@@ -155,24 +155,25 @@ pub(crate) async fn check_leases(
     before: &HashSet<AttemptKey>,
     leases: &[Lease],
 ) {
+    let (pending, held_here) = running.snapshot();
     let held: HashMap<&JobId, Option<u32>> = leases.iter().map(|l| (&l.id, l.attempt)).collect();
     for key in before {
         let ours = held
             .get(&key.0)
             .is_some_and(|attempt| attempt.is_none_or(|a| a == key.1));
-        if !ours && running.holds(&key.0, key.1) {
+        // An attempt that has ended may have had its lease released by its report.
+        if !ours && held_here.get(key) == Some(&false) {
             tracing::error!(job_id = %key.0, attempt = key.1,
                 "lease lost (the job was recovered while this worker could not heartbeat); stopping the attempt");
             running.lose(key);
         }
     }
-    let held_here: HashSet<(JobId, u32)> = running.attempts().into_iter().collect();
     let orphans: Vec<(JobId, Option<u32>)> = leases
         .iter()
-        .filter(|l| !running.claim_pending(&l.token))
+        .filter(|l| !l.token.parse().is_ok_and(|t: u64| pending.contains(&t)))
         .filter(|l| match l.attempt {
-            Some(a) => !held_here.contains(&(l.id.clone(), a)),
-            None => !held_here.iter().any(|(id, _)| id == &l.id),
+            Some(a) => !held_here.contains_key(&(l.id.clone(), a)),
+            None => !held_here.keys().any(|(id, _)| id == &l.id),
         })
         .map(|l| (l.id.clone(), l.attempt))
         .collect();

@@ -34,6 +34,9 @@ pub(crate) struct AttemptTokens {
     pub(crate) cancelled: CancellationToken,
     pub(crate) fenced: CancellationToken,
     pub(crate) lost: CancellationToken,
+    /// Fired when the attempt has ended and its end is being reported: its lease may be
+    /// released at any moment, which is no sign of a lost lease.
+    pub(crate) ended: CancellationToken,
 }
 
 impl AttemptTokens {
@@ -75,14 +78,6 @@ impl RunningJobs {
         self.lock().pending_claims.remove(&token);
     }
 
-    /// True while the claim call `token` has not answered.
-    pub(crate) fn claim_pending(&self, token: &str) -> bool {
-        token
-            .parse()
-            .map(|t: u64| self.lock().pending_claims.contains(&t))
-            .unwrap_or(false)
-    }
-
     /// Registers a claimed attempt; returns the tokens that stop it.
     pub(crate) fn insert(&self, job: &ClaimedJob) -> AttemptTokens {
         let tokens = AttemptTokens::default();
@@ -97,6 +92,19 @@ impl RunningJobs {
         self.lock().attempts.remove(&(id.clone(), attempt));
     }
 
+    /// What the lease check compares with Redis's leases, read in one step: the claim
+    /// calls not answered yet, and the attempts held (with whether each has ended). Read
+    /// together because a claim registers its attempts before it counts as answered.
+    pub(crate) fn snapshot(&self) -> (HashSet<u64>, HashMap<AttemptKey, bool>) {
+        let inner = self.lock();
+        let held = inner
+            .attempts
+            .iter()
+            .map(|(k, t)| (k.clone(), t.ended.is_cancelled()))
+            .collect();
+        (inner.pending_claims.clone(), held)
+    }
+
     /// Ids of the jobs held (for heartbeats and the cancel watch).
     pub(crate) fn ids(&self) -> Vec<JobId> {
         let mut ids: Vec<JobId> = self.lock().attempts.keys().map(|(id, _)| id.clone()).collect();
@@ -108,11 +116,6 @@ impl RunningJobs {
     /// The attempts held.
     pub(crate) fn attempts(&self) -> Vec<AttemptKey> {
         self.lock().attempts.keys().cloned().collect()
-    }
-
-    /// True when this attempt is held here.
-    pub(crate) fn holds(&self, id: &JobId, attempt: u32) -> bool {
-        self.lock().attempts.contains_key(&(id.clone(), attempt))
     }
 
     /// Number of attempts held.

@@ -24,6 +24,8 @@ pub(crate) struct ChaosReport {
     pub(crate) duplicated: usize,
     /// Copies of a job that ran while another copy of it was still running.
     pub(crate) overlapping: usize,
+    /// The jobs concerned, with each copy's start and end (ms from the first start).
+    pub(crate) overlaps: Vec<String>,
     pub(crate) kills: usize,
     pub(crate) in_flight_at_kills: usize,
     pub(crate) redis_restarts: usize,
@@ -55,7 +57,8 @@ impl ChaosReport {
                 format!("{case}: copies overlapping"),
                 self.overlapping as f64,
                 "jobs",
-            ),
+            )
+            .note(self.overlaps.join("; ")),
             Row::new("chaos", format!("{case}: took"), self.seconds, "s"),
         ]
     }
@@ -120,6 +123,14 @@ pub(crate) async fn run(
     }
     let started = Instant::now();
     let (mut kills, mut in_flight, mut restarts) = (0, 0, 0);
+    // What the driver did, by wall clock (ns), to read against the copies' times.
+    let mut timeline: Vec<(u128, String)> = Vec::new();
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    };
     let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(std::process::id());
     loop {
         let done = finished(&b).await.unwrap_or(0);
@@ -134,7 +145,9 @@ pub(crate) async fn run(
         if restart_redis && restarts == 0 && done >= jobs / 2 {
             in_flight += in_flight_total(&b).await.unwrap_or(0);
             in_flight += ended_within(&b, Duration::from_secs(2)).await.unwrap_or(0);
+            timeline.push((wall(), "redis-crash".into()));
             redis.crash_and_restart().await?;
+            timeline.push((wall(), "redis-up".into()));
             restarts += 1;
             continue;
         }
@@ -142,6 +155,7 @@ pub(crate) async fn run(
         let (child, id) = alive.remove(victim);
         in_flight += inflight_of(&b, &id).await.unwrap_or(0);
         b.kill(child);
+        timeline.push((wall(), format!("kill-{id}")));
         kills += 1;
         alive.push(spawn(&mut b, &mut next)?);
     }
@@ -158,12 +172,67 @@ pub(crate) async fn run(
     let copies = copies(&std::fs::read_to_string(&ran).unwrap_or_default());
     let duplicated = copies.values().filter(|c| c.len() > 1).map(|c| c.len() - 1).sum();
     let overlapping = copies.values().map(|c| overlaps(c)).sum();
+    let origin = copies.values().flatten().map(|c| c.start).min().unwrap_or(0);
+    let ms = |ns: u128| (ns.saturating_sub(origin) / 1_000_000) as u64;
+    let mut overlaps_detail: Vec<String> = Vec::new();
+    for (job, c) in copies.iter().filter(|(_, c)| overlaps(c) > 0) {
+        let runs: Vec<String> = c
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}..{}",
+                    ms(c.start),
+                    c.end.map(|e| ms(e).to_string()).unwrap_or("killed".into())
+                )
+            })
+            .collect();
+        // Its history, for the post-mortem: state, worker, attempt, why.
+        let history = match job.parse().ok() {
+            Some(id) => b.queue.get(&id).await.ok().flatten().map(|r| {
+                r.events
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}@{}#{} {}",
+                            e.state,
+                            e.worker.as_deref().unwrap_or("-"),
+                            e.attempt,
+                            e.detail.as_deref().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            }),
+            None => None,
+        };
+        overlaps_detail.push(format!(
+            "{job}: copies {} ; history {}",
+            runs.join(", "),
+            history.unwrap_or_default()
+        ));
+    }
+    let timeline: Vec<String> = timeline
+        .iter()
+        .map(|(at, what)| format!("{what}@{}", ms(*at)))
+        .collect();
+    if !overlaps_detail.is_empty() {
+        let keep = std::env::temp_dir().join(format!("gpuq-chaos-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&keep);
+        for entry in std::fs::read_dir(&b.dir)?.flatten() {
+            if entry.path().is_file() {
+                let _ = std::fs::copy(entry.path(), keep.join(entry.file_name()));
+            }
+        }
+        overlaps_detail.push(format!("driver: {}", timeline.join(" ")));
+        overlaps_detail.push(format!("logs kept in {}", keep.display()));
+    }
     let report = ChaosReport {
         jobs,
         succeeded,
         lost: jobs - succeeded,
         duplicated,
         overlapping,
+        overlaps: overlaps_detail,
         kills,
         in_flight_at_kills: in_flight,
         redis_restarts: restarts,
