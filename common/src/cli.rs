@@ -56,11 +56,60 @@ pub fn parse_args<T: clap::Parser>() -> T {
         if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) || !e.use_stderr() {
             e.exit();
         }
-        let rendered = e.to_string();
-        let first = rendered.lines().next().unwrap_or("error: invalid arguments");
-        eprintln!("{first}");
+        eprintln!("{}", one_line(&e.to_string()));
         std::process::exit(2);
     })
+}
+
+/// A clap error on one line: its message with what follows it (the missing arguments, a
+/// tip), without the usage. clap puts the names of missing arguments on lines of their
+/// own, so the first line alone would not say what is missing.
+fn one_line(rendered: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for line in rendered.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.to_string());
+        }
+    }
+    let Some((first, rest)) = parts.split_first() else {
+        return "error: invalid arguments".into();
+    };
+    if rest.is_empty() {
+        return first.clone();
+    }
+    let (tips, names): (Vec<&String>, Vec<&String>) = rest.iter().partition(|l| l.starts_with("tip:"));
+    let mut out = first.trim_end_matches(':').to_string();
+    if !names.is_empty() {
+        out.push_str(": ");
+        out.push_str(&names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    for tip in tips {
+        out.push_str(" (");
+        out.push_str(tip);
+        out.push(')');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_errors_fit_one_line_and_keep_what_is_missing() {
+        let missing = "error: the following required arguments were not provided:\n  --name <NAME>\n  --team <TEAM>\n\nUsage: scheduler enqueue --name <NAME>\n\nFor more information, try '--help'.\n";
+        assert_eq!(
+            super::one_line(missing),
+            "error: the following required arguments were not provided: --name <NAME>, --team <TEAM>"
+        );
+        let unknown = "error: unexpected argument '--fo' found\n\n  tip: a similar argument exists: '--foo'\n\nUsage: x\n";
+        assert_eq!(
+            super::one_line(unknown),
+            "error: unexpected argument '--fo' found (tip: a similar argument exists: '--foo')"
+        );
+    }
 }
 
 /// Log output format.

@@ -8,8 +8,9 @@ const MAX_ID_LEN: usize = 128;
 
 /// A job's id: client-chosen or a generated time-ordered UUID (v7).
 ///
-/// Restricted to `[A-Za-z0-9._-]` so it is safe inside Redis keys, file names and
-/// Kubernetes labels.
+/// Restricted to `[A-Za-z0-9._-]`, not starting with `.`, so it is safe inside Redis
+/// keys, file names (`.` and `..` would name the work root or its parent) and Kubernetes
+/// labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct JobId(String);
@@ -34,6 +35,11 @@ impl TryFrom<String> for JobId {
         }
         if s.len() > MAX_ID_LEN {
             return Err(format!("job id is longer than {MAX_ID_LEN} characters"));
+        }
+        if s.starts_with('.') {
+            return Err(format!(
+                "job id {s:?} starts with '.'; it names a directory, so it may not"
+            ));
         }
         if let Some(c) = s
             .chars()

@@ -9,6 +9,13 @@ use std::fmt;
 /// Default per-attempt time limit: long enough for real training, short enough to catch hangs.
 const DEFAULT_TIMEOUT_SECS: u64 = 24 * 3600;
 
+/// Longest job name, in characters.
+pub const MAX_NAME_CHARS: usize = 256;
+/// Most environment entries a spec may carry.
+pub const MAX_ENV_ENTRIES: usize = 1024;
+/// Largest spec, as JSON: specs live in Redis and are read on every claim.
+pub const MAX_SPEC_BYTES: usize = 64 * 1024;
+
 /// A training job as submitted. Unknown fields are rejected when a spec is submitted
 /// ([`JobSpec::from_json`]), so typos do not pass silently; a spec read back from storage
 /// is read tolerantly ([`JobSpec::from_stored`]), since a newer writer may have added
@@ -209,6 +216,15 @@ impl JobSpec {
     /// Parses one submitted spec from JSON and validates it strictly: an unknown field
     /// is an error naming it.
     pub fn from_json(json: &str) -> Result<JobSpec, SpecError> {
+        if json.len() > MAX_SPEC_BYTES {
+            return Err(SpecError::new(
+                "",
+                format!(
+                    "the spec is {} bytes of JSON, more than {MAX_SPEC_BYTES}",
+                    json.len()
+                ),
+            ));
+        }
         let mut unknown = Vec::new();
         let de = &mut serde_json::Deserializer::from_str(json);
         let mut track = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
@@ -263,6 +279,31 @@ impl JobSpec {
         let bad = |field: &str, msg: String| Err(SpecError::new(field, msg));
         if self.name.trim().is_empty() {
             return bad("name", "must not be empty".into());
+        }
+        let chars = self.name.chars().count();
+        if chars > MAX_NAME_CHARS {
+            return bad(
+                "name",
+                format!("must be at most {MAX_NAME_CHARS} characters, got {chars}"),
+            );
+        }
+        if self.name.chars().any(char::is_control) {
+            return bad("name", "must not contain control characters".into());
+        }
+        if let Some(i) = self.command.iter().position(|a| a.contains('\0')) {
+            return bad(&format!("command[{i}]"), "must not contain a NUL byte".into());
+        }
+        if self.env.len() > MAX_ENV_ENTRIES {
+            return bad(
+                "env",
+                format!(
+                    "must have at most {MAX_ENV_ENTRIES} entries, got {}",
+                    self.env.len()
+                ),
+            );
+        }
+        if let Some(k) = self.env.iter().find(|(_, v)| v.contains('\0')).map(|(k, _)| k) {
+            return bad(&format!("env.{k}"), "must not contain a NUL byte".into());
         }
         check_name("team", &self.team)?;
         check_name("model_type", &self.model_type)?;
@@ -436,6 +477,56 @@ mod tests {
         assert!(e.to_string().contains("unknown field `colour`"), "{e}");
         let e = JobSpec::from_json("{not json").unwrap_err();
         assert!(e.to_string().starts_with("invalid job spec"), "{e}");
+    }
+
+    #[test]
+    fn bounded_input_is_refused_naming_the_field() {
+        let long = "n".repeat(MAX_NAME_CHARS + 1);
+        let env: Vec<String> = (0..=MAX_ENV_ENTRIES).map(|i| format!(r#""V{i}":"x""#)).collect();
+        let cases = [
+            (
+                format!(r#"{{"name":"{long}","command":["x"]}}"#),
+                "name",
+                "at most 256 characters",
+            ),
+            (
+                r#"{"name":"a\tb","command":["x"]}"#.to_string(),
+                "name",
+                "control characters",
+            ),
+            (
+                r#"{"name":"a","command":["x","a\u0000b"]}"#.to_string(),
+                "command[1]",
+                "NUL",
+            ),
+            (
+                r#"{"name":"a","command":["x"],"env":{"A":"\u0000"}}"#.to_string(),
+                "env.A",
+                "NUL",
+            ),
+            (
+                format!(r#"{{"name":"a","command":["x"],"env":{{{}}}}}"#, env.join(",")),
+                "env",
+                "at most 1024 entries",
+            ),
+            (
+                r#"{"name":"a","command":["x"],"id":".."}"#.to_string(),
+                "id",
+                "starts with '.'",
+            ),
+        ];
+        for (json, field, why) in cases {
+            let e = JobSpec::from_json(&json).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.message.contains(why), "{e}");
+        }
+        let huge = format!(
+            r#"{{"name":"a","command":["x"],"labels":{{"k":"{}"}}}}"#,
+            "v".repeat(MAX_SPEC_BYTES)
+        );
+        let e = JobSpec::from_json(&huge).unwrap_err();
+        assert!(e.message.contains("more than 65536"), "{e}");
+        assert!(JobSpec::from_json(&format!(r#"{{"name":"{}","command":["x"]}}"#, "n".repeat(256))).is_ok());
     }
 
     #[test]

@@ -15,6 +15,33 @@ fn assert_refused(env: &TestEnv, out: &std::process::Output, needle: &str) {
 }
 
 #[tokio::test]
+async fn every_kind_of_usage_error_names_what_is_wrong_on_one_line() {
+    let env = TestEnv::new().await;
+    let cases: &[(&[&str], &str)] = &[
+        // A missing required flag: clap lists it on a line of its own.
+        (&["enqueue", "--priority", "p1", "--", "true"], "not provided: --name <NAME>"),
+        (&["enqueue", "--name", "x", "--bogus", "--", "true"], "unexpected argument '--bogus'"),
+        (&["enqueue", "--name"], "a value is required for '--name <NAME>'"),
+        (&["enqueue", "--name", "x", "--gpus", "many", "--", "true"], "'--gpus <GPUS>'"),
+        (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (&["cancel"], "not provided: <ID>"),
+        (&["cancel", "a", "b"], "unexpected argument 'b'"),
+        (&["status", "--json", "--json=no"], "--json"),
+    ];
+    for (args, needle) in cases {
+        let out = env.scheduler(args);
+        assert_refused(&env, &out, needle);
+    }
+    let out = std::process::Command::new(bin("worker"))
+        .args(["--concurrency", "zero"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("'--concurrency <CONCURRENCY>'") && err.trim().lines().count() == 1, "{err}");
+}
+
+#[tokio::test]
 async fn bad_specs_are_refused_naming_the_field() {
     let env = TestEnv::new().await;
     let cases: &[(&[&str], &str)] = &[
@@ -67,6 +94,18 @@ async fn a_batch_with_one_bad_spec_enqueues_nothing() {
             "line 3: invalid job spec: field `epochs`",
         ),
         (r#"{"name":"x", "command": ["true"]"#, "line 3: invalid job spec"),
+        (
+            r#"{"name":"x","command":["true","a\u0000b"]}"#,
+            "line 3: invalid job spec: field `command[1]`: must not contain a NUL byte",
+        ),
+        (
+            r#"{"name":"x\u0007","command":["true"]}"#,
+            "line 3: invalid job spec: field `name`: must not contain control characters",
+        ),
+        (
+            r#"{"id":"..","name":"x","command":["true"]}"#,
+            "line 3: invalid job spec: field `id`",
+        ),
     ];
     for (bad, needle) in bad_lines {
         let input = format!("{GOOD}\n{GOOD}\n{bad}\n{GOOD}\n");

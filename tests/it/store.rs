@@ -692,12 +692,22 @@ async fn an_entry_the_store_refuses_is_set_aside_and_the_drain_goes_on() {
         .enqueue_batch(vec![
             spec("before", Priority::Normal),
             spec("poison", Priority::Normal),
-            spec("nul\0byte", Priority::Normal),
+            spec("nul", Priority::Normal),
             spec("after", Priority::Normal),
         ])
         .await
         .unwrap()
         .ids;
+    // Enqueue refuses a NUL in a name now; an older writer's job could still hold one.
+    {
+        use redis::AsyncCommands;
+        let mut con = env.raw_redis().await;
+        let key = env.queue.keys().job(&ids[2]);
+        let spec: String = con.hget(&key, "spec").await.unwrap();
+        let spec = spec.replace(r#""name":"nul""#, r#""name":"nul\u0000byte""#);
+        assert!(spec.contains("u0000"), "{spec}");
+        let _: () = con.hset(&key, "spec", spec).await.unwrap();
+    }
     drain_all(&env.queue, &store, None, None).await.unwrap();
     assert_eq!(
         env.queue.outbox_len().await.unwrap(),

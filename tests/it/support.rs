@@ -118,6 +118,11 @@ impl TestEnv {
 
     /// The same, reaching Redis at `url` (through a [`FaultyLink`], say).
     pub(crate) fn worker_via(&self, url: &str, extra: &[&str]) -> WorkerProcess {
+        self.worker_with(url, extra, &[])
+    }
+
+    /// The same, with more variables in the worker's environment.
+    pub(crate) fn worker_with(&self, url: &str, extra: &[&str], envs: &[(&str, &str)]) -> WorkerProcess {
         let log = self.path(&format!("worker-{}.log", uuid::Uuid::new_v4().simple()));
         let child = Command::new(bin("worker"))
             .args([
@@ -142,6 +147,7 @@ impl TestEnv {
             .args(extra)
             .env("REDIS_URL", url)
             .env("GPUQ_NAMESPACE", &self.ns)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

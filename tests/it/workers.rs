@@ -281,3 +281,55 @@ async fn sigterm_hands_unfinished_jobs_back_to_the_queue() {
         "a clean exit removes the heartbeat"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_sees_only_its_own_environment_and_a_private_directory() {
+    let env = TestEnv::new().await;
+    let dump = env.path("job-env");
+    let script = format!(
+        "env > {d}; stat -c %a \"$(dirname \"$GPUQ_CHECKPOINT_DIR\")\" > {d}.mode",
+        d = dump.display()
+    );
+    let mut spec = sh("nosy", &script);
+    spec.env.insert("OWN".into(), "mine".into());
+    let id = env.queue.enqueue_batch(vec![spec]).await.unwrap().ids.remove(0);
+    let _w = env.worker_with(
+        &crate::support::redis_url(),
+        &["--pass-env", "PASSED"],
+        &[
+            ("DATABASE_URL", "postgres://gpuq:s3cret@db/jobs"),
+            ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+            ("PASSED", "yes"),
+            ("LC_ALL", "C"),
+        ],
+    );
+    env.wait_state(&id, JobState::Succeeded, Duration::from_secs(60))
+        .await;
+    let seen = std::fs::read_to_string(&dump).unwrap();
+    let names: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    for hidden in [
+        "REDIS_URL",
+        "DATABASE_URL",
+        "AWS_SECRET_ACCESS_KEY",
+        "GPUQ_NAMESPACE",
+        "RUST_LOG",
+    ] {
+        assert!(!names.contains(&hidden), "the job saw {hidden}: {seen}");
+    }
+    for shown in [
+        "PATH",
+        "HOME",
+        "LC_ALL",
+        "PASSED",
+        "OWN",
+        "GPUQ_JOB_ID",
+        "GPUQ_CHECKPOINT_DIR",
+    ] {
+        assert!(names.contains(&shown), "the job lacks {shown}: {seen}");
+    }
+    let mode = std::fs::read_to_string(env.path("job-env.mode")).unwrap();
+    assert_eq!(mode.trim(), "700", "the job's directory is private");
+}

@@ -84,9 +84,16 @@ pub struct Config {
     /// How often running jobs are checked for cancel requests.
     #[arg(long, env = "GPUQ_CANCEL_CHECK_INTERVAL", default_value = "500ms", value_parser = humantime::parse_duration)]
     pub cancel_check_interval: Duration,
-    /// Directory for job checkpoints (GPUQ_CHECKPOINT_DIR = WORK_DIR/JOB_ID/checkpoint).
+    /// Directory for job checkpoints (GPUQ_CHECKPOINT_DIR = WORK_DIR/JOB_ID/checkpoint),
+    /// each job's directory mode 0700. Default: $XDG_STATE_HOME/gpuq/work, else
+    /// ~/.local/state/gpuq/work (not a world-writable place like /tmp).
     #[arg(long, env = "GPUQ_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// A variable of the worker's environment that local jobs also get (repeatable). Jobs
+    /// start from a cleared environment: PATH, HOME, LANG, LC_*, TZ, LD_LIBRARY_PATH,
+    /// CUDA_* and NVIDIA_* are passed; REDIS_URL, DATABASE_URL and the rest are not.
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pub pass_env: Vec<String>,
     #[command(flatten)]
     pub kube: launch::KubeArgs,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
@@ -178,10 +185,7 @@ impl Config {
             reap_interval: self.heartbeat_interval,
             cancel_check_interval: self.cancel_check_interval,
             retry_backoff: Backoff::new(self.retry_backoff, self.retry_backoff_max),
-            work_dir: self
-                .work_dir
-                .clone()
-                .unwrap_or_else(|| std::env::temp_dir().join("gpuq-work")),
+            work_dir: self.work_dir.clone().unwrap_or_else(default_work_dir),
         }
     }
 
@@ -189,6 +193,7 @@ impl Config {
         Ok(match self.launcher {
             LauncherKind::Local => Arc::new(LocalLauncher {
                 kill_grace: self.kill_grace,
+                pass_env: self.pass_env.clone(),
             }),
             LauncherKind::Kube => Arc::new(
                 launch::KubeLauncher::connect(self.kube.to_config())
@@ -198,6 +203,16 @@ impl Config {
             LauncherKind::Noop => Arc::new(NoopLauncher),
         })
     }
+}
+
+/// `$XDG_STATE_HOME/gpuq/work`, else `~/.local/state/gpuq/work`; without a home, a
+/// directory of this user's under the temporary directory.
+fn default_work_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|base| base.join("gpuq").join("work"))
+        .unwrap_or_else(|| std::env::temp_dir().join("gpuq-work"))
 }
 
 /// Why a worker could not run.

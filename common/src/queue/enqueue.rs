@@ -37,6 +37,17 @@ impl RedisQueue {
             let fresh = spec.id.is_none();
             let id = spec.id.get_or_insert_with(JobId::generate).clone();
             let json = serde_json::to_string(&spec).expect("a JobSpec always serializes");
+            if json.len() > crate::spec::MAX_SPEC_BYTES {
+                return Err(crate::SpecError::new(
+                    "",
+                    format!(
+                        "the spec of job {id} is {} bytes of JSON, more than {}",
+                        json.len(),
+                        crate::spec::MAX_SPEC_BYTES
+                    ),
+                )
+                .into());
+            }
             let (priority, max_attempts, not_before) = (
                 spec.priority.as_str(),
                 spec.max_attempts,

@@ -1,5 +1,11 @@
 //! Runs a job's argv as a local child process, without a shell.
 //!
+//! The child starts from a cleared environment: it gets only an allow-list of the worker's
+//! variables ([`INHERITED`], and `--pass-env` names), then the job's own env and the `GPUQ_*`
+//! variables. So a job never sees the worker's `REDIS_URL` or `DATABASE_URL` (with their
+//! passwords), with which it could rewrite any other job's state. Its work directory is
+//! mode 0700.
+//!
 //! The child gets its own process group, so stopping it (SIGTERM, then SIGKILL after a
 //! grace period) reaches everything it started. It is also asked to die with the worker
 //! (`PR_SET_PDEATHSIG`): if the worker is SIGKILLed, the reaper hands the job to another
@@ -15,11 +21,34 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// Variables a job inherits from its worker: what programs need to run, find their
+/// libraries and GPUs, and speak the right language. Everything else must be named with
+/// `--pass-env`.
+pub(crate) const INHERITED: [&str; 5] = ["PATH", "HOME", "LANG", "TZ", "LD_LIBRARY_PATH"];
+/// Prefixes of inherited variables (locale, CUDA and NVIDIA runtime settings).
+pub(crate) const INHERITED_PREFIXES: [&str; 3] = ["LC_", "CUDA_", "NVIDIA_"];
+
 /// Runs jobs as local processes.
 #[derive(Debug, Clone)]
 pub struct LocalLauncher {
     /// Time between SIGTERM and SIGKILL when an attempt is stopped.
     pub kill_grace: Duration,
+    /// More of the worker's variables that jobs inherit (`--pass-env`).
+    pub pass_env: Vec<String>,
+}
+
+impl LocalLauncher {
+    /// The worker's variables a job inherits.
+    fn inherited(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        std::env::vars_os()
+            .filter(|(k, _)| {
+                let Some(k) = k.to_str() else { return false };
+                INHERITED.contains(&k)
+                    || INHERITED_PREFIXES.iter().any(|p| k.starts_with(p))
+                    || self.pass_env.iter().any(|p| p == k)
+            })
+            .collect()
+    }
 }
 
 impl Launcher for LocalLauncher {
@@ -38,11 +67,13 @@ impl LocalLauncher {
         let Some((program, args)) = spec.command.split_first() else {
             return LaunchResult::Invalid("the local launcher needs a command".into());
         };
-        if let Err(e) = std::fs::create_dir_all(&ctx.checkpoint_dir) {
+        if let Err(e) = private_dirs(&ctx.checkpoint_dir) {
             return LaunchResult::Error(format!("cannot create {}: {e}", ctx.checkpoint_dir.display()));
         }
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .env_clear()
+            .envs(self.inherited())
             .envs(&spec.env)
             .envs(job_environment(&ctx))
             .stdin(Stdio::null())
@@ -105,6 +136,21 @@ impl LocalLauncher {
         }
         child.wait().await
     }
+}
+
+/// Creates the checkpoint directory and its parents that are missing with mode 0700, and
+/// makes the job's directory (its parent) 0700 whatever it was: other users of the machine
+/// may not read or replace a job's checkpoints.
+fn private_dirs(checkpoint: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(checkpoint)?;
+    for dir in [Some(checkpoint), checkpoint.parent()].into_iter().flatten() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 async fn forward_lines(stream: impl AsyncRead + Unpin, out: mpsc::Sender<String>) {
