@@ -25,6 +25,9 @@ pub struct WorkerInfo {
     /// True once it has stopped taking new work (shutting down).
     #[serde(default)]
     pub draining: bool,
+    /// Where it serves /metrics, /healthz and /readyz.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
 }
 
 impl WorkerInfo {
@@ -41,6 +44,7 @@ impl WorkerInfo {
             concurrency,
             jobs: Vec::new(),
             draining: false,
+            metrics_addr: None,
         }
     }
 }

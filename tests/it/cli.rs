@@ -19,10 +19,19 @@ async fn every_kind_of_usage_error_names_what_is_wrong_on_one_line() {
     let env = TestEnv::new().await;
     let cases: &[(&[&str], &str)] = &[
         // A missing required flag: clap lists it on a line of its own.
-        (&["enqueue", "--priority", "p1", "--", "true"], "not provided: --name <NAME>"),
-        (&["enqueue", "--name", "x", "--bogus", "--", "true"], "unexpected argument '--bogus'"),
+        (
+            &["enqueue", "--priority", "p1", "--", "true"],
+            "not provided: --name <NAME>",
+        ),
+        (
+            &["enqueue", "--name", "x", "--bogus", "--", "true"],
+            "unexpected argument '--bogus'",
+        ),
         (&["enqueue", "--name"], "a value is required for '--name <NAME>'"),
-        (&["enqueue", "--name", "x", "--gpus", "many", "--", "true"], "'--gpus <GPUS>'"),
+        (
+            &["enqueue", "--name", "x", "--gpus", "many", "--", "true"],
+            "'--gpus <GPUS>'",
+        ),
         (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
         (&["cancel"], "not provided: <ID>"),
         (&["cancel", "a", "b"], "unexpected argument 'b'"),
@@ -38,7 +47,10 @@ async fn every_kind_of_usage_error_names_what_is_wrong_on_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("'--concurrency <CONCURRENCY>'") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        err.contains("'--concurrency <CONCURRENCY>'") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[tokio::test]

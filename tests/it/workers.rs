@@ -333,3 +333,73 @@ async fn a_job_sees_only_its_own_environment_and_a_private_directory() {
     let mode = std::fs::read_to_string(env.path("job-env.mode")).unwrap();
     assert_eq!(mode.trim(), "700", "the job's directory is private");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_that_is_not_utf8_does_not_kill_the_job() {
+    let env = TestEnv::new().await;
+    // Output goes on after the byte that is not UTF-8: the job must not get SIGPIPE.
+    let script = "printf 'a\\377b\\n'; i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo \"line $i\"; done; \
+                  printf 'c\\377d\\n'; printf 'p 10%%\\rp 50%%\\rp 100%%\\n'";
+    let id = env
+        .queue
+        .enqueue_batch(vec![sh("binary", script)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let _w = env.worker(&[]);
+    let done = env
+        .wait_state(&id, JobState::Succeeded, Duration::from_secs(60))
+        .await;
+    assert_eq!(done.exit_code, None, "{done:?}");
+    let log = env.queue.logs(&id, 5000).await.unwrap();
+    assert!(
+        log.iter().any(|l| l == "c\u{fffd}d"),
+        "{:?}",
+        &log[log.len().saturating_sub(3)..]
+    );
+    assert!(log.iter().any(|l| l == "line 2000"));
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some("p 100%"),
+        "a redrawn line keeps its last drawing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_on_one_host_need_no_port_flags() {
+    use std::process::{Command, Stdio};
+    let env = TestEnv::new().await;
+    let spawn = |id: &str| {
+        crate::support::Reaped(
+            Command::new(crate::support::bin("worker"))
+                .args([
+                    "--id",
+                    id,
+                    "--heartbeat-interval",
+                    "300ms",
+                    "--heartbeat-ttl",
+                    "10s",
+                ])
+                .arg("--work-dir")
+                .arg(env.path("work"))
+                .env("REDIS_URL", crate::support::redis_url())
+                .env("GPUQ_NAMESPACE", &env.ns)
+                .env_remove("GPUQ_METRICS_ADDR")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _a = spawn("box-a");
+    let _b = spawn("box-b");
+    let workers = wait_for("both workers to heartbeat", Duration::from_secs(30), || async {
+        let w = env.queue.workers().await.unwrap();
+        (w.len() == 2).then_some(w)
+    })
+    .await;
+    let addrs: Vec<String> = workers.iter().filter_map(|w| w.metrics_addr.clone()).collect();
+    assert_eq!(addrs.len(), 2, "{workers:?}");
+    assert_ne!(addrs[0], addrs[1], "each serves its metrics on its own port");
+}

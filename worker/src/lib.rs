@@ -96,9 +96,11 @@ pub struct Config {
     pub pass_env: Vec<String>,
     #[command(flatten)]
     pub kube: launch::KubeArgs,
-    /// Address of the HTTP server for /metrics, /healthz and /readyz.
-    #[arg(long, env = "GPUQ_METRICS_ADDR", default_value = "0.0.0.0:9091")]
-    pub metrics_addr: String,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz. Default 0.0.0.0:9091,
+    /// or a free port when another worker on this host has it (the address chosen is in
+    /// the startup log and the heartbeat); an address given here must be free.
+    #[arg(long, env = "GPUQ_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// Log format (auto: JSON when not on a terminal inside a container).
     #[arg(long, env = "GPUQ_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
@@ -205,6 +207,32 @@ impl Config {
     }
 }
 
+/// The default metrics address. Several workers on one GPU box are normal (one per set of
+/// devices), so when it is taken the worker takes a free port instead.
+const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9091";
+
+async fn metrics_listener(addr: Option<&str>) -> Result<tokio::net::TcpListener, Error> {
+    if let Some(addr) = addr {
+        return common::http::bind(addr)
+            .await
+            .map_err(|e| Error::Queue(common::Error::InvalidInput(e)));
+    }
+    match tokio::net::TcpListener::bind(DEFAULT_METRICS_ADDR).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let l = common::http::bind("0.0.0.0:0")
+                .await
+                .map_err(|e| Error::Queue(common::Error::InvalidInput(e)))?;
+            tracing::info!(taken = DEFAULT_METRICS_ADDR, chosen = ?l.local_addr().ok(),
+                "the default metrics port is taken (another worker on this host?); serving metrics on a free port");
+            Ok(l)
+        }
+        Err(e) => Err(Error::Queue(common::Error::InvalidInput(format!(
+            "cannot listen on {DEFAULT_METRICS_ADDR}: {e}"
+        )))),
+    }
+}
+
 /// `$XDG_STATE_HOME/gpuq/work`, else `~/.local/state/gpuq/work`; without a home, a
 /// directory of this user's under the temporary directory.
 fn default_work_dir() -> PathBuf {
@@ -251,8 +279,11 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
     let launcher = config.launcher().await?;
     let running = running::RunningJobs::default();
     let draining = Arc::new(AtomicBool::new(false));
+    let listener = metrics_listener(config.metrics_addr.as_deref()).await?;
+    let mut info = common::WorkerInfo::starting(&worker, host, launcher.name(), config.concurrency);
+    info.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
     let beat = heartbeat::Beat {
-        info: common::WorkerInfo::starting(&worker, host, launcher.name(), config.concurrency),
+        info,
         running: running.clone(),
         draining: draining.clone(),
     };
@@ -261,12 +292,10 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
     let liveness = heartbeat::Liveness::new(tokio::time::Instant::now());
     heartbeat::publish(&queue, &beat, &settings, &liveness).await?;
     tracing::info!(worker = %worker, concurrency = config.concurrency, launcher = launcher.name(),
-        lease = ?settings.heartbeat_ttl, fence_after = ?settings.fence_after, "worker started");
+        lease = ?settings.heartbeat_ttl, fence_after = ?settings.fence_after,
+        metrics = ?listener.local_addr().ok(), "worker started");
 
     let metrics = Arc::new(metrics::WorkerMetrics::new(config.concurrency));
-    let listener = common::http::bind(&config.metrics_addr)
-        .await
-        .map_err(common::Error::InvalidInput)?;
     let background = CancellationToken::new();
     let tasks = TaskTracker::new();
     tasks.spawn(common::http::serve(

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
@@ -153,12 +153,77 @@ fn private_dirs(checkpoint: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Longest output line kept, in bytes; the rest of a longer line is dropped.
+const MAX_LINE: usize = 16 * 1024;
+
+/// Forwards the job's output line by line. It reads to the end whatever the job writes,
+/// so the job never gets SIGPIPE: bytes that are not UTF-8 are replaced, a line longer
+/// than [`MAX_LINE`] is cut, and a carriage return that redraws a line (a progress bar)
+/// keeps only the last drawing (`\r\n` still ends a line).
 async fn forward_lines(stream: impl AsyncRead + Unpin, out: mpsc::Sender<String>) {
-    let mut lines = BufReader::new(stream).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if out.send(line).await.is_err() {
-            break;
+    use tokio::io::AsyncReadExt;
+    let mut reader = BufReader::new(stream);
+    let mut chunk = vec![0u8; 8192];
+    let mut lines = Lines::default();
+    let mut open = true;
+    loop {
+        let n = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for line in lines.push(&chunk[..n]) {
+            if open && out.send(line).await.is_err() {
+                open = false;
+            }
         }
+    }
+    if let Some(last) = lines.finish() {
+        let _ = out.send(last).await;
+    }
+}
+
+/// Splits raw output into lines (see [`forward_lines`]).
+#[derive(Default)]
+struct Lines {
+    line: Vec<u8>,
+    truncated: bool,
+    after_cr: bool,
+}
+
+impl Lines {
+    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        let mut done = Vec::new();
+        for &b in bytes {
+            if self.after_cr {
+                self.after_cr = false;
+                if b != b'\n' {
+                    // A redraw: what follows replaces the line.
+                    self.line.clear();
+                    self.truncated = false;
+                }
+            }
+            match b {
+                b'\n' => done.push(self.take()),
+                b'\r' => self.after_cr = true,
+                _ if self.line.len() < MAX_LINE => self.line.push(b),
+                _ => self.truncated = true,
+            }
+        }
+        done
+    }
+
+    fn take(&mut self) -> String {
+        let mut s = String::from_utf8_lossy(&self.line).into_owned();
+        if self.truncated {
+            s.push_str(" [line cut at 16 KiB]");
+        }
+        self.line.clear();
+        self.truncated = false;
+        s
+    }
+
+    fn finish(&mut self) -> Option<String> {
+        (!self.line.is_empty()).then(|| self.take())
     }
 }
 
@@ -169,5 +234,26 @@ fn die_with_parent(cmd: &mut Command) {
     // prctl(2) system call.
     unsafe {
         cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lines;
+
+    #[test]
+    fn output_is_split_lossily_with_redraws_and_long_lines_handled() {
+        let mut l = Lines::default();
+        let mut got = l.push(b"a\xffb\nprog 10%\rprog 5");
+        got.extend(l.push(b"0%\rprog 100%\r\nwin\r\n"));
+        got.extend(l.push(&vec![b'x'; 20_000]));
+        got.extend(l.push(b"\ntail"));
+        got.extend(l.finish());
+        assert_eq!(got[0], "a\u{fffd}b");
+        assert_eq!(got[1], "prog 100%");
+        assert_eq!(got[2], "win");
+        assert!(got[3].len() < 16 * 1024 + 40 && got[3].ends_with("[line cut at 16 KiB]"));
+        assert_eq!(got[4], "tail");
+        assert_eq!(got.len(), 5);
     }
 }
