@@ -102,13 +102,24 @@ async fn supervise(
         _ = deps.hard_stop.cancelled() => StopReason::Shutdown,
     };
     tracing::info!(?reason, "stopping attempt");
-    if matches!(reason, StopReason::Fenced | StopReason::LeaseLost) {
-        // Work that outlives its launcher (a Kubernetes Job) is left for the next attempt
-        // to adopt rather than deleted: the job goes on, and only one copy exists.
+    if detaches(reason, deps.launcher.adoptable()) {
         detach.cancel();
     }
     stop.cancel();
     AttemptEnd::Stopped(reason, launched.await)
+}
+
+/// Whether a stop leaves the work running for the job's next attempt to adopt. Work that
+/// outlives its launcher (a Kubernetes Job) is left, not deleted, when the lease is at
+/// stake (fenced, lost) and when the worker shuts down (an HPA scale-down, a rollout):
+/// the job is handed back, the next worker adopts the running Job, and the training goes
+/// on with one copy all along. A local process cannot be adopted; it is always stopped.
+fn detaches(reason: StopReason, adoptable: bool) -> bool {
+    adoptable
+        && matches!(
+            reason,
+            StopReason::Fenced | StopReason::LeaseLost | StopReason::Shutdown
+        )
 }
 
 impl AttemptEnd {
@@ -158,5 +169,24 @@ fn describe(result: &LaunchResult) -> String {
         LaunchResult::Exited(code) => format!("exited with code {code}"),
         LaunchResult::Killed(sig) => format!("killed by {sig}"),
         LaunchResult::Invalid(why) | LaunchResult::Error(why) => why.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{detaches, StopReason};
+
+    #[test]
+    fn adoptable_work_is_left_running_when_the_worker_goes_or_loses_its_lease() {
+        for reason in [StopReason::Fenced, StopReason::LeaseLost, StopReason::Shutdown] {
+            assert!(detaches(reason, true), "{reason:?}");
+            assert!(
+                !detaches(reason, false),
+                "a local process is always stopped: {reason:?}"
+            );
+        }
+        for reason in [StopReason::Cancelled, StopReason::Timeout] {
+            assert!(!detaches(reason, true), "{reason:?} stops the work itself");
+        }
     }
 }

@@ -360,11 +360,15 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
 
     draining.store(true, Ordering::Relaxed);
     attempts.close();
-    tracing::info!(running = running.len(), grace = ?config.grace_period, "draining");
-    if tokio::time::timeout(config.grace_period, attempts.wait())
-        .await
-        .is_err()
-    {
+    // Work the next worker adopts (Kubernetes Jobs) is handed back at once, still running:
+    // waiting for a training run to end would only hold up a scale-down or a rollout.
+    let grace = if deps.launcher.adoptable() {
+        Duration::ZERO
+    } else {
+        config.grace_period
+    };
+    tracing::info!(running = running.len(), ?grace, "draining");
+    if tokio::time::timeout(grace, attempts.wait()).await.is_err() {
         tracing::warn!(
             running = running.len(),
             "grace period over; stopping running jobs and handing them back"

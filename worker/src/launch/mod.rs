@@ -54,6 +54,12 @@ pub enum LaunchResult {
 pub trait Launcher: Send + Sync + 'static {
     /// Short name for heartbeats and logs.
     fn name(&self) -> &'static str;
+    /// True when the work outlives this worker and the job's next attempt adopts it (a
+    /// Kubernetes Job): then a worker that shuts down or loses its lease detaches from it
+    /// instead of stopping it.
+    fn adoptable(&self) -> bool {
+        false
+    }
     /// Runs one attempt to its end.
     fn run<'a>(&'a self, ctx: AttemptContext<'a>) -> BoxFuture<'a, LaunchResult>;
 }

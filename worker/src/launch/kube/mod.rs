@@ -151,6 +151,10 @@ impl Launcher for KubeLauncher {
         "kube"
     }
 
+    fn adoptable(&self) -> bool {
+        true
+    }
+
     fn run<'a>(&'a self, ctx: AttemptContext<'a>) -> BoxFuture<'a, LaunchResult> {
         Box::pin(self.run_attempt(ctx))
     }
