@@ -373,6 +373,10 @@ pub struct ServeArgs {
     /// Succeeded and cancelled jobs leave Redis this long after they end (0 keeps them).
     #[arg(long, env = "GPUQ_REDIS_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub redis_retention: Duration,
+    /// Dead jobs leave Redis (and the dead-letter list) this long after they end, once the
+    /// store has them (0 keeps them).
+    #[arg(long, env = "GPUQ_DEAD_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub dead_retention: Duration,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "GPUQ_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: Option<String>,

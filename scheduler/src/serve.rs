@@ -58,6 +58,7 @@ pub async fn run(
     ));
     let keep = retention::Retention {
         redis: args.redis_retention,
+        dead: args.dead_retention,
         store: args.store_retention,
     };
     tasks.spawn(retention::retention_loop(

@@ -45,6 +45,7 @@ over_both_stores!(
     budgets_warn_and_refuse_at_enqueue,
     cost_reports_total_recorded_attempts,
     restored_jobs_keep_their_deferred_and_retrying_state,
+    dead_jobs_leave_redis_after_their_own_retention,
 );
 
 fn spec(name: &str, p: Priority) -> JobSpec {
@@ -357,7 +358,13 @@ async fn finished_jobs_leave_redis_but_not_the_store(url: &str) {
             .await
             .unwrap();
         let ids: Vec<String> = ended.iter().map(|(id, _)| id.clone()).collect();
-        let recorded = store.recorded_ends(&ids).await.unwrap();
+        let recorded: Vec<(String, u64)> = store
+            .recorded_ends(&ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _, at)| (id, at))
+            .collect();
         env.queue.expire_recorded(&recorded).await.unwrap()
     };
     // Not yet in the store: retention must not remove what only Redis holds.
@@ -842,4 +849,45 @@ async fn retry_due(url: &str, id: &JobId) -> Option<u64> {
         .await
         .unwrap();
     score.map(|s| s as u64)
+}
+
+async fn dead_jobs_leave_redis_after_their_own_retention(url: &str) {
+    use scheduler::store_sync::retention::{run_once, Retention};
+    let env = TestEnv::with_store(url).await;
+    let store = JobStore::open(url).await.unwrap();
+    let mut s = spec("doomed", Priority::Normal);
+    s.max_attempts = 1;
+    let ids = env
+        .queue
+        .enqueue_batch(vec![s, spec("fine", Priority::Normal)])
+        .await
+        .unwrap()
+        .ids;
+    let w = live_worker(&env.queue).await;
+    for outcome in [
+        Outcome::Fatal { reason: "broken".into() },
+        Outcome::Succeeded,
+    ] {
+        let job = env.queue.claim(&w).await.unwrap().unwrap();
+        env.queue.finish(&w, &job.id, &outcome).await.unwrap();
+    }
+    let ended = env.record(&ids[1]).await.finished_at.unwrap();
+    wait_for("a millisecond to pass", LONG, || async { (common::now_ms() > ended + 1).then_some(()) }).await;
+    let keep = |redis_ms: u64, dead_ms: u64| Retention {
+        redis: Duration::from_millis(redis_ms),
+        dead: Duration::from_millis(dead_ms),
+        store: Duration::ZERO,
+    };
+    // Not in the store yet: nothing goes.
+    assert_eq!(run_once(&env.queue, &store, keep(1, 1)).await.unwrap(), (0, 0));
+    drain_all(&env.queue, &store, None, None).await.unwrap();
+    // Past the retention of finished jobs, not of dead ones: only the success goes.
+    assert_eq!(run_once(&env.queue, &store, keep(1, 3_600_000)).await.unwrap(), (1, 0));
+    assert!(env.queue.get(&ids[1]).await.unwrap().is_none());
+    assert_eq!(env.queue.dead_letters().await.unwrap(), [ids[0].to_string()]);
+    // Past the dead jobs' own retention: it leaves Redis and the dead-letter list.
+    assert_eq!(run_once(&env.queue, &store, keep(1, 1)).await.unwrap(), (1, 0));
+    assert!(env.queue.get(&ids[0]).await.unwrap().is_none());
+    assert!(env.queue.dead_letters().await.unwrap().is_empty());
+    assert_eq!(store.get(&ids[0]).await.unwrap().unwrap().state, JobState::Dead, "the store keeps it");
 }

@@ -229,10 +229,11 @@ impl RedisQueue {
         Ok(flat.into_iter().map(|(id, ms)| (id, ms as u64)).collect())
     }
 
-    /// Removes from Redis the succeeded or cancelled jobs named with the end time the
-    /// job store holds for them, where Redis still shows that same end (so the store
-    /// has their terminal state). Dead jobs stay: the dead-letter list is for operators.
-    /// Returns how many were removed.
+    /// Removes from Redis the ended jobs named with the end time the job store holds for
+    /// them, where Redis still shows that same end (so the store has their terminal
+    /// state). The caller names dead jobs only after their own, longer retention (the
+    /// dead-letter list is for operators); they leave that list too. Returns how many
+    /// were removed.
     pub async fn expire_recorded(&self, ended: &[(String, u64)]) -> Result<usize> {
         let mut removed = 0;
         let mut conn = self.conn().await?;

@@ -176,14 +176,14 @@ impl JobStore {
         Ok(at + delay)
     }
 
-    /// Of the given job ids, those whose terminal state the store holds, with the end
-    /// time it recorded: what retention may remove from Redis.
-    pub async fn recorded_ends(&self, ids: &[String]) -> Result<Vec<(String, u64)>> {
+    /// Of the given job ids, those whose terminal state the store holds, with that state
+    /// and the end time it recorded: what retention may remove from Redis.
+    pub async fn recorded_ends(&self, ids: &[String]) -> Result<Vec<(String, JobState, u64)>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(100) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT id, finished_at FROM jobs WHERE id IN ({}) \
+                "SELECT id, state, finished_at FROM jobs WHERE id IN ({}) \
                  AND state IN ('succeeded', 'cancelled', 'dead') AND finished_at IS NOT NULL",
                 marks.join(", ")
             );
@@ -193,8 +193,9 @@ impl JobStore {
             }
             for r in q.fetch_all(&self.pool).await.map_err(store_err)? {
                 let id: String = r.try_get("id").map_err(store_err)?;
+                let state: String = r.try_get("state").map_err(store_err)?;
                 let at: i64 = r.try_get("finished_at").map_err(store_err)?;
-                out.push((id, at as u64));
+                out.push((id, state.parse().map_err(Error::Corrupt)?, at as u64));
             }
         }
         Ok(out)

@@ -53,6 +53,7 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs, shutdown: CancellationToken)
         reap_interval: Duration::from_secs(1),
         drain_interval: Duration::from_millis(100),
         redis_retention: Duration::ZERO,
+        dead_retention: Duration::ZERO,
         store_retention: Duration::ZERO,
         listen: None,
     };

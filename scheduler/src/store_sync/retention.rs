@@ -1,7 +1,7 @@
 //! Retention: finished jobs leave Redis after a while (the store keeps them), and the
 //! store forgets jobs past its own retention, if one is set.
 
-use common::now_ms;
+use common::{now_ms, JobState};
 use common::queue::RedisQueue;
 use common::store::JobStore;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
     pub redis: Duration,
+    /// Dead jobs leave Redis this long after they end (zero keeps them).
+    pub dead: Duration,
     pub store: Duration,
 }
 
@@ -25,17 +27,27 @@ const PAGE: usize = 500;
 pub async fn run_once(queue: &RedisQueue, store: &JobStore, keep: Retention) -> common::Result<(usize, u64)> {
     let now = now_ms();
     let mut from_redis = 0;
-    if !keep.redis.is_zero() {
-        let cutoff = now.saturating_sub(keep.redis.as_millis() as u64);
+    let cutoff = |keep: Duration| (!keep.is_zero()).then(|| now.saturating_sub(keep.as_millis() as u64));
+    let (done_cutoff, dead_cutoff) = (cutoff(keep.redis), cutoff(keep.dead));
+    if let Some(latest) = done_cutoff.max(dead_cutoff) {
         let mut skipped = 0;
         loop {
-            let candidates = queue.finished_before(cutoff, skipped, PAGE).await?;
+            let candidates = queue.finished_before(latest, skipped, PAGE).await?;
             if candidates.is_empty() {
                 break;
             }
             let ids: Vec<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
-            let recorded = store.recorded_ends(&ids).await?;
-            let n = queue.expire_recorded(&recorded).await?;
+            let due: Vec<(String, u64)> = store
+                .recorded_ends(&ids)
+                .await?
+                .into_iter()
+                .filter(|(_, state, at)| {
+                    let limit = if *state == JobState::Dead { dead_cutoff } else { done_cutoff };
+                    limit.is_some_and(|c| *at <= c)
+                })
+                .map(|(id, _, at)| (id, at))
+                .collect();
+            let n = queue.expire_recorded(&due).await?;
             from_redis += n;
             skipped += candidates.len() - n;
             if candidates.len() < PAGE {

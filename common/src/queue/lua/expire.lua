@@ -2,7 +2,9 @@
 -- recorded (the store keeps them). The caller reads the store and names each job with
 -- the end time the store holds for it; a job goes only if Redis still shows it ended then,
 -- so a job retried since, or one whose end never reached the store (its outbox entry was
--- set aside in {ns}:outbox:dead), stays. Dead jobs stay for operators to look at or retry.
+-- set aside in {ns}:outbox:dead), stays. Dead jobs stay longer, for operators to look at
+-- or retry: the caller names them only once their own, longer, retention has passed, and
+-- they leave the dead-letter list too.
 -- A job whose id a client chose leaves a tombstone in {ns}:retired, scored by its end
 -- time, so enqueueing the same id again is still refused while the store has the job.
 -- KEYS[1]  {ns}:finished
@@ -18,7 +20,8 @@ for i = 0, n - 1 do
   local fields = read_job(jk, 'state', 'finished_at', 'idem')
   if fields then
     local st, finished, idem = unpack(fields, 1, 3)
-    if (st == 'succeeded' or st == 'cancelled') and finished == stored_end then
+    if (st == 'succeeded' or st == 'cancelled' or st == 'dead') and finished == stored_end then
+      if st == 'dead' then redis.call('LREM', prefix .. ':dead', 1, id) end
       redis.call('DEL', jk, prefix .. ':events:' .. id, prefix .. ':log:' .. id)
       redis.call('ZREM', KEYS[1], id)
       if idem == '1' then redis.call('ZADD', prefix .. ':retired', finished, id) end
