@@ -68,6 +68,14 @@ pub async fn run(
         Duration::from_secs(30),
         shutdown.clone(),
     ));
+    tasks.spawn(restart_watch_loop(
+        queue.clone(),
+        store.clone(),
+        args.reap_interval,
+        metrics.clone(),
+        pricer.clone(),
+        shutdown.clone(),
+    ));
     tasks.close();
     housekeeping(&queue, &args, &shutdown).await;
     tasks.wait().await;
@@ -114,6 +122,51 @@ async fn housekeeping(queue: &RedisQueue, args: &ServeArgs, shutdown: &Cancellat
             _ = reap.tick() => if let Err(e) = queue.reap().await {
                 tracing::warn!(error = %e, "reaper pass failed; retrying next tick");
             },
+        }
+    }
+}
+
+/// Reconciles again after Redis restarted or failed over while `serve` ran: a crash with
+/// AOF `everysec`, or an asynchronous failover, can lose a job's latest writes (its
+/// enqueue, its claim), and the store, which had them, puts the job back. Waits for the
+/// hold after the restart first, so workers have stopped what they no longer hold.
+async fn restart_watch_loop(
+    queue: RedisQueue,
+    store: JobStore,
+    every: Duration,
+    metrics: Arc<ServeMetrics>,
+    pricer: Arc<common::store::Pricer>,
+    shutdown: CancellationToken,
+) {
+    let mut seen = queue
+        .last_restart()
+        .await
+        .ok()
+        .flatten()
+        .map(|(changed, _)| changed);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let Ok(Some((changed, hold_until))) = queue.last_restart().await else {
+            continue;
+        };
+        if seen == Some(changed) || common::now_ms() < hold_until {
+            continue;
+        }
+        match reconcile::reconcile(&queue, &store, false, Some(&metrics), Some(&*pricer)).await {
+            Ok(report) => {
+                tracing::warn!(
+                    ?report,
+                    "Redis restarted or failed over; reconciled it with the job store"
+                );
+                seen = Some(changed);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciling after a Redis restart failed; retrying next tick")
+            }
         }
     }
 }

@@ -242,8 +242,13 @@ async fn the_dashboard_shows_health_queues_running_jobs_and_failures() {
     assert_eq!(d["health"]["redis_ok"], true);
     assert_eq!(d["health"]["store_ok"], true);
     assert_eq!(d["capacity"]["total"], 2);
-    assert_eq!(d["running"][0]["spec"]["name"], "trainer-run");
-    assert!(d["running"][0]["progress"].as_str().unwrap().ends_with("/50"));
+    // The three quick jobs run on the free slot meanwhile; one may still be listed.
+    let running = d["running"].as_array().unwrap();
+    let trainer = running
+        .iter()
+        .find(|j| j["spec"]["name"] == "trainer-run")
+        .unwrap_or_else(|| panic!("the trainer is listed as running: {running:?}"));
+    assert!(trainer["progress"].as_str().unwrap().ends_with("/50"));
     assert_eq!(d["recent_failures"][0]["spec"]["name"], "broken");
     assert_eq!(d["recent_failures"][0]["reason"], "exited with code 5");
     assert!(

@@ -15,6 +15,7 @@ fn ended(id: &JobId, attempt: Option<u32>, outcome: Outcome) -> EndedAttempt {
     EndedAttempt {
         id: id.clone(),
         attempt,
+        claim_token: None,
         outcome,
     }
 }
@@ -229,6 +230,7 @@ async fn a_worker_dying_at_any_step_loses_no_job() {
     let old = EndedAttempt {
         id: ids[0].clone(),
         attempt: Some(1),
+        claim_token: None,
         outcome: Outcome::Succeeded,
     };
     let states = env.queue.finish_many(&w, &[old]).await.unwrap();

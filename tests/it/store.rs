@@ -865,14 +865,19 @@ async fn dead_jobs_leave_redis_after_their_own_retention(url: &str) {
         .ids;
     let w = live_worker(&env.queue).await;
     for outcome in [
-        Outcome::Fatal { reason: "broken".into() },
+        Outcome::Fatal {
+            reason: "broken".into(),
+        },
         Outcome::Succeeded,
     ] {
         let job = env.queue.claim(&w).await.unwrap().unwrap();
         env.queue.finish(&w, &job.id, &outcome).await.unwrap();
     }
     let ended = env.record(&ids[1]).await.finished_at.unwrap();
-    wait_for("a millisecond to pass", LONG, || async { (common::now_ms() > ended + 1).then_some(()) }).await;
+    wait_for("a millisecond to pass", LONG, || async {
+        (common::now_ms() > ended + 1).then_some(())
+    })
+    .await;
     let keep = |redis_ms: u64, dead_ms: u64| Retention {
         redis: Duration::from_millis(redis_ms),
         dead: Duration::from_millis(dead_ms),
@@ -882,12 +887,19 @@ async fn dead_jobs_leave_redis_after_their_own_retention(url: &str) {
     assert_eq!(run_once(&env.queue, &store, keep(1, 1)).await.unwrap(), (0, 0));
     drain_all(&env.queue, &store, None, None).await.unwrap();
     // Past the retention of finished jobs, not of dead ones: only the success goes.
-    assert_eq!(run_once(&env.queue, &store, keep(1, 3_600_000)).await.unwrap(), (1, 0));
+    assert_eq!(
+        run_once(&env.queue, &store, keep(1, 3_600_000)).await.unwrap(),
+        (1, 0)
+    );
     assert!(env.queue.get(&ids[1]).await.unwrap().is_none());
     assert_eq!(env.queue.dead_letters().await.unwrap(), [ids[0].to_string()]);
     // Past the dead jobs' own retention: it leaves Redis and the dead-letter list.
     assert_eq!(run_once(&env.queue, &store, keep(1, 1)).await.unwrap(), (1, 0));
     assert!(env.queue.get(&ids[0]).await.unwrap().is_none());
     assert!(env.queue.dead_letters().await.unwrap().is_empty());
-    assert_eq!(store.get(&ids[0]).await.unwrap().unwrap().state, JobState::Dead, "the store keeps it");
+    assert_eq!(
+        store.get(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Dead,
+        "the store keeps it"
+    );
 }

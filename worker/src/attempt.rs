@@ -61,7 +61,7 @@ pub(crate) async fn run(
         sink.finish().await;
         tokens.ended.cancel();
         report(&deps, &job, result).await;
-        deps.running.remove(&job.id, job.attempt);
+        deps.running.remove(&job);
     }
     .instrument(span)
     .await

@@ -14,8 +14,8 @@
 use crate::running::{AttemptKey, RunningJobs};
 use crate::Settings;
 use common::queue::{FinishState, Lease, RedisQueue};
-use common::{JobId, WorkerId, WorkerInfo};
-use std::collections::{HashMap, HashSet};
+use common::{WorkerId, WorkerInfo};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -122,6 +122,7 @@ pub(crate) async fn heartbeat_loop(
         match result {
             Ok(Ok(hb)) => {
                 liveness.beat_ok(sent);
+                beat.running.unfence();
                 if !hb.existed {
                     tracing::warn!(
                         "heartbeat had expired before this refresh; checking which leases are still ours"
@@ -156,11 +157,13 @@ pub(crate) async fn check_leases(
     leases: &[Lease],
 ) {
     let (pending, held_here) = running.snapshot();
-    let held: HashMap<&JobId, Option<u32>> = leases.iter().map(|l| (&l.id, l.attempt)).collect();
+    // A lease is for an attempt when the job, the attempt number and the claim token all
+    // match (leases of earlier versions carry neither number nor token: any attempt).
+    let covers = |l: &Lease, key: &AttemptKey| {
+        l.id == key.0 && l.attempt.is_none_or(|a| a == key.1) && (l.token.is_empty() || l.token == key.2)
+    };
     for key in before {
-        let ours = held
-            .get(&key.0)
-            .is_some_and(|attempt| attempt.is_none_or(|a| a == key.1));
+        let ours = leases.iter().any(|l| covers(l, key));
         // An attempt that has ended may have had its lease released by its report.
         if !ours && held_here.get(key) == Some(&false) {
             tracing::error!(job_id = %key.0, attempt = key.1,
@@ -168,31 +171,33 @@ pub(crate) async fn check_leases(
             running.lose(key);
         }
     }
-    let orphans: Vec<(JobId, Option<u32>)> = leases
+    let orphans: Vec<Lease> = leases
         .iter()
         .filter(|l| !l.token.parse().is_ok_and(|t: u64| pending.contains(&t)))
-        .filter(|l| match l.attempt {
-            Some(a) => !held_here.contains_key(&(l.id.clone(), a)),
-            None => !held_here.keys().any(|(id, _)| id == &l.id),
-        })
-        .map(|l| (l.id.clone(), l.attempt))
+        .filter(|l| !held_here.keys().any(|key| covers(l, key)))
+        .cloned()
         .collect();
     if orphans.is_empty() {
         return;
     }
     let reason =
         format!("lease held by worker {worker} but not running there (lost claim reply or lost report)");
-    match queue.release_many(worker, &orphans, &reason).await {
-        Ok(states) => {
-            for ((id, attempt), state) in orphans.iter().zip(states) {
+    // Bounded, so that a slow answer cannot hold up the next heartbeat.
+    let patience = std::time::Duration::from_secs(2);
+    match tokio::time::timeout(patience, queue.release_many(worker, &orphans, &reason)).await {
+        Ok(Ok(states)) => {
+            for (l, state) in orphans.iter().zip(states) {
                 if !matches!(state, FinishState::Stale) {
-                    tracing::warn!(job_id = %id, ?attempt, ?state, "handed back a lease nothing here runs");
+                    tracing::warn!(job_id = %l.id, attempt = ?l.attempt, ?state, "handed back a lease nothing here runs");
                 }
             }
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "cannot hand back leases nothing here runs; retrying at the next heartbeat")
         }
+        Err(_) => tracing::warn!(
+            "handing back leases nothing here runs got no answer; retrying at the next heartbeat"
+        ),
     }
 }
 

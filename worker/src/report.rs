@@ -50,6 +50,7 @@ impl Reporter {
             attempt: EndedAttempt {
                 id: job.id.clone(),
                 attempt: Some(job.attempt),
+                claim_token: Some(job.claim_token.clone()),
                 outcome,
             },
             done,
@@ -217,7 +218,15 @@ async fn release(deps: &AttemptDeps, job: &ClaimedJob, reason: &str) -> Option<F
         let result = {
             let _t = deps.metrics.time("release");
             deps.queue
-                .release_many(&deps.worker, &[(job.id.clone(), Some(job.attempt))], reason)
+                .release_many(
+                    &deps.worker,
+                    &[common::queue::Lease {
+                        id: job.id.clone(),
+                        attempt: Some(job.attempt),
+                        token: job.claim_token.clone(),
+                    }],
+                    reason,
+                )
                 .await
                 .map(|mut s| s.pop().unwrap_or(FinishState::Stale))
         };

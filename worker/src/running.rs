@@ -11,8 +11,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// One attempt, as the registry knows it.
-pub(crate) type AttemptKey = (JobId, u32);
+/// One attempt, as the registry knows it: the job, the attempt number and the token of the
+/// claim that took it. The number alone can repeat: a job handed back uncounted and claimed
+/// again by this worker gets the same one, while the old attempt may still be stopping.
+pub(crate) type AttemptKey = (JobId, u32, String);
 
 /// Why the worker stops an attempt that did not end by itself, besides its timeout and
 /// the forced shutdown.
@@ -57,6 +59,9 @@ struct Inner {
     /// before the attempts are registered here.
     pending_claims: HashSet<u64>,
     next_claim: u64,
+    /// Set while the worker is fenced: attempts registered meanwhile (a claim that was in
+    /// flight when the fence fired) are fenced at once.
+    fenced: bool,
 }
 
 /// Shared registry of held attempts. The lock is never held across an await.
@@ -81,15 +86,17 @@ impl RunningJobs {
     /// Registers a claimed attempt; returns the tokens that stop it.
     pub(crate) fn insert(&self, job: &ClaimedJob) -> AttemptTokens {
         let tokens = AttemptTokens::default();
-        self.lock()
-            .attempts
-            .insert((job.id.clone(), job.attempt), tokens.clone());
+        let mut inner = self.lock();
+        if inner.fenced {
+            tokens.fenced.cancel();
+        }
+        inner.attempts.insert(key_of(job), tokens.clone());
         tokens
     }
 
     /// Forgets an attempt whose end has been reported.
-    pub(crate) fn remove(&self, id: &JobId, attempt: u32) {
-        self.lock().attempts.remove(&(id.clone(), attempt));
+    pub(crate) fn remove(&self, job: &ClaimedJob) {
+        self.lock().attempts.remove(&key_of(job));
     }
 
     /// What the lease check compares with Redis's leases, read in one step: the claim
@@ -107,7 +114,7 @@ impl RunningJobs {
 
     /// Ids of the jobs held (for heartbeats and the cancel watch).
     pub(crate) fn ids(&self) -> Vec<JobId> {
-        let mut ids: Vec<JobId> = self.lock().attempts.keys().map(|(id, _)| id.clone()).collect();
+        let mut ids: Vec<JobId> = self.lock().attempts.keys().map(|(id, _, _)| id.clone()).collect();
         ids.sort();
         ids.dedup();
         ids
@@ -139,16 +146,70 @@ impl RunningJobs {
         }
     }
 
-    /// Stops every attempt held (self-fencing). Returns how many there were.
+    /// Stops every attempt held (self-fencing), and any registered until [`unfence`]
+    /// (Self::unfence). Returns how many there were.
     pub(crate) fn fence_all(&self) -> usize {
-        let inner = self.lock();
+        let mut inner = self.lock();
+        inner.fenced = true;
         for t in inner.attempts.values() {
             t.fenced.cancel();
         }
         inner.attempts.len()
     }
 
+    /// A heartbeat landed: attempts registered from now on run.
+    pub(crate) fn unfence(&self) {
+        self.lock().fenced = false;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn key_of(job: &ClaimedJob) -> AttemptKey {
+    (job.id.clone(), job.attempt, job.claim_token.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunningJobs;
+    use common::queue::ClaimedJob;
+    use common::JobSpec;
+
+    fn job(id: &str, token: &str) -> ClaimedJob {
+        ClaimedJob {
+            id: id.parse().unwrap(),
+            spec: JobSpec::new("t", "t", vec!["true".into()]),
+            attempt: 1,
+            attempt_limit: 3,
+            priority: Default::default(),
+            enqueued_at: 0,
+            claim_token: token.into(),
+        }
+    }
+
+    #[test]
+    fn a_claim_answered_while_fenced_is_fenced_at_once() {
+        let running = RunningJobs::default();
+        let before = running.insert(&job("a", "1"));
+        assert_eq!(running.fence_all(), 1);
+        assert!(before.fenced.is_cancelled());
+        // The claim was in flight when the fence fired.
+        let late = running.insert(&job("b", "2"));
+        assert!(late.fenced.is_cancelled(), "registered while fenced");
+        running.unfence();
+        assert!(!running.insert(&job("c", "3")).fenced.is_cancelled());
+    }
+
+    #[test]
+    fn the_same_job_and_attempt_from_two_claims_are_two_attempts() {
+        let running = RunningJobs::default();
+        let old = job("a", "1");
+        let new = job("a", "2");
+        running.insert(&old);
+        running.insert(&new);
+        running.remove(&old);
+        assert_eq!(running.attempts(), [("a".parse().unwrap(), 1, "2".to_string())]);
     }
 }

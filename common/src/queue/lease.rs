@@ -24,6 +24,10 @@ pub struct ClaimedJob {
     pub priority: Priority,
     /// When it was enqueued (ms since epoch), for wait-time measurements.
     pub enqueued_at: u64,
+    /// The token of the claim call that took it (recorded in the lease): with the attempt
+    /// number, it names this attempt exactly, even if the job is handed back uncounted and
+    /// claimed again under the same number.
+    pub claim_token: String,
 }
 
 /// How an attempt ended, as the worker reports it.
@@ -58,6 +62,8 @@ pub struct EndedAttempt {
     /// The attempt number the claim gave, when known: a success then needs no read of
     /// the job (the lease proves it is the current attempt).
     pub attempt: Option<u32>,
+    /// The token of the claim that took it, when known (see [`ClaimedJob::claim_token`]).
+    pub claim_token: Option<String>,
     /// How it ended.
     pub outcome: Outcome,
 }
@@ -182,13 +188,17 @@ impl RedisQueue {
             let [id, spec, attempt, priority, enqueued_at, limit] = v else {
                 return Err(Error::Corrupt("claim script answered a partial job".into()));
             };
+            // The id and attempt come from the lease the script just wrote (it checked the
+            // job's state); anything else is read per job, so one bad job fails alone.
             let id: JobId = text(id)?
                 .parse()
                 .map_err(|e| Error::Corrupt(format!("claimed job id: {e}")))?;
             let attempt: u32 = redis::from_redis_value_ref(attempt)?;
-            let spec_json = text(spec)?;
-            let decoded = JobSpec::from_stored(&spec_json)
-                .map_err(|e| format!("its spec cannot be read: {e}"))
+            let decoded = text(spec)
+                .map_err(|_| "it has no spec".to_string())
+                .and_then(|json| {
+                    JobSpec::from_stored(&json).map_err(|e| format!("its spec cannot be read: {e}"))
+                })
                 .and_then(|spec| {
                     Ok(ClaimedJob {
                         spec,
@@ -200,6 +210,7 @@ impl RedisQueue {
                             .parse()
                             .map_err(|e: String| format!("its priority cannot be read: {e}"))?,
                         enqueued_at: redis::from_redis_value_ref(enqueued_at).map_err(|e| e.to_string())?,
+                        claim_token: token.to_string(),
                     })
                 });
             match decoded {
@@ -214,6 +225,7 @@ impl RedisQueue {
                 .map(|u| EndedAttempt {
                     id: u.id.clone(),
                     attempt: Some(u.attempt),
+                    claim_token: Some(token.to_string()),
                     outcome: Outcome::Fatal {
                         reason: format!("job cannot run: {}", u.reason),
                     },
@@ -241,6 +253,7 @@ impl RedisQueue {
                 &[EndedAttempt {
                     id: id.clone(),
                     attempt: None,
+                    claim_token: None,
                     outcome: outcome.clone(),
                 }],
             )
@@ -285,6 +298,7 @@ impl RedisQueue {
                 };
                 inv.arg(e.id.as_str())
                     .arg(e.attempt.unwrap_or(0))
+                    .arg(e.claim_token.as_deref().unwrap_or(""))
                     .arg(kind)
                     .arg(code.map(|c| c.to_string()).unwrap_or_default())
                     .arg(reason)
@@ -311,19 +325,24 @@ impl RedisQueue {
     /// Hands a job this worker will not finish back to the head of its priority list
     /// without counting the attempt (graceful shutdown).
     pub async fn release(&self, worker: &WorkerId, id: &JobId, reason: &str) -> Result<FinishState> {
-        let mut states = self.release_many(worker, &[(id.clone(), None)], reason).await?;
+        let lease = Lease {
+            id: id.clone(),
+            attempt: None,
+            token: String::new(),
+        };
+        let mut states = self.release_many(worker, &[lease], reason).await?;
         states
             .pop()
             .ok_or_else(|| Error::Corrupt("release script answered nothing".into()))
     }
 
-    /// Hands back several leases of `worker` (each job id with the attempt it is for,
-    /// when known) in one atomic step, without counting the attempts. A lease that is
-    /// gone, or for another attempt, is [`FinishState::Stale`].
+    /// Hands back several leases of `worker` (each naming the attempt and claim token it is
+    /// for, where known: an empty token matches any) in one atomic step, without counting
+    /// the attempts. A lease that is gone, or for another attempt, is [`FinishState::Stale`].
     pub async fn release_many(
         &self,
         worker: &WorkerId,
-        leases: &[(JobId, Option<u32>)],
+        leases: &[Lease],
         reason: &str,
     ) -> Result<Vec<FinishState>> {
         if leases.is_empty() {
@@ -335,8 +354,8 @@ impl RedisQueue {
             .arg(worker.as_str())
             .arg(reason)
             .arg(leases.len());
-        for (id, attempt) in leases {
-            inv.arg(id.as_str()).arg(attempt.unwrap_or(0));
+        for l in leases {
+            inv.arg(l.id.as_str()).arg(l.attempt.unwrap_or(0)).arg(&l.token);
         }
         let mut conn = self.conn().await?;
         let states: Vec<String> = inv.invoke_async(&mut conn).await?;

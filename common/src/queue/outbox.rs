@@ -391,6 +391,19 @@ impl RedisQueue {
         Ok(conn.get(self.keys.identity()).await?)
     }
 
+    /// When the scripts last saw Redis's run id change (a restart or failover), and until
+    /// when claims and reaping hold after it, both in ms; `None` before the first change.
+    pub async fn last_restart(&self) -> Result<Option<(u64, u64)>> {
+        let mut conn = self.conn().await?;
+        let (changed, hold): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.keys.epoch())
+            .arg("changed_at")
+            .arg("hold_until")
+            .query_async(&mut conn)
+            .await?;
+        Ok(changed.map(|c| (c, hold.unwrap_or(c))))
+    }
+
     /// The identity, created now when there is none.
     pub async fn ensure_identity(&self) -> Result<String> {
         let mut conn = self.conn().await?;

@@ -160,13 +160,32 @@ fn with_sqlite_defaults(url: &str) -> String {
     }
 }
 
-/// A refusal by the database itself (a constraint, an encoding) is told apart from the
-/// store being unreachable: the drainer sets the first aside and retries the second.
+/// A refusal of the data itself (a constraint, an encoding, a trigger's exception) is told
+/// apart from every other fault: the drainer sets the first aside and retries the rest.
+/// Database errors that are about the moment, not the data (SQLite busy or locked, a
+/// PostgreSQL deadlock, serialization failure or shutdown), are faults to retry.
 pub(crate) fn store_err(e: sqlx::Error) -> Error {
     match e {
-        sqlx::Error::Database(db) => Error::StoreRefused(db.to_string()),
+        sqlx::Error::Database(db) if refuses_the_data(db.as_ref()) => Error::StoreRefused(db.to_string()),
         e => Error::Store(e.to_string()),
     }
+}
+
+fn refuses_the_data(db: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::error::ErrorKind;
+    if !matches!(db.kind(), ErrorKind::Other) {
+        // Unique, foreign-key, not-null or check violations, on either backend.
+        return true;
+    }
+    let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+    // PostgreSQL SQLSTATE: class 22 data exception (a NUL byte, a bad encoding), class 23
+    // integrity constraint, P0001 raised by a trigger or function.
+    if code.len() == 5 {
+        return code.starts_with("22") || code.starts_with("23") || code == "P0001";
+    }
+    // SQLite result codes (4 digits at most; the primary code is the low byte of the
+    // extended one): 18 TOOBIG, 19 CONSTRAINT, 20 MISMATCH.
+    code.parse::<i64>().is_ok_and(|c| matches!(c & 0xff, 18..=20))
 }
 
 #[cfg(test)]

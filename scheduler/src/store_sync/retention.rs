@@ -1,9 +1,9 @@
 //! Retention: finished jobs leave Redis after a while (the store keeps them), and the
 //! store forgets jobs past its own retention, if one is set.
 
-use common::{now_ms, JobState};
 use common::queue::RedisQueue;
 use common::store::JobStore;
+use common::{now_ms, JobState};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +42,11 @@ pub async fn run_once(queue: &RedisQueue, store: &JobStore, keep: Retention) -> 
                 .await?
                 .into_iter()
                 .filter(|(_, state, at)| {
-                    let limit = if *state == JobState::Dead { dead_cutoff } else { done_cutoff };
+                    let limit = if *state == JobState::Dead {
+                        dead_cutoff
+                    } else {
+                        done_cutoff
+                    };
                     limit.is_some_and(|c| *at <= c)
                 })
                 .map(|(id, _, at)| (id, at))

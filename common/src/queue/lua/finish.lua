@@ -5,9 +5,10 @@
 -- ARGV[1]  prefix
 -- ARGV[2]  worker id
 -- ARGV[3]  n, the number of attempts reported
--- then per attempt, 6 values:
+-- then per attempt, 7 values:
 --          job id;
 --          attempt number as claimed ('0' when the caller does not know it);
+--          the token of the claim that took it ('' when the caller does not know it);
 --          outcome: succeeded | failed | cancelled | fatal (failed, no retry);
 --          exit code ('' when none); reason ('' when none);
 --          retry delay in ms (used when the attempt failed and attempts remain)
@@ -30,7 +31,7 @@ local ms = now_ms()
 -- Leases are checked for the whole report in one call, and the leases of the attempts
 -- settled are released in one call at the end.
 local ids = {}
-for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 6] end
+for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 7] end
 local held = redis.call('HMGET', inflight, unpack(ids))
 local release = {}
 -- Ended jobs, as ZADD arguments for {ns}:finished: one call for the whole report.
@@ -44,6 +45,9 @@ local function finish(id, attempt, outcome, code, reason, delay)
   if outcome ~= 'succeeded' or attempt == '0' then
     local a
     a, limit, cancel = unpack(redis.call('HMGET', jk, 'attempt', 'attempt_limit', 'cancel_requested'))
+    -- Read and checked before anything is written (a write is not undone when a later
+    -- step raises).
+    if not tonumber(a) or not tonumber(limit) then error('job ' .. id .. ' has no attempt or attempt limit') end
     attempt = a
   end
   if cancel == '1' and outcome ~= 'succeeded' then outcome = 'cancelled' end
@@ -91,21 +95,16 @@ end
 local out = {}
 local settled = {}
 for i = 0, n - 1 do
-  local b = 4 + i * 6
+  local b = 4 + i * 7
   -- A job named twice in one report is settled once; the repeat is stale.
-  local id, claimed = ARGV[b], ARGV[b + 1]
-  local lease = held[i + 1]
-  local for_attempt = lease_attempt(lease)
-  if lease and claimed ~= '0' and for_attempt and for_attempt ~= claimed then
-    -- The lease is for another attempt of the job: this report is from an older one.
-    lease = nil
-  end
-  if lease and not settled[id] then
+  local id, claimed, token = ARGV[b], ARGV[b + 1], ARGV[b + 2]
+  -- A lease for another attempt (or claim) of the job: this report is from an older one.
+  if lease_matches(held[i + 1], claimed, token) and not settled[id] then
     settled[id] = true
     -- A failure (a job hash something else overwrote) must not abort the script: the
     -- attempts after it would be left half-settled.
-    local ok, state = pcall(finish, id, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4],
-      tonumber(ARGV[b + 5]))
+    local ok, state = pcall(finish, id, ARGV[b + 1], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5],
+      tonumber(ARGV[b + 6]))
     if ok then
       out[i + 1] = state
       table.insert(release, id)

@@ -15,7 +15,9 @@
 --            the in-flight hash as a flat list of id, lease }
 local prefix, worker, info, ttl, need = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local ms = now_ms()
-local hold = restart_hold(prefix, ms)
+-- The run id itself is read here every time (once per interval per worker): LASTSAVE,
+-- which the hot paths use, has one-second resolution.
+local hold = restart_hold(prefix, ms, true)
 local hk = prefix .. ':worker:' .. worker
 local existed = redis.call('EXISTS', hk)
 redis.call('SET', hk, info, 'PX', ttl)

@@ -140,6 +140,23 @@ local function lease_attempt(v)
   return string.match(v or '', '^%d+:(%d+)')
 end
 
+-- The token of the claim that took a lease ('' for a lease of an earlier version).
+local function lease_token(v)
+  return string.match(v or '', '^%d+:%d+:(.*)$') or ''
+end
+
+-- True when a report naming `attempt` and `token` ('0' and '' when unknown) is about the
+-- attempt this lease is for. The attempt alone is not enough: a job handed back without
+-- counting the attempt and claimed again by the same worker gets the same number.
+local function lease_matches(lease, attempt, token)
+  if not lease then return false end
+  local a = lease_attempt(lease)
+  if attempt ~= '0' and a and a ~= attempt then return false end
+  local t = lease_token(lease)
+  if token ~= '' and t ~= '' and t ~= token then return false end
+  return true
+end
+
 -- True when the worker's heartbeat key exists: only then may it claim or report.
 local function alive(prefix, worker)
   return redis.call('EXISTS', prefix .. ':worker:' .. worker) == 1
@@ -158,14 +175,17 @@ end
 -- no longer holds ({ns}:beats holds, per worker, the ms it needs for that). Returns the
 -- ms the hold still lasts (0 when none). A namespace seen for the first time holds
 -- nothing.
--- INFO is too dear to call on every claim (it cost a quarter of the drain rate), so the
--- run id is read only when LASTSAVE changed: a server sets it when it starts (and after
--- each RDB save), so a restart, or another server after a failover, always changes it.
-local function restart_hold(prefix, ms)
+-- INFO is too dear to call on every claim (it cost a quarter of the drain rate), so a
+-- claim reads the run id only when LASTSAVE changed: a server sets it when it starts (and
+-- after each RDB save), so a restart, or another server after a failover, changes it,
+-- unless it happens within the same second as the last start or save. The heartbeat and
+-- reap scripts (`force`) read the run id every time, so that case is caught within a
+-- heartbeat interval.
+local function restart_hold(prefix, ms, force)
   local ek = prefix .. ':epoch'
   local saved = tostring(redis.call('LASTSAVE'))
   local known_save, hold_until = unpack(redis.call('HMGET', ek, 'lastsave', 'hold_until'))
-  if known_save ~= saved then
+  if force or known_save ~= saved then
     local rid = run_id()
     local known = redis.call('HGET', ek, 'run_id')
     if known ~= rid then

@@ -14,7 +14,9 @@
 --          leases recovered.
 local prefix, worker = ARGV[1], ARGV[2]
 local ms = now_ms()
-if restart_hold(prefix, ms) > 0 then return -2 end
+-- The run id is read every time here, not only when LASTSAVE moved (one-second
+-- resolution): reaps are rare, and a missed restart here would requeue live leases.
+if restart_hold(prefix, ms, true) > 0 then return -2 end
 if alive(prefix, worker) then
   return -1
 end
@@ -36,6 +38,11 @@ for _, j in ipairs(jobs) do
     local st, pri, attempt, limit, cancel, owner = unpack(fields, 1, 6)
     local ours = st == 'running' and (owner == nil or owner == worker)
       and (j.attempt == nil or j.attempt == attempt)
+    if ours and (not pri or not tonumber(attempt) or not tonumber(limit)) then
+      -- Fields a job cannot be without: something else wrote this hash.
+      set_aside(prefix, j.id, 'no priority, attempt or attempt limit')
+      ours = false
+    end
     if ours then
       local why = 'worker ' .. worker .. ' lost (heartbeat expired)'
       if cancel == '1' then

@@ -8,7 +8,8 @@
 -- ARGV[1]  prefix
 -- ARGV[2]  worker id
 -- ARGV[3]  reason
--- ARGV[4]  n, then per job: id, attempt ('0' when the caller does not know it)
+-- ARGV[4]  n, then per job: id, attempt ('0' when the caller does not know it), the token
+--          of the claim that took it ('' when not known)
 -- Returns  per job, its new state; 'stale' when this worker no longer holds the job for
 --          that attempt; 'fenced' for all when the worker's heartbeat is gone.
 local prefix, worker, reason, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -21,10 +22,9 @@ local inflight = prefix .. ':inflight:' .. worker
 local ms = now_ms()
 local woke = false
 for i = 0, n - 1 do
-  local id, claimed = ARGV[5 + i * 2], ARGV[6 + i * 2]
+  local id, claimed, token = ARGV[5 + i * 3], ARGV[6 + i * 3], ARGV[7 + i * 3]
   local lease = redis.call('HGET', inflight, id)
-  local for_attempt = lease_attempt(lease)
-  if not lease or (claimed ~= '0' and for_attempt and for_attempt ~= claimed) then
+  if not lease_matches(lease, claimed, token) then
     out[i + 1] = 'stale'
   else
     redis.call('HDEL', inflight, id)
@@ -35,8 +35,12 @@ for i = 0, n - 1 do
       out[i + 1] = 'dead'
     else
       local pri, cancel, attempt, st = unpack(fields, 1, 4)
-      if st ~= 'running' or not pri then
-        -- Nothing to hand back (the job was deleted or moved by an operator).
+      if not pri or not st then
+        -- Fields a job cannot be without: something else wrote this hash.
+        set_aside(prefix, id, 'no state or priority')
+        out[i + 1] = 'dead'
+      elseif st ~= 'running' then
+        -- Nothing to hand back: the job has moved on (it ended, or was restored).
         out[i + 1] = 'stale'
       elseif cancel == '1' then
         redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', ms, 'finished_at', ms)

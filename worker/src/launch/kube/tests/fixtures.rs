@@ -35,6 +35,7 @@ pub(crate) fn claimed(id: &str, attempt: u32) -> ClaimedJob {
         attempt,
         attempt_limit: 3,
         enqueued_at: 0,
+        claim_token: "1".into(),
     }
 }
 
