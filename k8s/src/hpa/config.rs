@@ -17,7 +17,9 @@ pub const DEFAULT_TOLERANCE: f64 = 0.1;
 /// used when `behavior.scaleDown.stabilizationWindowSeconds` is not set.
 const DEFAULT_DOWNSCALE_STABILIZATION: Seconds = 300;
 
-/// An HPA scaling one target on one External metric with an `AverageValue` target.
+/// An HPA scaling one target on one External metric with an `AverageValue` target, and
+/// optionally on the pods' CPU and memory against their requests (`Resource` metrics with a
+/// `Utilization` target). The controller takes the largest proposal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hpa {
     /// `spec.minReplicas` (the API default is 1).
@@ -28,10 +30,31 @@ pub struct Hpa {
     pub metric_name: String,
     /// The metric's `averageValue` target: the metric per replica the HPA aims for.
     pub target_average_value: f64,
+    /// `Resource` metrics: the average utilization (% of requests) each aims for.
+    pub resources: Vec<ResourceTarget>,
     /// `behavior.scaleUp`, defaults applied.
     pub scale_up: Rules,
     /// `behavior.scaleDown`, defaults applied.
     pub scale_down: Rules,
+}
+
+/// A `Resource` metric with a `Utilization` target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResourceTarget {
+    /// Which resource.
+    pub resource: Resource,
+    /// `averageUtilization`: the percentage of the pods' requests the HPA aims for.
+    pub average_utilization: f64,
+}
+
+/// A resource the HPA can read from the pods' metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Resource {
+    /// `cpu`.
+    Cpu,
+    /// `memory`.
+    Memory,
 }
 
 /// One direction's behaviour (`HPAScalingRules`).
@@ -181,6 +204,21 @@ struct SpecYaml {
 struct MetricYaml {
     r#type: String,
     external: Option<ExternalYaml>,
+    resource: Option<ResourceYaml>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResourceYaml {
+    name: Resource,
+    target: ResourceTargetYaml,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ResourceTargetYaml {
+    r#type: String,
+    average_utilization: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -234,12 +272,30 @@ impl TryFrom<SpecYaml> for Hpa {
     type Error = Error;
 
     fn try_from(spec: SpecYaml) -> Result<Self> {
-        let [metric] = <[MetricYaml; 1]>::try_from(spec.metrics)
-            .map_err(|m| Error::Unsupported(format!("{} metrics; the model handles exactly one", m.len())))?;
-        let external = match (metric.r#type.as_str(), metric.external) {
-            ("External", Some(external)) => external,
-            (other, _) => return Err(Error::Unsupported(format!("a metric of type {other}"))),
-        };
+        let mut externals = Vec::new();
+        let mut resources = Vec::new();
+        for metric in spec.metrics {
+            match (metric.r#type.as_str(), metric.external, metric.resource) {
+                ("External", Some(external), None) => externals.push(external),
+                ("Resource", None, Some(r)) => match (r.target.r#type.as_str(), r.target.average_utilization)
+                {
+                    ("Utilization", Some(u)) if u > 0 => resources.push(ResourceTarget {
+                        resource: r.name,
+                        average_utilization: f64::from(u),
+                    }),
+                    (other, _) => {
+                        return Err(Error::Unsupported(format!("a Resource target of type {other}")))
+                    }
+                },
+                (other, _, _) => return Err(Error::Unsupported(format!("a metric of type {other}"))),
+            }
+        }
+        let [external] = <[ExternalYaml; 1]>::try_from(externals).map_err(|m| {
+            Error::Unsupported(format!(
+                "{} External metrics; the model handles exactly one",
+                m.len()
+            ))
+        })?;
         if external.metric.selector.is_some() {
             return Err(Error::Unsupported("a metric selector".into()));
         }
@@ -257,6 +313,7 @@ impl TryFrom<SpecYaml> for Hpa {
             max_replicas: spec.max_replicas,
             metric_name: external.metric.name,
             target_average_value: target,
+            resources,
             scale_up: Rules::from_yaml(behavior.scale_up, DEFAULT_SCALE_UP)?,
             scale_down: Rules::from_yaml(behavior.scale_down, DEFAULT_SCALE_DOWN)?,
         };
@@ -316,6 +373,19 @@ spec:
         assert_eq!((hpa.min_replicas, hpa.max_replicas), (2, 50));
         assert_eq!(hpa.metric_name, "gpuq_jobs_queued");
         assert_eq!(hpa.target_average_value, 10.0);
+        assert_eq!(
+            hpa.resources,
+            [
+                ResourceTarget {
+                    resource: Resource::Cpu,
+                    average_utilization: 75.0
+                },
+                ResourceTarget {
+                    resource: Resource::Memory,
+                    average_utilization: 80.0
+                }
+            ]
+        );
         assert_eq!(hpa.scale_up.stabilization_window, 30);
         assert_eq!(
             hpa.scale_up.policies,
@@ -370,6 +440,23 @@ spec:
             parse("spec: {scaleTargetRef: {}, maxReplicas: 3, behavior: {}, metrics: [{type: Resource}]}")
                 .unwrap_err();
         assert!(cpu.to_string().contains("type Resource"), "{cpu}");
+        let only_cpu = parse(
+            "spec: {scaleTargetRef: {}, maxReplicas: 3, behavior: {}, metrics: \
+             [{type: Resource, resource: {name: cpu, target: {type: Utilization, averageUtilization: 75}}}]}",
+        )
+        .unwrap_err();
+        assert!(only_cpu.to_string().contains("0 External metrics"), "{only_cpu}");
+        let average = parse(
+            "spec: {scaleTargetRef: {}, maxReplicas: 3, behavior: {}, metrics: \
+             [{type: Resource, resource: {name: cpu, target: {type: AverageValue}}}]}",
+        )
+        .unwrap_err();
+        assert!(
+            average
+                .to_string()
+                .contains("Resource target of type AverageValue"),
+            "{average}"
+        );
     }
 
     #[test]

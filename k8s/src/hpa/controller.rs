@@ -1,6 +1,9 @@
 //! One HPA's controller state, and one sync of it.
 
-use super::{proposal, scale_down_limit, scale_up_limit, Hpa, Recommendations, ScaleEvents};
+use super::{
+    proposal, scale_down_limit, scale_up_limit, utilization_proposal, Hpa, Recommendations, Resource,
+    ScaleEvents,
+};
 use crate::Seconds;
 
 /// What one sync decided.
@@ -11,6 +14,17 @@ pub struct Decision {
     pub proposal: Option<u32>,
     /// The replica count the controller sets.
     pub desired: u32,
+}
+
+/// What the controller reads at one sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observed {
+    /// The External metric's total (queued jobs).
+    pub external: f64,
+    /// The pods' average CPU use, as a percentage of their requests (`None`: no data).
+    pub cpu_utilization: Option<f64>,
+    /// The pods' average memory use, as a percentage of their requests.
+    pub memory_utilization: Option<f64>,
 }
 
 /// The HPA controller's memory for one HPA: its recent proposals and rescales.
@@ -39,6 +53,20 @@ impl Controller {
     /// One sync at `now` (`reconcileAutoscaler`), with the target at `current` replicas and
     /// the External metric summing to `metric`.
     pub fn sync(&mut self, now: Seconds, current: u32, metric: f64) -> Decision {
+        self.sync_observed(
+            now,
+            current,
+            Observed {
+                external: metric,
+                ..Observed::default()
+            },
+        )
+    }
+
+    /// One sync with every metric the HPA reads: each gives a proposal, and the largest
+    /// wins (`computeReplicasForMetrics`), so CPU or memory pressure scales the pool up
+    /// even with an empty queue.
+    pub fn sync_observed(&mut self, now: Seconds, current: u32, observed: Observed) -> Decision {
         let (min, max) = (self.hpa.min_replicas, self.hpa.max_replicas);
         let (proposal, desired) = if current == 0 {
             // Scaled to zero by hand: the controller leaves it alone.
@@ -48,7 +76,7 @@ impl Controller {
         } else if current < min {
             (None, min)
         } else {
-            let proposal = self.propose(current, metric);
+            let proposal = self.propose(current, observed);
             (Some(proposal), self.normalize(now, current, proposal))
         };
         if desired != current {
@@ -62,15 +90,26 @@ impl Controller {
         Decision { proposal, desired }
     }
 
-    fn propose(&self, current: u32, metric: f64) -> u32 {
+    fn propose(&self, current: u32, observed: Observed) -> u32 {
         let hpa = &self.hpa;
-        proposal(
-            current,
-            metric,
-            hpa.target_average_value,
-            hpa.scale_up.tolerance,
-            hpa.scale_down.tolerance,
-        )
+        let (up, down) = (hpa.scale_up.tolerance, hpa.scale_down.tolerance);
+        let external = proposal(current, observed.external, hpa.target_average_value, up, down);
+        hpa.resources
+            .iter()
+            .filter_map(|r| {
+                let used = match r.resource {
+                    Resource::Cpu => observed.cpu_utilization,
+                    Resource::Memory => observed.memory_utilization,
+                }?;
+                Some(utilization_proposal(
+                    current,
+                    used,
+                    r.average_utilization,
+                    up,
+                    down,
+                ))
+            })
+            .fold(external, u32::max)
     }
 
     /// Stabilization, then the behaviour policies and min/max
@@ -122,6 +161,28 @@ mod tests {
                 desired: 50
             }
         );
+    }
+
+    #[test]
+    fn busy_workers_grow_the_pool_even_with_an_empty_queue() {
+        let mut c = worker();
+        let hot = |cpu: f64, memory: f64| Observed {
+            external: 0.0,
+            cpu_utilization: Some(cpu),
+            memory_utilization: Some(memory),
+        };
+        // 4 workers at 150% of their CPU requests against the 75% target: 8.
+        assert_eq!(c.sync_observed(0, 4, hot(150.0, 10.0)).proposal, Some(8));
+        // Memory at 120% against 80%: 6; the largest proposal wins, the queue's included.
+        assert_eq!(c.sync_observed(15, 4, hot(10.0, 120.0)).proposal, Some(6));
+        let busy_and_queued = Observed {
+            external: 100.0,
+            ..hot(150.0, 10.0)
+        };
+        assert_eq!(c.sync_observed(30, 4, busy_and_queued).proposal, Some(10));
+        // Within 10% of the targets, and no queue: nothing pushes up.
+        assert_eq!(c.sync_observed(45, 4, hot(80.0, 85.0)).proposal, Some(4));
+        assert_eq!(c.sync_observed(60, 4, hot(30.0, 30.0)).proposal, Some(2));
     }
 
     #[test]

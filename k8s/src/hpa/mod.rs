@@ -19,8 +19,10 @@
 //!
 //! - pods are counted as soon as they are asked for (`status.replicas == spec.replicas`);
 //! - the metric is read fresh at every sync, without the scrape and adapter delay;
-//! - only one External metric with an `AverageValue` target, and an explicit `behavior`
-//!   (without one, the controller runs an older algorithm). [`Hpa::load`] refuses anything
+//! - only one External metric with an `AverageValue` target, optionally with `Resource`
+//!   metrics (CPU, memory) with a `Utilization` target, the largest proposal winning; and an
+//!   explicit `behavior` (without one, the controller runs an older algorithm). Pods'
+//!   utilization is given as the average over ready pods. [`Hpa::load`] refuses anything
 //!   else rather than model it wrongly.
 
 mod config;
@@ -29,8 +31,10 @@ mod proposal;
 mod rate;
 mod stabilize;
 
-pub use config::{Hpa, Policy, PolicyKind, Rules, SelectPolicy, DEFAULT_TOLERANCE, SYNC_PERIOD};
-pub use controller::{Controller, Decision};
-pub use proposal::proposal;
+pub use config::{
+    Hpa, Policy, PolicyKind, Resource, ResourceTarget, Rules, SelectPolicy, DEFAULT_TOLERANCE, SYNC_PERIOD,
+};
+pub use controller::{Controller, Decision, Observed};
+pub use proposal::{proposal, utilization_proposal};
 pub use rate::{scale_down_limit, scale_up_limit, ScaleEvents};
 pub use stabilize::Recommendations;

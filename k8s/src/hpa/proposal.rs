@@ -17,9 +17,35 @@ pub fn proposal(current: u32, total: f64, target: f64, tolerance_up: f64, tolera
     (total / target).ceil() as u32
 }
 
+/// The replica count a `Resource` metric with a `Utilization` target proposes
+/// (`GetResourceReplicas`): the pool grown or shrunk by `utilization / target`, rounded up,
+/// unless that ratio is within the tolerance.
+pub fn utilization_proposal(
+    current: u32,
+    utilization: f64,
+    target: f64,
+    tolerance_up: f64,
+    tolerance_down: f64,
+) -> u32 {
+    let ratio = utilization / target;
+    if (1.0 - tolerance_down..=1.0 + tolerance_up).contains(&ratio) {
+        return current;
+    }
+    (ratio * f64::from(current)).ceil() as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utilization_scales_the_pool_by_its_ratio_to_the_target() {
+        // 4 pods at 150% CPU against a 75% target: twice the pods.
+        assert_eq!(utilization_proposal(4, 150.0, 75.0, TOL, TOL), 8);
+        // 80% against 75% is within 10%: no change.
+        assert_eq!(utilization_proposal(4, 80.0, 75.0, TOL, TOL), 4);
+        assert_eq!(utilization_proposal(10, 30.0, 75.0, TOL, TOL), 4);
+    }
 
     const TOL: f64 = 0.1;
 
