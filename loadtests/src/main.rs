@@ -37,7 +37,7 @@ enum Bench {
     Enqueue {
         #[arg(long, default_value_t = 100_000)]
         jobs: usize,
-        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
         batch: Vec<usize>,
     },
     /// Drain throughput of no-op jobs through worker processes.
@@ -147,7 +147,7 @@ async fn main() -> Result<()> {
 
 async fn all(url: &str) -> Result<Vec<report::Row>> {
     let (mut rows, lpush) = bench::ceiling::run(url, 200_000)?;
-    rows.extend(bench::enqueue::run(url, 100_000, &[1000, 10_000]).await?);
+    rows.extend(bench::enqueue::run(url, 100_000, &[1000, 5_000]).await?);
     rows.extend(bench::drain::run(url, 100_000, &[1, 2, 4], &[64], &Store::None).await?);
     let tmp = std::env::temp_dir().join(format!("gpuq-bench-{}.db", std::process::id()));
     let sqlite = common::store::sqlite_url(&tmp);

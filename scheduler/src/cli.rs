@@ -353,6 +353,11 @@ pub struct BatchArgs {
     /// Defer every job to the next off-peak window.
     #[arg(long)]
     pub off_peak: bool,
+    /// Enqueue a batch larger than one atomic step (5,000 jobs) in atomic chunks. Jobs
+    /// without an id get one derived from the input, so running the same command again
+    /// after a failure part-way adds only what is missing.
+    #[arg(long)]
+    pub chunked: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

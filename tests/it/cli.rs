@@ -518,3 +518,48 @@ async fn enqueue_off_peak_defers_to_the_next_window() {
 fn chrono_hour_utc() -> u64 {
     (common::now_ms() / 3_600_000) % 24
 }
+
+#[tokio::test]
+async fn a_batch_over_the_atomic_limit_needs_chunked_and_a_rerun_adds_only_what_is_missing() {
+    let env = TestEnv::new().await;
+    let n = common::queue::MAX_ATOMIC_BATCH + 2_000;
+    let input: String = (0..n)
+        .map(|i| format!("{{\"name\":\"j{i}\",\"command\":[\"true\"]}}\n"))
+        .collect();
+    let out = env.scheduler_with_stdin(&["batch", "-"], Some(&input));
+    assert_refused(&env, &out, "pass --chunked");
+
+    // The outbox bound stops the second chunk: the first is in, and says so.
+    let scheduler = |limit: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(bin("scheduler"))
+            .args(["batch", "-", "--chunked", "--json"])
+            .env("REDIS_URL", crate::support::redis_url())
+            .env("GPUQ_NAMESPACE", &env.ns)
+            .env("GPUQ_OUTBOX_LIMIT", limit)
+            .env("DATABASE_URL", &env.database_url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = scheduler("100");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("chunks 1 to 1 of 2 (5000 jobs) are enqueued"),
+        "{err}"
+    );
+    assert_eq!(env.queue.status().await.unwrap().queued(), 5_000);
+
+    // The same input again, once the outbox has room: only the rest is added.
+    let out = scheduler("1000000");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["created"], 2_000);
+    assert_eq!(report["existing"].as_array().unwrap().len(), 5_000);
+    assert_eq!(env.queue.status().await.unwrap().queued(), n as u64);
+}

@@ -12,7 +12,7 @@ mod outbox;
 mod scripts;
 
 pub use admin::{PriorityStatus, QueueStatus};
-pub use enqueue::EnqueueReport;
+pub use enqueue::{assign_batch_ids, EnqueueReport, MAX_ATOMIC_BATCH};
 pub use keys::Keys;
 pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Unreadable};
 pub use outbox::{OutboxEvent, RefusedEntry, RestoreItem};

@@ -101,8 +101,21 @@ pub(crate) async fn batch(
         pb.enable_steady_tick(Duration::from_millis(100));
         pb
     });
+    let limit = common::queue::MAX_ATOMIC_BATCH;
+    if specs.len() > limit && !a.chunked {
+        return Err(CliError::BadInput(format!(
+            "the batch holds {} jobs, more than the {limit} one atomic step takes; \
+             pass --chunked to enqueue it in atomic chunks of {limit}",
+            specs.len()
+        )));
+    }
     super::budget::enforce(store_url, pricing, &specs).await?;
-    let report = queue.enqueue_batch(specs.clone()).await;
+    let report = if specs.len() > limit {
+        common::queue::assign_batch_ids(input.as_bytes(), &mut specs);
+        enqueue_chunks(queue, &specs).await
+    } else {
+        queue.enqueue_batch(specs.clone()).await.map_err(CliError::from)
+    };
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
@@ -123,4 +136,36 @@ pub(crate) async fn batch(
         report.existing.len()
     );
     Ok(())
+}
+
+/// Enqueues `specs` (ids assigned) in atomic chunks, in order. A failure part-way says how
+/// far it got; the same command again adds only what is missing.
+async fn enqueue_chunks(
+    queue: &RedisQueue,
+    specs: &[common::JobSpec],
+) -> CliResult<common::queue::EnqueueReport> {
+    let limit = common::queue::MAX_ATOMIC_BATCH;
+    let chunks = specs.len().div_ceil(limit);
+    let mut total = common::queue::EnqueueReport {
+        ids: Vec::with_capacity(specs.len()),
+        created: 0,
+        existing: Vec::new(),
+    };
+    for (n, chunk) in specs.chunks(limit).enumerate() {
+        match queue.enqueue_batch(chunk.to_vec()).await {
+            Ok(r) => {
+                total.ids.extend(r.ids);
+                total.created += r.created;
+                total.existing.extend(r.existing);
+            }
+            Err(e) => {
+                let done = n * limit;
+                let why = CliError::from(e);
+                return Err(CliError::Infra(format!(
+                    "{why}; chunks 1 to {n} of {chunks} ({done} jobs) are enqueued: run the same command again to add the rest"
+                )));
+            }
+        }
+    }
+    Ok(total)
 }
