@@ -161,12 +161,15 @@ impl TestEnv {
 
     /// Enqueues a job whose first attempt marks itself and hangs (a second attempt finds
     /// the mark and succeeds), starts a worker, waits for that first attempt to run, and
-    /// SIGKILLs the worker. Returns the job and the first attempt's process id.
+    /// SIGKILLs the worker. Returns the job and the process id of a grandchild of the first
+    /// attempt that started a session of its own, under a wrapper that does not `exec`
+    /// (as `torchrun` or a shell script would): the one that must not outlive its worker.
     pub(crate) async fn kill_a_worker_mid_job(&self) -> (JobId, i32) {
         let marker = self.path("first-attempt");
         let pid_file = self.path("first-attempt-pid");
         let script = format!(
-            "if [ -e {m} ]; then exit 0; fi; touch {m}; echo $$ > {p}; exec sleep 120",
+            "if [ -e {m} ]; then exit 0; fi; touch {m}; \
+             setsid sh -c 'echo $$ > {p}; exec sleep 120' & sleep 120; echo never",
             m = marker.display(),
             p = pid_file.display()
         );

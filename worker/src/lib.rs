@@ -13,6 +13,7 @@ mod metrics;
 mod output;
 mod report;
 mod running;
+pub mod supervise;
 
 use common::cli::{LogFormat, RedisArgs};
 use common::queue::RedisQueue;
@@ -196,6 +197,7 @@ impl Config {
             LauncherKind::Local => Arc::new(LocalLauncher {
                 kill_grace: self.kill_grace,
                 pass_env: self.pass_env.clone(),
+                supervisor: std::env::current_exe().ok(),
             }),
             LauncherKind::Kube => Arc::new(
                 launch::KubeLauncher::connect(self.kube.to_config())

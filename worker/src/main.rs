@@ -4,8 +4,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+fn main() -> ExitCode {
+    // Each local attempt runs under this same binary as its supervisor (see supervise.rs).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == worker::supervise::ROLE) {
+        worker::supervise::main(args[2..].to_vec());
+    }
+    run()
+}
+
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn run() -> ExitCode {
     let config = common::cli::parse_args::<worker::Config>();
     common::cli::init_telemetry(config.log_format, "info");
     if let Err(e) = config.validate() {

@@ -35,6 +35,10 @@ pub struct LocalLauncher {
     pub kill_grace: Duration,
     /// More of the worker's variables that jobs inherit (`--pass-env`).
     pub pass_env: Vec<String>,
+    /// The binary each attempt runs under as its supervisor (this worker's own), which
+    /// kills the attempt's whole process tree when it is stopped or the worker dies; `None`
+    /// runs the program directly (only its process group is reached then).
+    pub supervisor: Option<std::path::PathBuf>,
 }
 
 impl LocalLauncher {
@@ -70,18 +74,42 @@ impl LocalLauncher {
         if let Err(e) = private_dirs(&ctx.checkpoint_dir) {
             return LaunchResult::Error(format!("cannot create {}: {e}", ctx.checkpoint_dir.display()));
         }
-        let mut cmd = Command::new(program);
+        let inherited = self.inherited();
+        let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = inherited
+            .into_iter()
+            .chain(spec.env.iter().map(|(k, v)| (k.into(), v.into())))
+            .chain(
+                job_environment(&ctx)
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into())),
+            )
+            .collect();
+        // Resolved here, as exec would, so a missing program is told from a failing one.
+        let resolved = match resolve(program, &env) {
+            Ok(path) => path,
+            Err(why) => return LaunchResult::Invalid(format!("cannot start {program:?}: {why}")),
+        };
+        let mut cmd = match &self.supervisor {
+            Some(supervisor) => {
+                let mut c = Command::new(supervisor);
+                c.arg(crate::supervise::ROLE)
+                    .arg(self.kill_grace.as_millis().to_string())
+                    .arg(std::process::id().to_string())
+                    .arg("--")
+                    .arg(&resolved);
+                c
+            }
+            None => Command::new(&resolved),
+        };
         cmd.args(args)
             .env_clear()
-            .envs(self.inherited())
-            .envs(&spec.env)
-            .envs(job_environment(&ctx))
+            .envs(env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        die_with_parent(&mut cmd);
+        die_with_parent(&mut cmd, self.supervisor.is_some());
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -136,6 +164,46 @@ impl LocalLauncher {
         }
         child.wait().await
     }
+}
+
+/// Finds `program` as execvp would: a path when it holds a `/`, else the first executable
+/// file of that name on the job's PATH.
+fn resolve(
+    program: &str,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> Result<std::path::PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = std::path::PathBuf::from(program);
+        return match std::fs::metadata(&p) {
+            Err(_) => Err("program not found".into()),
+            Ok(_) if !executable(&p) => Err("permission denied".into()),
+            Ok(_) => Ok(p),
+        };
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    let mut seen_denied = false;
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(program);
+        if executable(&candidate) {
+            return Ok(candidate);
+        }
+        seen_denied |= candidate.is_file();
+    }
+    Err(if seen_denied {
+        "permission denied"
+    } else {
+        "program not found"
+    }
+    .into())
 }
 
 /// Creates the checkpoint directory and its parents that are missing with mode 0700, and
@@ -227,13 +295,19 @@ impl Lines {
     }
 }
 
-/// Asks the kernel to SIGKILL the child when the worker thread that spawned it dies.
+/// Asks the kernel to signal the child when the worker thread that spawned it dies: the
+/// supervisor gets SIGTERM (it then stops the whole tree), a bare program SIGKILL.
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
+fn die_with_parent(cmd: &mut Command, supervised: bool) {
+    let signal = if supervised {
+        Signal::SIGTERM
+    } else {
+        Signal::SIGKILL
+    };
     // SAFETY: the closure runs between fork and exec and only makes the async-signal-safe
     // prctl(2) system call.
     unsafe {
-        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from));
+        cmd.pre_exec(move || nix::sys::prctl::set_pdeathsig(signal).map_err(std::io::Error::from));
     }
 }
 
