@@ -8,6 +8,9 @@ use tokio::task::JoinHandle;
 
 /// Lines kept per job in Redis.
 const KEEP_LINES: usize = 1000;
+/// Bytes of one line kept in Redis: with [`KEEP_LINES`], a job's log holds about 4 MiB at
+/// most, whatever the job prints (a line is cut at a character boundary, and says so).
+const MAX_STORED_LINE: usize = 4 * 1024;
 /// Lines sent to Redis in one round trip at most.
 const BATCH: usize = 200;
 
@@ -38,6 +41,9 @@ async fn drain(queue: RedisQueue, id: JobId, mut rx: mpsc::Receiver<String>) {
     let mut lines = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut lines, BATCH).await > 0 {
         let progress = lines.iter().rev().find_map(|l| progress_of(l));
+        for line in lines.iter_mut() {
+            fit(line);
+        }
         for line in &lines {
             tracing::debug!(target: "job_output", "{line}");
         }
@@ -50,6 +56,19 @@ async fn drain(queue: RedisQueue, id: JobId, mut rx: mpsc::Receiver<String>) {
         }
         lines.clear();
     }
+}
+
+/// Cuts a line to [`MAX_STORED_LINE`] bytes, at a character boundary, marking the cut.
+fn fit(line: &mut String) {
+    if line.len() <= MAX_STORED_LINE {
+        return;
+    }
+    let mut end = MAX_STORED_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    line.truncate(end);
+    line.push_str(" [cut at 4 KiB]");
 }
 
 /// `epoch k/n` from a trainer's JSON progress line.
@@ -65,6 +84,17 @@ pub(crate) fn progress_of(line: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stored_lines_are_cut_in_bytes_at_a_character_boundary() {
+        let mut short = "ok".to_string();
+        super::fit(&mut short);
+        assert_eq!(short, "ok");
+        let mut long = "é".repeat(3000);
+        super::fit(&mut long);
+        assert!(long.len() <= super::MAX_STORED_LINE + 20, "{}", long.len());
+        assert!(long.ends_with(" [cut at 4 KiB]"));
+    }
+
     #[test]
     fn reads_trainer_progress() {
         assert_eq!(
