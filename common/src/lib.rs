@@ -24,6 +24,7 @@ mod id;
 mod priority;
 pub mod queue;
 mod record;
+pub mod redact;
 mod spec;
 mod state;
 #[cfg(feature = "store")]

@@ -252,26 +252,29 @@ impl JobSpec {
     }
 
     /// A copy for display: values of environment variables whose names suggest a secret
-    /// (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*`, `*CREDENTIAL*`, `*AUTH*`) become `***`.
-    /// The job itself still gets the real values.
+    /// ([`crate::redact::is_secret_name`]) become `***`, and a password inside any other
+    /// value that is a URL (`scheme://user:PASSWORD@host`) too. The job itself still gets
+    /// the real values.
     pub fn redacted(&self) -> JobSpec {
-        const MARKERS: [&str; 7] = [
-            "TOKEN",
-            "SECRET",
-            "PASSWORD",
-            "PASSWD",
-            "KEY",
-            "CREDENTIAL",
-            "AUTH",
-        ];
         let mut copy = self.clone();
         for (k, v) in copy.env.iter_mut() {
-            let upper = k.to_ascii_uppercase();
-            if MARKERS.iter().any(|m| upper.contains(m)) {
-                *v = "***".into();
+            if crate::redact::is_secret_name(k) {
+                *v = crate::redact::MASK.into();
+            } else {
+                *v = crate::redact::mask(v, &[]);
             }
         }
         copy
+    }
+
+    /// The values of this spec's secret-looking environment variables: what the worker
+    /// masks in the job's output.
+    pub fn secret_values(&self) -> Vec<String> {
+        self.env
+            .iter()
+            .filter(|(k, _)| crate::redact::is_secret_name(k))
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Checks the values serde cannot: ranges, emptiness, safe names.

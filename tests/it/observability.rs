@@ -178,9 +178,21 @@ async fn readiness_follows_redis_and_liveness_does_not() {
 #[tokio::test(flavor = "multi_thread")]
 async fn json_logs_carry_the_job_and_never_secrets() {
     let env = TestEnv::new().await;
-    let w = env.worker(&["--log-format", "json"]);
-    let mut s = sh("secretive", "echo using $API_TOKEN >/dev/null");
+    // Debug level, so that the job's output lines reach the worker's log too.
+    let w = env.worker_with(
+        &crate::support::redis_url(),
+        &["--log-format", "json"],
+        &[("RUST_LOG", "info,job_output=debug")],
+    );
+    // The job prints its secrets; what is stored and shown must not hold them.
+    let mut s = sh(
+        "secretive",
+        "echo using $API_TOKEN; echo pass $SMTP_PASS; echo db $DB_LINK; echo lr $LEARNING_RATE",
+    );
     s.env.insert("API_TOKEN".into(), "tok-sup3rsecret".into());
+    s.env.insert("SMTP_PASS".into(), "p4ss-w0rd".into());
+    s.env
+        .insert("DB_LINK".into(), "postgres://gpuq:hunter22@db:5432/x".into());
     s.env.insert("LEARNING_RATE".into(), "0.1".into());
     let id = env.queue.enqueue_batch(vec![s]).await.unwrap().ids.remove(0);
     env.wait_state(&id, JobState::Succeeded, LONG).await;
@@ -193,10 +205,33 @@ async fn json_logs_carry_the_job_and_never_secrets() {
     let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["span"]["job_id"], id.as_str(), "{line}");
     assert_eq!(v["span"]["attempt"], 1, "{line}");
-    assert!(!log.contains("sup3rsecret"), "{log}");
-
+    assert!(
+        log.contains("lr 0.1"),
+        "the job's output reached the worker's debug log: {log}"
+    );
+    let secrets = ["sup3rsecret", "p4ss-w0rd", "hunter22"];
+    for secret in secrets {
+        assert!(!log.contains(secret), "worker log holds {secret}: {log}");
+    }
+    let stored = env.queue.logs(&id, 100).await.unwrap();
+    assert_eq!(
+        stored,
+        [
+            "using ***",
+            "pass ***",
+            "db postgres://gpuq:***@db:5432/x",
+            "lr 0.1"
+        ],
+        "what Redis keeps of the output"
+    );
+    let printed = crate::support::stdout(&env.scheduler(&["logs", id.as_str()]));
     let shown = crate::support::stdout(&env.scheduler(&["show", id.as_str(), "--json"]));
-    assert!(!shown.contains("sup3rsecret"), "{shown}");
+    for secret in secrets {
+        assert!(!printed.contains(secret), "`logs` prints {secret}: {printed}");
+        assert!(!shown.contains(secret), "`show` prints {secret}: {shown}");
+    }
+    assert!(printed.contains("lr 0.1"), "{printed}");
+    assert!(shown.contains("postgres://gpuq:***@db:5432/x"), "{shown}");
     assert!(
         shown.contains("\"LEARNING_RATE\": \"0.1\""),
         "ordinary values are shown: {shown}"

@@ -53,7 +53,7 @@ pub(crate) async fn run(
     let span = tracing::info_span!("attempt", job_id = %job.id, attempt = job.attempt, worker = %deps.worker);
     async move {
         tracing::info!(priority = %job.priority, name = %job.spec.name, "attempt started");
-        let (sink, output) = OutputSink::start(deps.queue.clone(), job.id.clone());
+        let (sink, output) = OutputSink::start(deps.queue.clone(), job.id.clone(), job.spec.secret_values());
         let result = supervise(&job, &deps, &tokens, output).await;
         if matches!(result, AttemptEnd::Finished(LaunchResult::Error(_))) {
             deps.metrics.launcher_errors.inc();

@@ -21,11 +21,13 @@ pub(crate) struct OutputSink {
 
 impl OutputSink {
     /// Starts the sink; launchers send lines into the returned sender.
-    pub(crate) fn start(queue: RedisQueue, id: JobId) -> (Self, mpsc::Sender<String>) {
+    /// Lines are masked before anything keeps them: `secrets` (the job's secret env values)
+    /// and URL passwords become `***` (see `common::redact`).
+    pub(crate) fn start(queue: RedisQueue, id: JobId, secrets: Vec<String>) -> (Self, mpsc::Sender<String>) {
         let (tx, rx) = mpsc::channel(1024);
         (
             OutputSink {
-                task: tokio::spawn(drain(queue, id, rx)),
+                task: tokio::spawn(drain(queue, id, secrets, rx)),
             },
             tx,
         )
@@ -37,13 +39,14 @@ impl OutputSink {
     }
 }
 
-async fn drain(queue: RedisQueue, id: JobId, mut rx: mpsc::Receiver<String>) {
+async fn drain(queue: RedisQueue, id: JobId, secrets: Vec<String>, mut rx: mpsc::Receiver<String>) {
     let mut lines = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut lines, BATCH).await > 0 {
-        let progress = lines.iter().rev().find_map(|l| progress_of(l));
         for line in lines.iter_mut() {
+            *line = common::redact::mask(line, &secrets);
             fit(line);
         }
+        let progress = lines.iter().rev().find_map(|l| progress_of(l));
         for line in &lines {
             tracing::debug!(target: "job_output", "{line}");
         }
