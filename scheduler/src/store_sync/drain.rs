@@ -6,7 +6,7 @@
 //! entries in Redis: the queue keeps running, and they are written when the store returns.
 
 use crate::metrics::ServeMetrics;
-use common::queue::RedisQueue;
+use common::queue::{OutboxEvent, RedisQueue};
 use common::store::{JobStore, Pricer};
 use common::{Backoff, Result};
 use std::collections::HashMap;
@@ -29,8 +29,28 @@ pub async fn drain_once(
     if events.is_empty() {
         return Ok(0);
     }
-    // Jobs new to the store: their spec is in the job hash (enqueue entries do not carry it,
-    // and retention keeps the hash until the outbox is past the job's end).
+    let specs = specs_of_new_jobs(queue, store, &events).await?;
+    let applied = match store.apply(&events, &specs, pricer).await {
+        Ok(applied) => applied,
+        Err(e) => apply_one_by_one(queue, store, &events, &specs, pricer, e).await?,
+    };
+    if let Some(m) = metrics {
+        for t in &applied {
+            m.observe(t);
+        }
+    }
+    queue.ack_outbox(&events).await?;
+    Ok(events.len())
+}
+
+/// The specs of the jobs these entries name that the store has no row for yet: they are
+/// in the job hashes (enqueue entries do not carry them, and retention keeps the hash
+/// until the store holds the job's end).
+async fn specs_of_new_jobs(
+    queue: &RedisQueue,
+    store: &JobStore,
+    events: &[OutboxEvent],
+) -> Result<HashMap<String, String>> {
     let mut ids: Vec<String> = events
         .iter()
         .filter(|e| e.spec.is_none())
@@ -47,17 +67,7 @@ pub async fn drain_once(
             }
         }
     }
-    let applied = match store.apply(&events, &specs, pricer).await {
-        Ok(applied) => applied,
-        Err(e) => apply_one_by_one(queue, store, &events, &specs, pricer, e).await?,
-    };
-    if let Some(m) = metrics {
-        for t in &applied {
-            m.observe(t);
-        }
-    }
-    queue.ack_outbox(&events).await?;
-    Ok(events.len())
+    Ok(specs)
 }
 
 /// After the store refused a batch: when the store takes writes at all (a probe write),
@@ -67,7 +77,7 @@ pub async fn drain_once(
 async fn apply_one_by_one(
     queue: &RedisQueue,
     store: &JobStore,
-    events: &[common::queue::OutboxEvent],
+    events: &[OutboxEvent],
     specs: &HashMap<String, String>,
     pricer: Option<&Pricer>,
     batch_error: common::Error,
@@ -103,16 +113,8 @@ pub async fn retry_refused(
     pricer: Option<&Pricer>,
 ) -> Result<(usize, usize)> {
     let entries = queue.refused_entries(100_000).await?;
-    let mut ids: Vec<String> = entries.iter().map(|r| r.event.job.to_string()).collect();
-    ids.sort();
-    ids.dedup();
-    let mut specs = HashMap::new();
-    let missing = store.missing(&ids).await?;
-    for (id, spec) in missing.iter().zip(queue.specs(&missing).await?) {
-        if let Some(spec) = spec {
-            specs.insert(id.clone(), spec);
-        }
-    }
+    let events: Vec<OutboxEvent> = entries.iter().map(|r| r.event.clone()).collect();
+    let specs = specs_of_new_jobs(queue, store, &events).await?;
     let (mut taken, mut left) = (Vec::new(), 0);
     for r in &entries {
         match store.apply(std::slice::from_ref(&r.event), &specs, pricer).await {
