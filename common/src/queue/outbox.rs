@@ -83,6 +83,23 @@ impl OutboxEvent {
     }
 }
 
+/// A stream entry as Redis returns it: its id and its fields.
+type StreamEntry = (String, HashMap<String, String>);
+
+/// Adds to `pipe` the move of entry `id` from stream `from` to the end of stream `to`,
+/// with `fields` (in a stable order), as an XADD then an XDEL: callers make the pipe
+/// atomic, so the entry is in exactly one of the two streams at any time.
+fn move_entry(pipe: &mut redis::Pipeline, from: &str, id: &str, to: &str, fields: HashMap<String, String>) {
+    let mut fields: Vec<(String, String)> = fields.into_iter().collect();
+    fields.sort();
+    pipe.cmd("XADD").arg(to).arg("*");
+    for (k, v) in &fields {
+        pipe.arg(k).arg(v);
+    }
+    pipe.ignore();
+    pipe.cmd("XDEL").arg(from).arg(id).ignore();
+}
+
 /// A job to put back into Redis from the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestoreItem {
@@ -119,16 +136,8 @@ pub struct RefusedEntry {
 impl RedisQueue {
     /// The oldest `count` transitions not yet acknowledged by the store.
     pub async fn read_outbox(&self, count: usize) -> Result<Vec<OutboxEvent>> {
-        let mut conn = self.conn().await?;
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(self.keys.outbox())
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
-        entries
+        self.stream_head(&self.keys.outbox(), count)
+            .await?
             .into_iter()
             .map(|(id, fields)| OutboxEvent::parse(id, fields))
             .collect()
@@ -151,11 +160,25 @@ impl RedisQueue {
 
     /// Transitions waiting for the store.
     pub async fn outbox_len(&self) -> Result<u64> {
+        self.stream_len(&self.keys.outbox()).await
+    }
+
+    /// The oldest `count` entries of a stream, as id and fields.
+    async fn stream_head(&self, key: &str, count: usize) -> Result<Vec<StreamEntry>> {
         let mut conn = self.conn().await?;
-        Ok(redis::cmd("XLEN")
-            .arg(self.keys.outbox())
+        Ok(redis::cmd("XRANGE")
+            .arg(key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
             .query_async(&mut conn)
             .await?)
+    }
+
+    async fn stream_len(&self, key: &str) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        Ok(redis::cmd("XLEN").arg(key).query_async(&mut conn).await?)
     }
 
     /// Time (ms) of the oldest undrained transition, if any.
@@ -271,12 +294,12 @@ impl RedisQueue {
         }
         let mut conn = self.conn().await?;
         let ids: Vec<&str> = refused.iter().map(|(e, _)| e.event_id.as_str()).collect();
-        let raw: Vec<(String, HashMap<String, String>)> = {
+        let raw: Vec<StreamEntry> = {
             let mut pipe = redis::pipe();
             for id in &ids {
                 pipe.cmd("XRANGE").arg(self.keys.outbox()).arg(*id).arg(*id);
             }
-            let per: Vec<Vec<(String, HashMap<String, String>)>> = pipe.query_async(&mut conn).await?;
+            let per: Vec<Vec<StreamEntry>> = pipe.query_async(&mut conn).await?;
             per.into_iter().flatten().collect()
         };
         let mut pipe = redis::pipe();
@@ -287,16 +310,16 @@ impl RedisQueue {
                 .find(|(e, _)| e.event_id == id)
                 .map(|(_, why)| why.as_str())
                 .unwrap_or("refused");
-            let mut entry: Vec<(String, String)> = fields.into_iter().collect();
-            entry.sort();
-            entry.push(("origin".into(), id.clone()));
-            entry.push(("error".into(), error.to_string()));
-            pipe.cmd("XADD").arg(self.keys.outbox_dead()).arg("*");
-            for (k, v) in &entry {
-                pipe.arg(k).arg(v);
-            }
-            pipe.ignore();
-            pipe.cmd("XDEL").arg(self.keys.outbox()).arg(&id).ignore();
+            let mut fields = fields;
+            fields.insert("origin".into(), id.clone());
+            fields.insert("error".into(), error.to_string());
+            move_entry(
+                &mut pipe,
+                &self.keys.outbox(),
+                &id,
+                &self.keys.outbox_dead(),
+                fields,
+            );
         }
         let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
@@ -304,16 +327,8 @@ impl RedisQueue {
 
     /// The entries the store refused, oldest first (at most `count`).
     pub async fn refused_entries(&self, count: usize) -> Result<Vec<RefusedEntry>> {
-        let mut conn = self.conn().await?;
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(self.keys.outbox_dead())
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
-        entries
+        self.stream_head(&self.keys.outbox_dead(), count)
+            .await?
             .into_iter()
             .map(|(dead_id, mut fields)| {
                 let origin = fields
@@ -331,11 +346,7 @@ impl RedisQueue {
 
     /// Number of entries the store refused.
     pub async fn refused_len(&self) -> Result<u64> {
-        let mut conn = self.conn().await?;
-        Ok(redis::cmd("XLEN")
-            .arg(self.keys.outbox_dead())
-            .query_async(&mut conn)
-            .await?)
+        self.stream_len(&self.keys.outbox_dead()).await
     }
 
     /// Removes refused entries once the store has taken them after all.
@@ -355,7 +366,7 @@ impl RedisQueue {
     /// Records a new error for a refused entry that was replayed and refused again.
     pub async fn update_refused(&self, entry: &RefusedEntry, error: &str) -> Result<()> {
         let mut conn = self.conn().await?;
-        let fields: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        let fields: Vec<StreamEntry> = redis::cmd("XRANGE")
             .arg(self.keys.outbox_dead())
             .arg(&entry.dead_id)
             .arg(&entry.dead_id)
@@ -365,21 +376,11 @@ impl RedisQueue {
             return Ok(());
         };
         f.insert("error".into(), error.to_string());
-        let mut entry_fields: Vec<(String, String)> = f.into_iter().collect();
-        entry_fields.sort();
+        let dead = self.keys.outbox_dead();
         let mut pipe = redis::pipe();
-        pipe.atomic().cmd("XADD").arg(self.keys.outbox_dead()).arg("*");
-        for (k, v) in &entry_fields {
-            pipe.arg(k).arg(v);
-        }
-        let _: () = pipe
-            .ignore()
-            .cmd("XDEL")
-            .arg(self.keys.outbox_dead())
-            .arg(&entry.dead_id)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+        pipe.atomic();
+        move_entry(&mut pipe, &dead, &entry.dead_id, &dead, f);
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 
