@@ -6,7 +6,6 @@ use crate::support::{wait_for, TestEnv};
 use common::queue::{Outcome, RedisQueue};
 use common::{Error, JobId, JobSpec, JobState, WorkerId, WorkerInfo};
 use redis::AsyncCommands;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn spec(name: &str) -> JobSpec {
@@ -186,80 +185,11 @@ async fn the_outbox_at_its_bound_refuses_enqueue_but_keeps_every_transition() {
     assert_eq!(queue.outbox_len().await.unwrap(), 6);
 }
 
-/// A redis-server with an append-only file, that a test can SIGKILL and start again on
-/// the same port and data directory.
-struct DurableRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: std::path::PathBuf,
-}
-
-impl DurableRedis {
-    async fn start(dir: std::path::PathBuf) -> Self {
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut r = DurableRedis {
-            child: None,
-            port: crate::support::free_port(),
-            dir,
-        };
-        r.boot().await;
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn boot(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        self.child = Some(child);
-        let url = self.url();
-        wait_for("redis-server to load", Duration::from_secs(20), || {
-            let url = url.clone();
-            async move {
-                let c = redis::Client::open(url).ok()?;
-                let mut con = c.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING").query_async::<String>(&mut con).await.ok()
-            }
-        })
-        .await;
-    }
-
-    /// SIGKILL: no shutdown, no final fsync beyond what the AOF policy already did.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_redis_restart_the_reaper_waits_for_workers_to_come_back() {
     let env = TestEnv::new().await;
-    let mut redis = DurableRedis::start(env.path("aof")).await;
-    let queue = RedisQueue::connect(&redis.url(), "restart").await.unwrap();
+    let mut redis = crate::support::PrivateRedis::durable(env.path("aof")).await;
+    let queue = RedisQueue::connect(&redis.url, "restart").await.unwrap();
     let ids = queue.enqueue_batch(vec![spec("long")]).await.unwrap().ids;
     let w = WorkerId::generate("survivor");
     // The worker says it needs 2 s to come back and check its leases.
@@ -268,7 +198,7 @@ async fn after_a_redis_restart_the_reaper_waits_for_workers_to_come_back() {
     assert_eq!(job.id, ids[0]);
     // Redis dies and stays down for longer than the lease: the heartbeat key it reloads
     // has expired.
-    redis.kill();
+    redis.crash();
     // The outage itself: longer than the lease, so the heartbeat expires during it.
     tokio::time::sleep(Duration::from_millis(800)).await;
     redis.boot().await;

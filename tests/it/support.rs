@@ -382,48 +382,84 @@ impl Drop for TestDatabase {
     }
 }
 
-/// A private redis-server on a free port, for tests that must wipe or stop their Redis.
+/// A private redis-server on a free port, for tests that must wipe, stop or crash their
+/// Redis. Without persistence ([`start`](Self::start)), or with an append-only file fsynced
+/// on every write in a directory of the test's ([`durable`](Self::durable)), which survives
+/// a [`crash`](Self::crash) and [`boot`](Self::boot) on the same port.
 pub(crate) struct PrivateRedis {
-    child: Child,
+    child: Option<Child>,
+    port: u16,
+    aof_dir: Option<PathBuf>,
     pub(crate) url: String,
 }
 
 impl PrivateRedis {
     pub(crate) async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH");
-        let url = format!("redis://127.0.0.1:{port}");
-        let u = url.clone();
-        wait_for("the private redis-server", Duration::from_secs(10), || {
+        Self::launch(None).await
+    }
+
+    pub(crate) async fn durable(dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::launch(Some(dir)).await
+    }
+
+    async fn launch(aof_dir: Option<PathBuf>) -> Self {
+        let port = free_port();
+        let mut r = PrivateRedis {
+            child: None,
+            port,
+            aof_dir,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        r.boot().await;
+        r
+    }
+
+    /// Starts the server (again), and waits until it answers (after loading its AOF).
+    pub(crate) async fn boot(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match &self.aof_dir {
+            Some(dir) => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always"])
+                    .arg("--dir")
+                    .arg(dir);
+            }
+            None => {
+                cmd.args(["--appendonly", "no"]);
+            }
+        }
+        self.child = Some(cmd.stdout(Stdio::null()).spawn().expect("redis-server on PATH"));
+        let u = self.url.clone();
+        wait_for("the private redis-server", Duration::from_secs(20), || {
             let u = u.clone();
             async move { RedisQueue::connect(&u, "probe").await.ok().map(|_| ()) }
         })
         .await;
-        PrivateRedis { child, url }
+    }
+
+    /// SIGKILL: no shutdown, no final fsync beyond what the AOF policy already did.
+    pub(crate) fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 impl Drop for PrivateRedis {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.crash();
+        if let Some(dir) = &self.aof_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
