@@ -13,7 +13,6 @@ use tokio_util::task::TaskTracker;
 /// Claims jobs and spawns their attempts into `tracker` until `shutdown` fires.
 pub(crate) async fn claim_loop(
     deps: Arc<AttemptDeps>,
-    liveness: Arc<crate::heartbeat::Liveness>,
     slots: Arc<Semaphore>,
     tracker: &TaskTracker,
     idle_timeout: Duration,
@@ -34,7 +33,7 @@ pub(crate) async fn claim_loop(
         while let Ok(p) = slots.clone().try_acquire_owned() {
             permits.push(p);
         }
-        if liveness.is_fenced() {
+        if deps.running.is_fenced() {
             // The worker stopped its attempts because it cannot keep leases: take none.
             drop(permits);
             failures += 1;

@@ -38,18 +38,17 @@ impl Beat {
     }
 }
 
-/// When the worker last knew its leases valid, and whether it has fenced itself since.
+/// When the worker last knew its leases valid. Whether it has fenced itself since is the
+/// registry's to know ([`RunningJobs::is_fenced`]): it fences the attempts it registers.
 #[derive(Debug)]
 pub(crate) struct Liveness {
     last_ok: watch::Sender<Instant>,
-    fenced: AtomicBool,
 }
 
 impl Liveness {
     pub(crate) fn new(at: Instant) -> Arc<Self> {
         Arc::new(Liveness {
             last_ok: watch::Sender::new(at),
-            fenced: AtomicBool::new(false),
         })
     }
 
@@ -62,14 +61,6 @@ impl Liveness {
             }
             newer
         });
-        if self.fenced.swap(false, Ordering::SeqCst) {
-            tracing::info!("heartbeat refreshed again; claiming resumes");
-        }
-    }
-
-    /// True while the worker has fenced itself: it claims nothing until a heartbeat lands.
-    pub(crate) fn is_fenced(&self) -> bool {
-        self.fenced.load(Ordering::SeqCst)
     }
 }
 
@@ -122,7 +113,9 @@ pub(crate) async fn heartbeat_loop(
         match result {
             Ok(Ok(hb)) => {
                 liveness.beat_ok(sent);
-                beat.running.unfence();
+                if beat.running.unfence() {
+                    tracing::info!("heartbeat refreshed again; claiming resumes");
+                }
                 if !hb.existed {
                     tracing::warn!(
                         "heartbeat had expired before this refresh; checking which leases are still ours"
@@ -221,8 +214,7 @@ pub(crate) async fn fence_loop(
             }
             _ = stop.cancelled() => return,
         }
-        if !liveness.fenced.swap(true, Ordering::SeqCst) {
-            let n = running.fence_all();
+        if let Some(n) = running.fence_all() {
             tracing::error!(attempts = n, after = ?settings.fence_after,
                 "no heartbeat acknowledged for too long: stopping every attempt before the lease can expire and the job run elsewhere");
         }

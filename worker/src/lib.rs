@@ -350,15 +350,7 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
     });
     let slots = Arc::new(Semaphore::new(config.concurrency as usize));
     let attempts = TaskTracker::new();
-    claim::claim_loop(
-        deps.clone(),
-        liveness.clone(),
-        slots,
-        &attempts,
-        config.idle_timeout,
-        shutdown,
-    )
-    .await;
+    claim::claim_loop(deps.clone(), slots, &attempts, config.idle_timeout, shutdown).await;
 
     draining.store(true, Ordering::Relaxed);
     attempts.close();

@@ -147,19 +147,27 @@ impl RunningJobs {
     }
 
     /// Stops every attempt held (self-fencing), and any registered until [`unfence`]
-    /// (Self::unfence). Returns how many there were.
-    pub(crate) fn fence_all(&self) -> usize {
+    /// (Self::unfence). Returns how many there were, or `None` when already fenced.
+    pub(crate) fn fence_all(&self) -> Option<usize> {
         let mut inner = self.lock();
-        inner.fenced = true;
+        if std::mem::replace(&mut inner.fenced, true) {
+            return None;
+        }
         for t in inner.attempts.values() {
             t.fenced.cancel();
         }
-        inner.attempts.len()
+        Some(inner.attempts.len())
     }
 
-    /// A heartbeat landed: attempts registered from now on run.
-    pub(crate) fn unfence(&self) {
-        self.lock().fenced = false;
+    /// A heartbeat landed: attempts registered from now on run. Returns whether the
+    /// worker was fenced.
+    pub(crate) fn unfence(&self) -> bool {
+        std::mem::replace(&mut self.lock().fenced, false)
+    }
+
+    /// True while the worker has fenced itself: it claims nothing until a heartbeat lands.
+    pub(crate) fn is_fenced(&self) -> bool {
+        self.lock().fenced
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -193,7 +201,8 @@ mod tests {
     fn a_claim_answered_while_fenced_is_fenced_at_once() {
         let running = RunningJobs::default();
         let before = running.insert(&job("a", "1"));
-        assert_eq!(running.fence_all(), 1);
+        assert_eq!(running.fence_all(), Some(1));
+        assert_eq!(running.fence_all(), None, "already fenced");
         assert!(before.fenced.is_cancelled());
         // The claim was in flight when the fence fired.
         let late = running.insert(&job("b", "2"));
