@@ -128,8 +128,11 @@ impl TestEnv {
             .args([
                 "--heartbeat-interval",
                 "300ms",
+                // Fences at 2.2 s without a heartbeat (lease - 1.5 s to stop - one interval):
+                // tests that load both cores with hundreds of processes starve heartbeats for
+                // longer than a tighter lease allows, and the worker rightly stops its jobs.
                 "--heartbeat-ttl",
-                "2500ms",
+                "4s",
                 "--retry-backoff",
                 "50ms",
             ])
