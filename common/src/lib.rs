@@ -13,6 +13,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod admission;
 mod backoff;
 #[cfg(feature = "cli")]
 pub mod cli;

@@ -62,6 +62,9 @@ pub struct JobRecord {
     /// Jobs ahead of this one across all priorities, when it is queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
+    /// For a queued job, why it is not running yet (computed with the claim's rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<crate::admission::WaitReason>,
     /// The spec as submitted (with its id filled in).
     pub spec: JobSpec,
     /// Transition history, oldest first (empty in listings).
@@ -119,6 +122,7 @@ impl JobRecord {
             progress: h.remove("progress"),
             cancel_requested: h.get("cancel_requested").is_some_and(|v| v == "1"),
             position: None,
+            waiting: None,
             spec,
             events: Vec::new(),
             id,

@@ -67,6 +67,14 @@ pub struct JobSpec {
     /// Free-form labels (experiment, owner, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The group the job belongs to (`batch --group`): a group may cap how many of its
+    /// jobs run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Most jobs of `group` running at once (`batch --max-running`; 1 runs the group one
+    /// job after another). The latest enqueue that gives it sets it for the group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_max_running: Option<u32>,
 }
 
 fn default_team() -> String {
@@ -210,6 +218,8 @@ impl JobSpec {
             timeout_secs: DEFAULT_TIMEOUT_SECS,
             not_before: None,
             labels: BTreeMap::new(),
+            group: None,
+            group_max_running: None,
         }
     }
 
@@ -310,6 +320,14 @@ impl JobSpec {
         }
         check_name("team", &self.team)?;
         check_name("model_type", &self.model_type)?;
+        if let Some(g) = &self.group {
+            check_name("group", g)?;
+        }
+        match (self.group_max_running, &self.group) {
+            (Some(0), _) => return bad("group_max_running", "must be at least 1".into()),
+            (Some(_), None) => return bad("group_max_running", "needs a group (give `group` too)".into()),
+            _ => {}
+        }
         if self.command.is_empty() && self.image.is_none() {
             return bad(
                 "command",

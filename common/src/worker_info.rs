@@ -28,6 +28,16 @@ pub struct WorkerInfo {
     /// Where it serves /metrics, /healthz and /readyz.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<String>,
+    /// The pools whose jobs it claims; empty for all (a Kubernetes worker by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<String>,
+    /// The GPU devices it gives to jobs (`--gpus`), as `CUDA_VISIBLE_DEVICES` names them;
+    /// their count is what it adds to its first pool's capacity while it lives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// The devices its running attempts hold now.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus_busy: Vec<String>,
 }
 
 impl WorkerInfo {
@@ -45,6 +55,9 @@ impl WorkerInfo {
             jobs: Vec::new(),
             draining: false,
             metrics_addr: None,
+            pools: Vec::new(),
+            gpus: Vec::new(),
+            gpus_busy: Vec::new(),
         }
     }
 }

@@ -65,6 +65,139 @@ pub enum Command {
     /// Monthly budgets per team (and experiment label): warn at 70%, refuse over 100%.
     #[command(subcommand)]
     Budget(BudgetCommand),
+    /// GPU pools, team quotas with borrowing, and caps on running jobs.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+}
+
+/// `quota` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum QuotaCommand {
+    /// Pools, quotas and caps, with what is used of each.
+    Show(JsonArgs),
+    /// Change one part of the configuration: with --pool and --team a team's quota in a
+    /// pool; with --pool alone the pool; with --team alone the team's cap; with neither
+    /// the queue-wide settings.
+    Set(QuotaSetArgs),
+    /// Remove a team's quota (--pool and --team), a pool (--pool), a team's cap
+    /// (--team), or everything (--all).
+    Delete(QuotaDeleteArgs),
+    /// Replace the whole configuration with a file (TOML; JSON when it ends in .json).
+    Apply(QuotaApplyArgs),
+    /// Recompute the usage from the leases and repair any drift, saying what changed.
+    Check(QuotaCheckArgs),
+}
+
+/// A number, or `none` to remove the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// This many.
+    At(u32),
+    /// No limit.
+    None,
+}
+
+impl std::str::FromStr for Limit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "none" {
+            return Ok(Limit::None);
+        }
+        s.parse::<u32>()
+            .map(Limit::At)
+            .map_err(|_| format!("{s:?} is not a whole number of at least 0 (or `none`)"))
+    }
+}
+
+impl Limit {
+    /// As the configuration keeps it.
+    pub fn get(self) -> Option<u32> {
+        match self {
+            Limit::At(n) => Some(n),
+            Limit::None => None,
+        }
+    }
+}
+
+/// Arguments of `quota set`.
+#[derive(Debug, clap::Args)]
+pub struct QuotaSetArgs {
+    /// The pool (a GPU type, or `default`).
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// The team.
+    #[arg(long)]
+    pub team: Option<String>,
+    /// The team's nominal GPU quota in the pool.
+    #[arg(long, value_parser = clap::value_parser!(u32))]
+    pub nominal: Option<u32>,
+    /// Most GPUs the team may borrow beyond its quota (`none`: no limit).
+    #[arg(long)]
+    pub borrowing_limit: Option<Limit>,
+    /// Most of its unused quota the team lends (`none`: all of it).
+    #[arg(long)]
+    pub lending_limit: Option<Limit>,
+    /// The cohort the team borrows in (`none`: the pool's).
+    #[arg(long)]
+    pub cohort: Option<String>,
+    /// The pool's GPUs (`none`: what its live workers advertise).
+    #[arg(long)]
+    pub capacity: Option<Limit>,
+    /// The pool's queueing: strict or best-effort.
+    #[arg(long)]
+    pub strategy: Option<common::admission::Strategy>,
+    /// How long a job held up by the pool's capacity waits before it reserves the pool.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub reserve_after: Option<Duration>,
+    /// Most jobs running at once: in the pool (with --pool), of the team (with --team),
+    /// or in the whole queue (with neither). `none` removes the cap.
+    #[arg(long)]
+    pub max_running: Option<Limit>,
+    /// The only teams that may enqueue or be given a quota, comma-separated (`none`:
+    /// any team).
+    #[arg(long)]
+    pub allowed_teams: Option<String>,
+    /// Print the resulting configuration as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `quota delete`.
+#[derive(Debug, clap::Args)]
+pub struct QuotaDeleteArgs {
+    /// The pool.
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// The team.
+    #[arg(long)]
+    pub team: Option<String>,
+    /// Remove the whole configuration (everything is admitted again).
+    #[arg(long, conflicts_with_all = ["pool", "team"])]
+    pub all: bool,
+    /// Print the resulting configuration as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `quota apply`.
+#[derive(Debug, clap::Args)]
+pub struct QuotaApplyArgs {
+    /// The file (`-` for stdin, read as TOML).
+    pub file: PathBuf,
+    /// Print the resulting configuration as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `quota check`.
+#[derive(Debug, clap::Args)]
+pub struct QuotaCheckArgs {
+    /// Only report the drift; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `reconcile`.
@@ -337,6 +470,12 @@ pub struct EnqueueArgs {
     /// Defer the start to the next off-peak window (cheaper; see the pricing file).
     #[arg(long)]
     pub off_peak: bool,
+    /// Put the job in a group (see `batch --group`).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Most jobs of the group running at once (needs --group).
+    #[arg(long, requires = "group")]
+    pub max_running: Option<u32>,
     /// Print the job record as JSON.
     #[arg(long)]
     pub json: bool,
@@ -353,6 +492,13 @@ pub struct BatchArgs {
     /// Defer every job to the next off-peak window.
     #[arg(long)]
     pub off_peak: bool,
+    /// Put every job of the batch in this group (a spec's own `group` wins).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Most jobs of the group running at once; 1 runs the batch one job after another,
+    /// in order (needs --group).
+    #[arg(long, requires = "group")]
+    pub max_running: Option<u32>,
     /// Enqueue a batch larger than one atomic step (5,000 jobs) in atomic chunks. Jobs
     /// without an id get one derived from the input, so running the same command again
     /// after a failure part-way adds only what is missing.

@@ -358,7 +358,7 @@ async fn a_running_job_has_a_cost_forecast_from_its_pace() {
         "a queued job has no forecast: {}",
         stderr(&out)
     );
-    let _w = env.worker(&[]);
+    let _w = env.worker(&["--gpus", "0"]);
     crate::support::wait_for("two epochs", std::time::Duration::from_secs(60), || async {
         let p = env.record(&id).await.progress?;
         let done: u32 = p.strip_prefix("epoch ")?.split('/').next()?.parse().ok()?;
@@ -440,7 +440,7 @@ async fn a_finished_run_gets_concrete_recommendations() {
         "not before the run ends: {}",
         stderr(&out)
     );
-    let _w = env.worker(&[]);
+    let _w = env.worker(&["--gpus", "0"]);
     env.wait_state(
         &id,
         common::JobState::Succeeded,

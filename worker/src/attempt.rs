@@ -39,6 +39,9 @@ pub(crate) struct AttemptDeps {
     /// Fired when the shutdown grace period is over: running attempts are stopped and
     /// their jobs handed back to the queue.
     pub(crate) hard_stop: CancellationToken,
+    /// The devices attempts are given (`--gpus`), and which pools this worker serves.
+    pub(crate) devices: crate::devices::Devices,
+    pub(crate) pools: Vec<String>,
 }
 
 /// Runs the attempt and reports it; the permit frees the worker slot when this returns.
@@ -49,12 +52,13 @@ pub(crate) async fn run(
     tokens: AttemptTokens,
     deps: Arc<AttemptDeps>,
     _permit: OwnedSemaphorePermit,
+    grant: crate::devices::Grant,
 ) {
     let span = tracing::info_span!("attempt", job_id = %job.id, attempt = job.attempt, worker = %deps.worker);
     async move {
         tracing::info!(priority = %job.priority, name = %job.spec.name, "attempt started");
         let (sink, output) = OutputSink::start(deps.queue.clone(), job.id.clone(), job.spec.secret_values());
-        let result = supervise(&job, &deps, &tokens, output).await;
+        let result = supervise(&job, &deps, &tokens, output, grant.devices()).await;
         if matches!(result, AttemptEnd::Finished(LaunchResult::Error(_))) {
             deps.metrics.launcher_errors.inc();
         }
@@ -62,6 +66,8 @@ pub(crate) async fn run(
         tokens.ended.cancel();
         report(&deps, &job, result).await;
         deps.running.remove(&job);
+        // The process tree has ended: its devices are free for the next claim.
+        drop(grant);
     }
     .instrument(span)
     .await
@@ -78,6 +84,7 @@ async fn supervise(
     deps: &AttemptDeps,
     tokens: &AttemptTokens,
     output: tokio::sync::mpsc::Sender<String>,
+    devices: Option<&[String]>,
 ) -> AttemptEnd {
     let stop = CancellationToken::new();
     let detach = CancellationToken::new();
@@ -87,6 +94,7 @@ async fn supervise(
         output,
         stop: stop.clone(),
         detach: detach.clone(),
+        devices,
     };
     let launched = deps.launcher.run(ctx);
     tokio::pin!(launched);

@@ -49,8 +49,12 @@ pub(crate) async fn claim_loop(
         let token = deps.running.start_claim();
         let claimed = {
             let _t = deps.metrics.time("claim");
+            let room = common::queue::Room {
+                pools: deps.pools.clone(),
+                free_gpus: deps.devices.free(),
+            };
             deps.queue
-                .claim_tagged(&deps.worker, permits.len(), &token.to_string())
+                .claim_within(&deps.worker, permits.len(), &token.to_string(), &room)
                 .await
         };
         let claimed = claimed.map(|c| {
@@ -70,7 +74,15 @@ pub(crate) async fn claim_loop(
                 failures = 0;
                 // Unused permits go back to the semaphore when `permits` is dropped.
                 for ((job, tokens), permit) in jobs.into_iter().zip(permits.drain(..)) {
-                    tracker.spawn(attempt::run(job, tokens, deps.clone(), permit));
+                    // The claim took only what fits the devices free when it was sent, and
+                    // nothing else takes devices, so this always succeeds.
+                    let Some(grant) = deps.devices.take(job.spec.resources.gpus) else {
+                        tracing::error!(job_id = %job.id, gpus = job.spec.resources.gpus,
+                            "claimed a job its devices cannot hold; the lease check hands it back");
+                        deps.running.remove(&job);
+                        continue;
+                    };
+                    tracker.spawn(attempt::run(job, tokens, deps.clone(), permit, grant));
                 }
                 continue;
             }

@@ -27,11 +27,13 @@ pub(crate) struct Beat {
     pub(crate) info: WorkerInfo,
     pub(crate) running: RunningJobs,
     pub(crate) draining: Arc<AtomicBool>,
+    pub(crate) devices: crate::devices::Devices,
 }
 
 impl Beat {
     fn snapshot(&self) -> WorkerInfo {
         let mut info = self.info.clone();
+        info.gpus_busy = self.devices.busy();
         info.jobs = self.running.ids().into_iter().map(String::from).collect();
         info.draining = self.draining.load(Ordering::Relaxed);
         info

@@ -7,6 +7,7 @@
 
 mod attempt;
 mod claim;
+pub mod devices;
 mod heartbeat;
 pub mod launch;
 mod metrics;
@@ -95,6 +96,19 @@ pub struct Config {
     /// CUDA_* and NVIDIA_* are passed; REDIS_URL, DATABASE_URL and the rest are not.
     #[arg(long = "pass-env", value_name = "NAME")]
     pub pass_env: Vec<String>,
+    /// GPU devices this worker gives to its jobs: a list (`0,1,2,3`, or GPU UUIDs), `all`
+    /// (from CUDA_VISIBLE_DEVICES or NVIDIA_VISIBLE_DEVICES when set, else `nvidia-smi
+    /// -L`), or `none`. It claims only jobs whose GPUs fit its free devices, and gives
+    /// each attempt exactly its own in CUDA_VISIBLE_DEVICES. A local worker without it
+    /// claims only jobs that need no GPU. Not for Kubernetes workers (the cluster places
+    /// the pods).
+    #[arg(long, env = "GPUQ_GPUS")]
+    pub gpus: Option<devices::GpuArg>,
+    /// A pool whose jobs this worker claims (repeatable, or comma-separated). Default:
+    /// `default` (jobs that name no gpu_type) for a local worker, every pool for the
+    /// others. Its devices count in the capacity of the first pool named.
+    #[arg(long = "pool", env = "GPUQ_POOLS", value_delimiter = ',')]
+    pub pools: Vec<String>,
     #[command(flatten)]
     pub kube: launch::KubeArgs,
     /// Address of the HTTP server for /metrics, /healthz and /readyz. Default 0.0.0.0:9091,
@@ -170,6 +184,24 @@ impl Config {
                 ));
             }
         }
+        if self.gpus.is_some() && self.launcher == LauncherKind::Kube {
+            return Err(
+                "--gpus is for workers that run jobs on their own devices; a Kubernetes worker's pods get GPUs from the cluster"
+                    .into(),
+            );
+        }
+        for pool in &self.pools {
+            let ok = !pool.is_empty()
+                && pool.len() <= 63
+                && pool
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                return Err(format!(
+                    "--pool {pool:?} must be 1 to 63 letters, digits, '-', '_' or '.'"
+                ));
+            }
+        }
         if self.heartbeat_interval.is_zero()
             || self.idle_timeout.is_zero()
             || self.cancel_check_interval.is_zero()
@@ -189,6 +221,31 @@ impl Config {
             cancel_check_interval: self.cancel_check_interval,
             retry_backoff: Backoff::new(self.retry_backoff, self.retry_backoff_max),
             work_dir: self.work_dir.clone().unwrap_or_else(default_work_dir),
+        }
+    }
+
+    /// The devices this worker hands out, found once at start.
+    fn devices(&self) -> Result<devices::Devices, Error> {
+        use devices::{Devices, GpuArg};
+        Ok(match (&self.gpus, self.launcher) {
+            (Some(GpuArg::List(ids)), _) => Devices::managed(ids.clone()),
+            (Some(GpuArg::All), _) => Devices::managed(
+                devices::detect(|k| std::env::var(k).ok())
+                    .map_err(|e| Error::Queue(common::Error::InvalidInput(e)))?,
+            ),
+            (Some(GpuArg::None), _) | (None, LauncherKind::Local) => Devices::managed(Vec::new()),
+            (None, _) => Devices::unmanaged(),
+        })
+    }
+
+    /// The pools this worker claims from (empty: all).
+    fn pools(&self) -> Vec<String> {
+        if !self.pools.is_empty() {
+            return self.pools.clone();
+        }
+        match self.launcher {
+            LauncherKind::Local => vec![common::admission::DEFAULT_POOL.to_string()],
+            _ => Vec::new(),
         }
     }
 
@@ -279,15 +336,20 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
         .map(WorkerId::from_raw)
         .unwrap_or_else(|| WorkerId::generate(&host));
     let launcher = config.launcher().await?;
+    let devices = config.devices()?;
+    let pools = config.pools();
     let running = running::RunningJobs::default();
     let draining = Arc::new(AtomicBool::new(false));
     let listener = metrics_listener(config.metrics_addr.as_deref()).await?;
     let mut info = common::WorkerInfo::starting(&worker, host, launcher.name(), config.concurrency);
     info.metrics_addr = listener.local_addr().ok().map(|a| a.to_string());
+    info.pools = pools.clone();
+    info.gpus = devices.all();
     let beat = heartbeat::Beat {
         info,
         running: running.clone(),
         draining: draining.clone(),
+        devices: devices.clone(),
     };
     // The first heartbeat must exist before the first claim, or the reaper could take
     // the lease of a worker it has never seen alive.
@@ -296,6 +358,15 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
     tracing::info!(worker = %worker, concurrency = config.concurrency, launcher = launcher.name(),
         lease = ?settings.heartbeat_ttl, fence_after = ?settings.fence_after,
         metrics = ?listener.local_addr().ok(), "worker started");
+    match devices.free() {
+        Some(0) => tracing::info!(pools = ?pools,
+            "no GPU devices (--gpus): this worker claims only jobs that need no GPU"),
+        Some(n) => tracing::info!(pools = ?pools, gpus = ?devices.all(),
+            "giving each job its own of these {n} GPU devices"),
+        None => {
+            tracing::info!(pools = ?pools, "holding no devices: only admission limits the GPUs of what it claims")
+        }
+    }
 
     let metrics = Arc::new(metrics::WorkerMetrics::new(config.concurrency));
     let background = CancellationToken::new();
@@ -347,6 +418,8 @@ pub async fn run(config: Config, queue: RedisQueue, shutdown: CancellationToken)
         metrics: metrics.clone(),
         reporter,
         hard_stop: CancellationToken::new(),
+        devices,
+        pools,
     });
     let slots = Arc::new(Semaphore::new(config.concurrency as usize));
     let attempts = TaskTracker::new();

@@ -13,8 +13,12 @@ pub struct PriorityStatus {
     pub priority: Priority,
     /// Jobs queued.
     pub depth: u64,
-    /// Enqueue time of the job at the head (ms since epoch), when any is queued.
+    /// Enqueue time of the oldest job at the head of a queue or lane (ms since epoch),
+    /// when any is queued.
     pub oldest_enqueued_at: Option<u64>,
+    /// Of `depth`, the jobs parked: held up by their team's quota or cap, their group's
+    /// cap or their pool's capacity (the rest are what workers can take now).
+    pub parked: u64,
 }
 
 /// A snapshot of the whole queue.
@@ -32,6 +36,10 @@ pub struct QueueStatus {
     pub workers: Vec<WorkerInfo>,
     /// Transitions not yet written to the job store.
     pub outbox: u64,
+    /// Each pool's capacity, use and reservation.
+    pub pools: Vec<super::PoolStatus>,
+    /// What the leases hold, per pool, team and group.
+    pub usage: super::Usage,
 }
 
 impl QueueStatus {
@@ -135,23 +143,18 @@ impl RedisQueue {
             );
         }
         if record.state == JobState::Queued {
-            record.position = self.position(id, record.priority).await?;
+            if let Some(w) = self.why_waiting(id).await? {
+                record.position = w.position;
+                record.waiting = Some(w.reason);
+            }
         }
         Ok(Some(record))
     }
 
-    /// Jobs ahead of `id`: everything queued at more urgent priorities plus those before it
-    /// in its own list. `None` when it is not in its list.
-    pub async fn position(&self, id: &JobId, priority: Priority) -> Result<Option<u64>> {
-        let mut conn = self.conn().await?;
-        let mut pipe = redis::pipe();
-        for p in Priority::ALL.iter().filter(|p| **p < priority) {
-            pipe.llen(self.keys.queue(*p));
-        }
-        pipe.cmd("LPOS").arg(self.keys.queue(priority)).arg(id.as_str());
-        let mut reply: Vec<Option<u64>> = pipe.query_async(&mut conn).await?;
-        let own = reply.pop().flatten();
-        Ok(own.map(|i| i + reply.into_iter().flatten().sum::<u64>()))
+    /// Jobs ahead of `id` in its pool: everything queued at more urgent priorities plus
+    /// those before it in its own queue or lane. `None` when it is not queued.
+    pub async fn position(&self, id: &JobId) -> Result<Option<u64>> {
+        Ok(self.why_waiting(id).await?.and_then(|w| w.position))
     }
 
     /// Newest jobs first that match `filter` (its offset and limit are not applied here:
@@ -216,58 +219,37 @@ impl RedisQueue {
         Ok(workers)
     }
 
-    /// Depth and oldest age per priority, running/retrying/dead counts and live workers.
+    /// Depth and oldest age per priority, running/retrying/dead counts, live workers,
+    /// and each pool's capacity and use.
     pub async fn status(&self) -> Result<QueueStatus> {
+        let (census, pools) = self.census().await?;
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
-        for p in Priority::ALL {
-            pipe.llen(self.keys.queue(p)).lindex(self.keys.queue(p), 0);
-        }
         pipe.zcard(self.keys.delayed())
             .llen(self.keys.dead())
             .smembers(self.keys.workers());
         pipe.cmd("XLEN").arg(self.keys.outbox());
-        let reply: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-        let mut priorities = Vec::new();
-        let mut heads = Vec::new();
-        for (i, p) in Priority::ALL.into_iter().enumerate() {
-            let depth: u64 = redis::from_redis_value_ref(&reply[2 * i])?;
-            let head: Option<String> = redis::from_redis_value_ref(&reply[2 * i + 1])?;
-            heads.push(head);
-            priorities.push(PriorityStatus {
-                priority: p,
-                depth,
-                oldest_enqueued_at: None,
-            });
-        }
-        let retrying: u64 = redis::from_redis_value_ref(&reply[6])?;
-        let dead: u64 = redis::from_redis_value_ref(&reply[7])?;
-        let lease_holders: Vec<String> = redis::from_redis_value_ref(&reply[8])?;
-        let outbox: u64 = redis::from_redis_value_ref(&reply[9])?;
-
-        let mut pipe = redis::pipe();
-        for head in &heads {
-            // An empty list has no head; ask about a job id that cannot exist to keep positions.
-            pipe.hget(self.keys.job(head.as_deref().unwrap_or(":none")), "enqueued_at");
-        }
-        for w in &lease_holders {
-            pipe.hlen(self.keys.inflight(w));
-        }
-        let (ages, running): (Vec<Option<u64>>, Vec<u64>) = {
-            let all: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-            let ages = all[..3]
-                .iter()
-                .map(redis::from_redis_value_ref)
-                .collect::<Result<_, _>>()?;
-            let running = all[3..]
-                .iter()
-                .map(redis::from_redis_value_ref)
-                .collect::<Result<_, _>>()?;
-            (ages, running)
+        let (retrying, dead, lease_holders, outbox): (u64, u64, Vec<String>, u64) =
+            pipe.query_async(&mut conn).await?;
+        let priorities = Priority::ALL
+            .into_iter()
+            .zip(census)
+            .map(|(priority, c)| PriorityStatus {
+                priority,
+                depth: c.queued,
+                oldest_enqueued_at: c.oldest,
+                parked: c.parked,
+            })
+            .collect();
+        let running: Vec<u64> = if lease_holders.is_empty() {
+            Vec::new()
+        } else {
+            let mut pipe = redis::pipe();
+            for w in &lease_holders {
+                pipe.hlen(self.keys.inflight(w));
+            }
+            pipe.query_async(&mut conn).await?
         };
-        for (p, age) in priorities.iter_mut().zip(ages) {
-            p.oldest_enqueued_at = age;
-        }
         drop(conn);
         Ok(QueueStatus {
             priorities,
@@ -276,6 +258,8 @@ impl RedisQueue {
             dead,
             workers: self.workers().await?,
             outbox,
+            pools,
+            usage: self.usage().await?,
         })
     }
 

@@ -35,6 +35,12 @@ impl RedisQueue {
         for spec in &specs {
             spec.validate()?;
         }
+        // A job that could never be admitted is refused here, not left waiting forever.
+        if let Some(config) = self.admission().await? {
+            for spec in &specs {
+                config.check_admissible(spec)?;
+            }
+        }
         // Runs of consecutive jobs that share their settings go as one group (see
         // lua/enqueue.lua): a typical batch is one group, with two values per job.
         struct Group {
@@ -42,6 +48,8 @@ impl RedisQueue {
             max_attempts: u32,
             not_before: u64,
             fresh: bool,
+            charge: String,
+            group_cap: Option<u32>,
             jobs: Vec<(JobId, String)>,
         }
         let mut groups: Vec<Group> = Vec::new();
@@ -66,10 +74,13 @@ impl RedisQueue {
                 spec.max_attempts,
                 spec.not_before.unwrap_or(0),
             );
+            let charge = crate::admission::Charge::of(&spec).encode();
+            let group_cap = spec.group_max_running;
             match groups.last_mut() {
                 Some(g)
-                    if (g.priority, g.max_attempts, g.not_before, g.fresh)
-                        == (priority, max_attempts, not_before, fresh) =>
+                    if (g.priority, g.max_attempts, g.not_before, g.fresh, g.group_cap)
+                        == (priority, max_attempts, not_before, fresh, group_cap)
+                        && g.charge == charge =>
                 {
                     g.jobs.push((id.clone(), json))
                 }
@@ -78,6 +89,8 @@ impl RedisQueue {
                     max_attempts,
                     not_before,
                     fresh,
+                    charge,
+                    group_cap,
                     jobs: vec![(id.clone(), json)],
                 }),
             }
@@ -95,6 +108,8 @@ impl RedisQueue {
                 .arg(g.max_attempts)
                 .arg(g.not_before)
                 .arg(if g.fresh { "1" } else { "0" })
+                .arg(&g.charge)
+                .arg(g.group_cap.map(|c| c.to_string()).unwrap_or_default())
                 .arg(g.jobs.len());
             for (id, json) in &g.jobs {
                 invocation.arg(id.as_str()).arg(json.as_str());

@@ -6,7 +6,19 @@
 //!
 //! | key                         | type   | holds                                              |
 //! |-----------------------------|--------|----------------------------------------------------|
-//! | `{ns}:queue:p0` .. `p2`     | list   | queued job ids, head = next to run                 |
+//! | `{ns}:queue:p0` .. `p2`     | list   | queued job ids of the default pool, head first     |
+//! | `{ns}:queue:<p>:<pool>`     | list   | queued job ids of another pool                     |
+//! | `{ns}:parked:<p>:<pool>`    | set    | parked lanes of a priority and pool, `team:group`  |
+//! | `{ns}:parked:<p>:<pool>:<team>:<group>` | list | a parked lane: queued jobs held up |
+//! |                             |        | by their team, group or pool (admission.lua)       |
+//! | `{ns}:pools`                | set    | pools other than `default` that jobs named         |
+//! | `{ns}:admission`            | string | pools, quotas and caps, as JSON (`quota apply`)    |
+//! | `{ns}:usage`                | hash   | running jobs and GPUs per pool, team, group: the   |
+//! |                             |        | sum of the leases' charges                         |
+//! | `{ns}:groups`               | hash   | group -> most jobs it runs at once                 |
+//! | `{ns}:devices:<pool>`       | hash   | worker -> GPUs it adds to the pool's capacity      |
+//! | `{ns}:worker_pools`         | hash   | worker -> pools it advertised devices in           |
+//! | `{ns}:reserve:<pool>`       | string | `job id|priority` holding the pool's reservation   |
 //! | `{ns}:job:<id>`             | hash   | spec JSON, state, attempt, timestamps, outcome;    |
 //! |                             |        | history as `h:<outbox entry id>` fields            |
 //! | `{ns}:events:<id>`          | list   | history as earlier versions kept it (read only)    |
@@ -14,7 +26,7 @@
 //! | `{ns}:jobs`                 | list   | every job id in enqueue order (oldest at the head) |
 //! | `{ns}:delayed`              | zset   | jobs waiting out a retry backoff, scored by due ms |
 //! | `{ns}:dead`                 | list   | dead-lettered job ids                              |
-//! | `{ns}:inflight:<worker>`    | hash   | job id -> `seq:attempt:claim token`: the leases    |
+//! | `{ns}:inflight:<worker>`    | hash   | job id -> `seq:attempt:claim token|charge`: leases |
 //! | `{ns}:claims`               | string | claim counter (orders leases for recovery)         |
 //! | `{ns}:workers`              | set    | workers that may hold leases (for the reaper)      |
 //! | `{ns}:worker:<worker>`      | string | heartbeat JSON, with a TTL                         |
@@ -60,9 +72,62 @@ impl Keys {
         &self.prefix
     }
 
-    /// The list of queued job ids of one priority.
+    /// The list of queued job ids of one priority in the default pool.
     pub fn queue(&self, p: Priority) -> String {
         format!("{}:queue:{}", self.prefix, p.as_str())
+    }
+
+    /// The list of queued job ids of one priority and pool.
+    pub fn queue_in(&self, p: Priority, pool: &str) -> String {
+        if pool == crate::admission::DEFAULT_POOL {
+            return self.queue(p);
+        }
+        format!("{}:queue:{}:{pool}", self.prefix, p.as_str())
+    }
+
+    /// The parked lanes of one priority and pool (members `team:group`).
+    pub fn lanes(&self, p: Priority, pool: &str) -> String {
+        format!("{}:parked:{}:{pool}", self.prefix, p.as_str())
+    }
+
+    /// One parked lane, named by its index's member (`team:group`).
+    pub fn lane(&self, p: Priority, pool: &str, member: &str) -> String {
+        format!("{}:parked:{}:{pool}:{member}", self.prefix, p.as_str())
+    }
+
+    /// Pools other than the default that jobs have named.
+    pub fn pools(&self) -> String {
+        format!("{}:pools", self.prefix)
+    }
+
+    /// The admission configuration (JSON).
+    pub fn admission(&self) -> String {
+        format!("{}:admission", self.prefix)
+    }
+
+    /// Usage counters: the sum of the leases' charges.
+    pub fn usage(&self) -> String {
+        format!("{}:usage", self.prefix)
+    }
+
+    /// Group caps on running jobs.
+    pub fn groups(&self) -> String {
+        format!("{}:groups", self.prefix)
+    }
+
+    /// Per worker, the devices it adds to a pool's capacity.
+    pub fn devices(&self, pool: &str) -> String {
+        format!("{}:devices:{pool}", self.prefix)
+    }
+
+    /// Per worker, the pools it advertised devices in.
+    pub fn worker_pools(&self) -> String {
+        format!("{}:worker_pools", self.prefix)
+    }
+
+    /// The job holding a pool's reservation.
+    pub fn reserve(&self, pool: &str) -> String {
+        format!("{}:reserve:{pool}", self.prefix)
     }
 
     /// A job's record.
@@ -180,6 +245,16 @@ mod tests {
             k.outbox_dead(),
             k.retired(),
             k.identity(),
+            k.queue_in(Priority::Normal, "a100"),
+            k.lanes(Priority::Normal, "a100"),
+            k.lane(Priority::Normal, "a100", "vision:"),
+            k.pools(),
+            k.admission(),
+            k.usage(),
+            k.groups(),
+            k.devices("a100"),
+            k.worker_pools(),
+            k.reserve("a100"),
         ];
         for key in all {
             assert!(key.starts_with("{gpuq}:"), "{key}");

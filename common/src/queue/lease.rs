@@ -95,6 +95,8 @@ pub struct Lease {
 
 impl Lease {
     fn parse(id: String, value: &str) -> Option<Lease> {
+        // `seq:attempt:token|charge`; the charge is read by the scripts only.
+        let value = value.split('|').next().unwrap_or_default();
         let mut parts = value.splitn(3, ':');
         let _seq = parts.next()?;
         Some(Lease {
@@ -129,6 +131,16 @@ pub struct Unreadable {
     pub reason: String,
 }
 
+/// What a worker can take on in one claim: the pools it serves and its free devices.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Room {
+    /// The pools whose jobs it claims; empty for all.
+    pub pools: Vec<String>,
+    /// GPUs it has free; `None` when it holds no devices (a Kubernetes worker: the
+    /// cluster places the pod), so only admission limits what it takes.
+    pub free_gpus: Option<u32>,
+}
+
 /// What one claim call took.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Claim {
@@ -152,20 +164,40 @@ impl RedisQueue {
         Ok(self.claim_tagged(worker, max, "").await?.jobs)
     }
 
-    /// Claims up to `max` jobs, recording `token` in each lease (see [`Lease`]).
+    /// Claims up to `max` jobs of any pool, as a worker holding no devices does (a
+    /// Kubernetes worker), recording `token` in each lease (see [`Lease`]).
+    pub async fn claim_tagged(&self, worker: &WorkerId, max: usize, token: &str) -> Result<Claim> {
+        self.claim_within(worker, max, token, &Room::default()).await
+    }
+
+    /// Claims up to `max` jobs that admission lets in and that fit `room` (the pools the
+    /// worker serves, and its free devices), recording `token` in each lease.
     ///
     /// Each claimed spec is decoded on its own, tolerantly (a newer writer may have added
     /// fields): one that cannot be read at all is ended as fatal with its reason, and the
     /// others run. Fails with [`Error::Fenced`] when the worker's heartbeat is gone and
     /// [`Error::RestartHold`] while claims wait after a Redis restart.
-    pub async fn claim_tagged(&self, worker: &WorkerId, max: usize, token: &str) -> Result<Claim> {
+    pub async fn claim_within(
+        &self,
+        worker: &WorkerId,
+        max: usize,
+        token: &str,
+        room: &Room,
+    ) -> Result<Claim> {
         let mut conn = self.conn().await?;
+        let pools = if room.pools.is_empty() {
+            "*".to_string()
+        } else {
+            room.pools.join(",")
+        };
         let reply: Vec<redis::Value> = scripts::CLAIM
             .key(self.keys.delayed())
             .arg(self.keys.prefix())
             .arg(worker.as_str())
             .arg(max.max(1))
             .arg(token)
+            .arg(pools)
+            .arg(room.free_gpus.map_or(-1, i64::from))
             .invoke_async(&mut conn)
             .await?;
         let text = |v: &redis::Value| -> Result<String> { Ok(redis::from_redis_value_ref(v)?) };
@@ -389,6 +421,9 @@ impl RedisQueue {
             .arg(json)
             .arg(ttl.as_millis() as u64)
             .arg(reappear.as_millis() as u64)
+            // Its devices count in the first pool it serves.
+            .arg(info.pools.first().cloned().unwrap_or_default())
+            .arg(info.gpus.len())
             .invoke_async(&mut conn)
             .await?;
         let leases = flat
@@ -405,17 +440,22 @@ impl RedisQueue {
         })
     }
 
-    /// Removes the heartbeat of a worker that shut down cleanly. Its in-flight hash is
-    /// left to the reaper, which does nothing for an empty one.
+    /// Removes the heartbeat of a worker that shut down cleanly, and its devices from
+    /// its pools' capacity. Its in-flight hash is left to the reaper, which does nothing
+    /// for an empty one.
     pub async fn remove_heartbeat(&self, worker: &WorkerId) -> Result<()> {
         let mut conn = self.conn().await?;
-        let _: () = redis::pipe()
-            .del(self.keys.heartbeat(worker))
+        let pools: Option<String> = conn.hget(self.keys.worker_pools(), worker.as_str()).await?;
+        let mut pipe = redis::pipe();
+        pipe.del(self.keys.heartbeat(worker))
             .ignore()
             .hdel(self.keys.beats(), worker.as_str())
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+            .ignore();
+        for pool in pools.iter().flat_map(|p| p.split(',')) {
+            pipe.hdel(self.keys.devices(pool), worker.as_str()).ignore();
+        }
+        pipe.hdel(self.keys.worker_pools(), worker.as_str()).ignore();
+        let _: () = pipe.query_async(&mut conn).await?;
         Ok(())
     }
 

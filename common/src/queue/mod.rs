@@ -9,13 +9,15 @@ mod enqueue;
 pub mod keys;
 mod lease;
 mod outbox;
+mod quota;
 mod scripts;
 
 pub use admin::{PriorityStatus, QueueStatus};
 pub use enqueue::{assign_batch_ids, EnqueueReport, MAX_ATOMIC_BATCH};
 pub use keys::Keys;
-pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Unreadable};
+pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Room, Unreadable};
 pub use outbox::{OutboxEvent, RefusedEntry, RestoreItem};
+pub use quota::{Drift, Held, PoolStatus, Usage, Waiting};
 
 use crate::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};

@@ -186,7 +186,7 @@ impl RedisQueue {
         Ok(self.read_outbox(1).await?.first().map(|e| e.ms))
     }
 
-    /// Puts jobs the store knows but Redis lost back at the head of their priority lists,
+    /// Puts jobs the store knows but Redis lost back at the head of their queues,
     /// keeping `items`' order (oldest first). Jobs Redis still has are left alone.
     /// Returns the number restored.
     pub async fn restore(&self, items: &[RestoreItem]) -> Result<usize> {
@@ -204,7 +204,12 @@ impl RedisQueue {
                 .arg(it.attempt_limit)
                 .arg(it.enqueued_at)
                 .arg(if waits { it.state.as_str() } else { "queued" })
-                .arg(it.due.unwrap_or(0));
+                .arg(it.due.unwrap_or(0))
+                .arg(
+                    crate::JobSpec::from_stored(&it.spec)
+                        .map(|s| crate::admission::Charge::of(&s).encode())
+                        .unwrap_or_default(),
+                );
         }
         let mut conn = self.conn().await?;
         Ok(inv.invoke_async(&mut conn).await?)

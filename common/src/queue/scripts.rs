@@ -1,13 +1,19 @@
 //! The Lua scripts that make up the queue protocol, each in its own file under `lua/`
-//! with a header documenting its KEYS and ARGV. `lib.lua` is prepended to each.
+//! with a header documenting its KEYS and ARGV. `lib.lua` and `admission.lua` are
+//! prepended to each.
 
 use redis::Script;
 use std::sync::LazyLock;
 
 macro_rules! script {
     ($name:ident, $file:literal) => {
-        pub(crate) static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(concat!(include_str!("lua/lib.lua"), include_str!($file))));
+        pub(crate) static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/lib.lua"),
+                include_str!("lua/admission.lua"),
+                include_str!($file)
+            ))
+        });
     };
 }
 
@@ -22,3 +28,7 @@ script!(PROMOTE, "lua/promote.lua");
 script!(RESTORE, "lua/restore.lua");
 script!(EXPIRE, "lua/expire.lua");
 script!(HEARTBEAT, "lua/heartbeat.lua");
+script!(WHY, "lua/why.lua");
+script!(CENSUS, "lua/census.lua");
+script!(RECOUNT, "lua/recount.lua");
+script!(CONFIGURE, "lua/configure.lua");

@@ -27,6 +27,7 @@ impl JobRow {
             progress: None,
             cancel_requested: false,
             position: None,
+            waiting: None,
             spec,
             events: Vec::new(),
         })

@@ -48,6 +48,8 @@ pub(crate) async fn enqueue(
         } else {
             None
         },
+        group: a.group,
+        group_max_running: a.max_running,
     };
     if let Some(at) = spec.not_before {
         eprintln!(
@@ -82,6 +84,17 @@ pub(crate) async fn batch(
 ) -> CliResult<()> {
     let input = super::read_input(&a.file)?;
     let mut specs = parse_batch(&input).map_err(|e| CliError::BadInput(e.to_string()))?;
+    if let Some(group) = &a.group {
+        for s in specs.iter_mut() {
+            if s.group.is_none() {
+                s.group = Some(group.clone());
+                s.group_max_running = a.max_running.or(s.group_max_running);
+            }
+        }
+        for s in &specs {
+            s.validate().map_err(|e| CliError::BadInput(e.to_string()))?;
+        }
+    }
     if a.off_peak {
         if let Some(at) = super::cost::off_peak_start(pricing)? {
             for s in specs.iter_mut().filter(|s| s.not_before.is_none()) {

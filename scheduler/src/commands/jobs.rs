@@ -59,6 +59,9 @@ pub(crate) async fn show(queue: &RedisQueue, store_url: &str, a: ShowArgs) -> Cl
             .map(|p| format!(" ({p})"))
             .unwrap_or_default()
     );
+    if let Some(why) = &record.waiting {
+        println!("waiting    {why}");
+    }
     if let Some(pos) = record.position {
         println!("position   {pos} job(s) ahead");
     }

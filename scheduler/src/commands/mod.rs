@@ -7,6 +7,7 @@ pub(crate) mod demo;
 pub(crate) use cost::attempt_pricer;
 mod enqueue;
 mod jobs;
+mod quota;
 mod status;
 mod store;
 
@@ -95,6 +96,7 @@ pub(crate) async fn dispatch(
             )
             .await
         }
+        Command::Quota(c) => quota::run(&queue, c).await,
         Command::Demo(_) => unreachable!("the demo brings its own Redis and is dispatched before connecting"),
     }
 }

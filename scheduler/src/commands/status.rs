@@ -26,6 +26,10 @@ struct Dashboard {
     running: Vec<JobRecord>,
     recent_failures: Vec<JobRecord>,
     workers: Vec<WorkerInfo>,
+    /// Each pool's GPUs: capacity, used, reserved, free.
+    pools: Vec<super::quota::PoolRow>,
+    /// Each team's GPUs in each pool against its quota, with what it borrowed.
+    teams: Vec<super::quota::TeamRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +53,8 @@ struct Capacity {
 struct QueueRow {
     priority: Priority,
     depth: u64,
+    /// Of `depth`, jobs held up by their team, group or pool.
+    parked: u64,
     oldest_age_ms: Option<u64>,
     /// Estimated time until the last job of this priority starts, at the recent rate.
     eta_ms: Option<u64>,
@@ -103,6 +109,7 @@ async fn collect(queue: &RedisQueue, store_url: &str) -> CliResult<Dashboard> {
             QueueRow {
                 priority: p.priority,
                 depth: p.depth,
+                parked: p.parked,
                 oldest_age_ms: p.oldest_enqueued_at.map(|t| now.saturating_sub(t)),
                 eta_ms: (p.depth > 0 && per_ms > 0.0).then(|| (ahead as f64 / per_ms) as u64),
             }
@@ -124,7 +131,11 @@ async fn collect(queue: &RedisQueue, store_url: &str) -> CliResult<Dashboard> {
         .into_iter()
         .map(JobRecord::redacted)
         .collect();
+    let config = queue.admission().await?.unwrap_or_default();
+    let (pools, teams) = super::quota::rows(&config, &status.pools, &status.usage);
     Ok(Dashboard {
+        pools,
+        teams,
         generated_at: now,
         health: Health {
             redis_ok: true,
@@ -185,7 +196,13 @@ fn render(d: &Dashboard, prefix: &str) -> String {
             }
         );
     }
-    let _ = writeln!(o, "  retrying {}   dead-lettered {}", d.retrying, d.dead);
+    let parked: u64 = d.queues.iter().map(|q| q.parked).sum();
+    let _ = writeln!(
+        o,
+        "  retrying {}   dead-lettered {}   held up by quotas or caps {}",
+        d.retrying, d.dead, parked
+    );
+    super::quota::render_rows(&mut o, &d.pools, &d.teams);
     let _ = writeln!(
         o,
         "\nrunning    {}",

@@ -34,6 +34,10 @@ pub struct AttemptContext<'a> {
     /// can outlive the worker and be adopted by the job's next attempt (a Kubernetes Job)
     /// is left running, untouched; work that cannot (a local process) is stopped as usual.
     pub detach: CancellationToken,
+    /// The GPU devices this attempt may use, when the worker hands out devices (`--gpus`):
+    /// exported as `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES`. `None` leaves
+    /// the job's view alone (a Kubernetes pod gets its GPUs from the cluster).
+    pub devices: Option<&'a [String]>,
 }
 
 /// How an attempt ended, from the launcher's point of view.
@@ -68,7 +72,7 @@ pub trait Launcher: Send + Sync + 'static {
 /// identity, its parameters and where to checkpoint.
 pub fn job_environment(ctx: &AttemptContext<'_>) -> Vec<(String, String)> {
     let job = ctx.job;
-    vec![
+    let mut env: Vec<(String, String)> = vec![
         ("GPUQ_JOB_ID".into(), job.id.to_string()),
         ("GPUQ_ATTEMPT".into(), job.attempt.to_string()),
         ("GPUQ_EPOCHS".into(), job.spec.epochs.to_string()),
@@ -79,5 +83,15 @@ pub fn job_environment(ctx: &AttemptContext<'_>) -> Vec<(String, String)> {
         ),
         ("GPUQ_PRIORITY".into(), job.priority.to_string()),
         ("GPUQ_TEAM".into(), job.spec.team.clone()),
-    ]
+    ];
+    if let Some(devices) = ctx.devices {
+        // Exactly its devices; none at all hides every GPU from a job that asked for none.
+        let list = devices.join(",");
+        env.push(("CUDA_VISIBLE_DEVICES".into(), list.clone()));
+        env.push((
+            "NVIDIA_VISIBLE_DEVICES".into(),
+            if list.is_empty() { "void".into() } else { list },
+        ));
+    }
+    env
 }

@@ -9,12 +9,12 @@
 --          or 'already:STATE' when the job has already ended.
 local prefix, id, reason = ARGV[1], ARGV[2], ARGV[3]
 local jk = prefix .. ':job:' .. id
-local st, pri, attempt = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt'))
+local st, pri, attempt, charge = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt', 'charge'))
 if not st then return 'not_found' end
 local ms = now_ms()
 if st == 'queued' or st == 'retrying' or st == 'deferred' then
   if st == 'queued' then
-    redis.call('LREM', prefix .. ':queue:' .. pri, 1, id)
+    unqueue(prefix, id, pri, charge)
   else
     redis.call('ZREM', KEYS[1], id)
   end

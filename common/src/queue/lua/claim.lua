@@ -1,8 +1,19 @@
--- Claim up to N jobs for a worker: promote due retries, then pop from the head of the most
--- urgent non-empty priority list (moving to the next list only when one is empty) and
--- record each job in the worker's in-flight hash, all in one atomic step, so a worker
--- killed at any instant leaves every job either queued or in flight. Claiming several at
--- once lets a worker with many free slots fill them in one round trip.
+-- Claim up to N jobs for a worker: promote due retries, then admit jobs in strict
+-- priority (all of p0 this worker may take before any of p1), and record each in the
+-- worker's in-flight hash with its charge, adding the charge to the usage, all in one
+-- atomic step: a worker killed at any instant leaves every job either queued or in
+-- flight, and the usage equal to the sum of the leases.
+-- Per priority and pool served, in order:
+--   1. the parked lanes (admission.lua), oldest head first: a lane's head, and in a
+--      best-effort pool up to DEPTH jobs behind it, are admitted if they can be;
+--   2. the queue: each job that can be admitted is taken; one that cannot is parked in
+--      its lane (its team, group or the pool's capacity holds it up), or, when the
+--      reason holds up the whole pool and the pool is strict, stops the pool.
+-- A job admissible but needing more GPUs than this worker has free is left in place for
+-- another worker; past DEPTH of them, the pool is left alone in this call (so no less
+-- urgent job of the pool is taken while a more urgent one waits for devices). A job held
+-- up like that, or by the pool's capacity, for the pool's reserve_after reserves the
+-- pool: nothing of its priority or lower that needs GPUs is admitted there until it is.
 -- A worker whose heartbeat is gone claims nothing: the reaper could take such a lease at
 -- once, while the worker starts the job. Nothing is claimed either while the hold after
 -- a Redis restart lasts (lib.lua, restart_hold).
@@ -11,12 +22,19 @@
 -- ARGV[2]  worker id
 -- ARGV[3]  N, the most jobs to claim (free slots; at most 1000 are taken per call)
 -- ARGV[4]  the claim's token, recorded in each lease (see lib.lua)
+-- ARGV[5]  the pools this worker serves, comma-separated, or '*' for all
+-- ARGV[6]  the GPUs this worker has free, or -1 when it holds no devices (Kubernetes)
 -- Returns  'fenced' when the worker's heartbeat is gone; { 'held', ms left } during the
 --          hold; else 'ok' followed by 6 values per claimed job:
 --          id, spec JSON, attempt, priority, enqueued_at, attempt_limit
 local prefix, worker, want, token = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] or ''
+local served, free = ARGV[5] or '*', tonumber(ARGV[6] or '-1')
 -- Bounded so the leases fit one HSET (Lua's unpack takes a few thousand values at most).
 want = math.min(want, 1000)
+-- How far past jobs that cannot start here one call looks, per list.
+local DEPTH = 16
+-- Most jobs one call parks per queue, to bound its run time (the next call goes on).
+local PARK_LIMIT = 500
 -- Microseconds too, kept for latency measurements (enqueue-to-start).
 local ms, us = server_time()
 
@@ -26,53 +44,229 @@ if hold > 0 then return { 'held', int(hold) } end
 
 promote_due(prefix, KEYS[1], ms)
 
+local ctx = admission_context(prefix)
+local pools = {}
+if served == '*' then
+  pools[1] = 'default'
+  local known = redis.call('SMEMBERS', prefix .. ':pools')
+  table.sort(known)
+  for _, p in ipairs(known) do
+    if p ~= 'default' then pools[#pools + 1] = p end
+  end
+else
+  for p in string.gmatch(served, '[^,]+') do pools[#pools + 1] = p end
+end
+
 local out = { 'ok' }
-local leased = {}
-local attempts = {}
-for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
-  local qk = prefix .. ':queue:' .. pri
-  while #leased < want do
-    -- As many as are still wanted in one pop; stale entries are dropped and we pop again.
-    local ids = redis.call('LPOP', qk, int(want - #leased))
-    if not ids then break end
-    for _, id in ipairs(ids) do
-      local jk = prefix .. ':job:' .. id
-      -- The ids are already popped: nothing below may raise, or those after this one would
-      -- be lost (a script's writes are not undone when it fails). A job key that is not a
-      -- hash (written by something else) is set aside in the dead-letter list instead.
-      local fields, err = read_job(jk, 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit')
-      if not fields then
-        set_aside(prefix, id, err)
-        fields = {}
+local leased, attempts, charges = {}, {}, {}
+local delta = {}
+local gpus_left = free
+-- Pools left alone for the rest of this call (strict queueing, a cap, or devices).
+local stopped = {}
+local all_stopped = false
+local more = false
+local FIELDS = { 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit', 'charge', 'blocked_since' }
+
+local function take(id, jk, f, pri, pool)
+  local previous = tonumber(f[2]) or 0
+  local attempt = int(previous + 1)
+  local charge = f[6] or DEFAULT_CHARGE
+  local field, entry = transition(prefix, id, 'queued', 'running', ms, attempt, worker)
+  redis.call('HSET', jk, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', ms,
+    'started_us', us, 'updated_at', ms, field, entry)
+  -- What an earlier attempt left; a job never started has none of it.
+  if previous > 0 then redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at') end
+  if f[7] then redis.call('HDEL', jk, 'blocked_since') end
+  for _, v in ipairs({ id, f[3], attempt, pri, f[4], f[5] }) do out[#out + 1] = v end
+  leased[#leased + 1] = id
+  attempts[#attempts + 1] = attempt
+  charges[#charges + 1] = charge
+  add_charge(delta, charge, 1)
+  add_charge(ctx.usage, charge, 1)
+  local _, _, gpus = parse_charge(charge)
+  if free >= 0 then gpus_left = gpus_left - gpus end
+  unreserve(ctx, pool, id)
+end
+
+-- Marks a job held up by capacity or devices, and reserves its pool once it has waited
+-- long enough.
+local function held_up(id, jk, f, pri, pool)
+  local since = f[7]
+  if not since then
+    since = ms
+    f[7] = ms
+    redis.call('HSET', jk, 'blocked_since', ms)
+  end
+  if may_reserve(ctx, pool, since, ms) then reserve(ctx, pool, id, pri) end
+end
+
+-- What to do with one queued job: 'take', 'skip' (leave it for another worker),
+-- 'park', 'stop' (nothing more from this pool), 'end' (nothing more at all) or 'stale'.
+local function decide(id, jk, f, pri, pool)
+  if f[1] ~= 'queued' then return 'stale' end
+  local charge = f[6] or DEFAULT_CHARGE
+  local why = admit_reason(ctx, id, pri, charge)
+  if not why then
+    local _, _, gpus = parse_charge(charge)
+    if free < 0 or gpus <= gpus_left then return 'take' end
+    if gpus > 0 then held_up(id, jk, f, pri, pool) end
+    return 'skip'
+  end
+  local code = why[1]
+  if code == 'global_cap' then return 'end' end
+  if code == 'pool_cap' then return 'stop' end
+  if code == 'pool_full' then held_up(id, jk, f, pri, pool) end
+  if POOL_WIDE[code] and strict(ctx, pool) then return 'stop' end
+  return 'park'
+end
+
+local function read(id)
+  local jk = prefix .. ':job:' .. id
+  local f, err = read_job(jk, unpack(FIELDS))
+  if not f then
+    set_aside(prefix, id, err)
+    return jk, nil
+  end
+  return jk, f
+end
+
+-- 1. Parked lanes of one priority and pool.
+local function from_lanes(pri, pool)
+  local index = lanes_key(prefix, pri, pool)
+  local members = redis.call('SMEMBERS', index)
+  if #members == 0 then return end
+  local lanes = {}
+  for _, m in ipairs(members) do
+    local team, group = string.match(m, '^([^:]*):(.*)$')
+    local lk = lane_key(prefix, pri, pool, team or '', group or '')
+    -- What holds up the whole lane needs no read of its jobs.
+    local why = admit_reason(ctx, '', pri, pool .. '|' .. (team or '') .. '|0|' .. (group or ''))
+    if why and why[1] == 'global_cap' then all_stopped = true return end
+    if why and why[1] == 'pool_cap' then stopped[pool] = true return end
+    if not why then
+      local head = redis.call('LINDEX', lk, 0)
+      if not head then
+        redis.call('SREM', index, m)
+      else
+        local at = redis.call('HGET', prefix .. ':job:' .. head, 'enqueued_us') or '0'
+        lanes[#lanes + 1] = { key = lk, member = m, at = tonumber(at) or 0 }
       end
-      local st, attempt, spec, enq, limit = unpack(fields, 1, 5)
-      if st == 'queued' then
-        local previous = tonumber(attempt) or 0
-        attempt = int(previous + 1)
-        local field, entry = transition(prefix, id, 'queued', 'running', ms, attempt, worker)
-        redis.call('HSET', jk, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', ms,
-          'started_us', us, 'updated_at', ms, field, entry)
-        -- What an earlier attempt left; a job never started has none of it.
-        if previous > 0 then redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at') end
-        for _, v in ipairs({ id, spec, attempt, pri, enq, limit }) do table.insert(out, v) end
-        table.insert(leased, id)
-        table.insert(attempts, attempt)
-      end
-      -- A stale entry (job deleted or no longer queued) is dropped; look further.
     end
   end
-  if #leased == want then break end
+  table.sort(lanes, function(a, b)
+    if a.at ~= b.at then return a.at < b.at end
+    return a.member < b.member
+  end)
+  local depth = DEPTH
+  if strict(ctx, pool) then depth = 1 end
+  for _, lane in ipairs(lanes) do
+    if #leased >= want or stopped[pool] or all_stopped then return end
+    local ids = redis.call('LRANGE', lane.key, 0, depth - 1)
+    local gone = {}
+    for _, id in ipairs(ids) do
+      if #leased >= want then break end
+      local jk, f = read(id)
+      local what = 'stale'
+      if f then what = decide(id, jk, f, pri, pool) end
+      if what == 'take' then
+        take(id, jk, f, pri, pool)
+        gone[#gone + 1] = id
+      elseif what == 'stale' then
+        gone[#gone + 1] = id
+      elseif what == 'end' then
+        all_stopped = true
+        break
+      elseif what == 'stop' then
+        stopped[pool] = true
+        break
+      elseif depth == 1 then
+        break
+      end
+    end
+    for _, id in ipairs(gone) do redis.call('LREM', lane.key, 1, id) end
+    if redis.call('EXISTS', lane.key) == 0 then redis.call('SREM', index, lane.member) end
+  end
 end
+
+-- 2. The queue of one priority and pool.
+local function from_queue(pri, pool)
+  local qk = queue_key(prefix, pri, pool)
+  -- Jobs popped but to stay (left for another worker, or not looked at), in order: they
+  -- go back to the head at the end. Nothing between the pop and that push may raise.
+  local back = {}
+  local skipped, parked = 0, 0
+  local lane_parked = {}
+  while #leased < want and not stopped[pool] and not all_stopped do
+    local ids = redis.call('LPOP', qk, int(math.min(want - #leased, 100)))
+    if not ids then break end
+    for i, id in ipairs(ids) do
+      if #leased >= want or stopped[pool] or all_stopped then
+        back[#back + 1] = id
+      else
+        local jk, f = read(id)
+        local what = 'stale'
+        if f and f[1] == 'queued' then
+          local pool_, team, _, group = parse_charge(f[6])
+          local lk = lane_key(prefix, pri, pool_, team, group)
+          if lane_parked[lk] == nil then lane_parked[lk] = redis.call('EXISTS', lk) == 1 end
+          -- Its lane is parked: it waits behind the lane's jobs (FIFO within a team).
+          if lane_parked[lk] then what = 'park' else what = decide(id, jk, f, pri, pool) end
+          if what == 'park' then
+            redis.call('RPUSH', lk, id)
+            redis.call('SADD', lanes_key(prefix, pri, pool), team .. ':' .. group)
+            lane_parked[lk] = true
+            parked = parked + 1
+            if parked >= PARK_LIMIT then
+              stopped[pool] = true
+              more = true
+            end
+          end
+        end
+        if what == 'take' then
+          take(id, jk, f, pri, pool)
+        elseif what == 'skip' then
+          back[#back + 1] = id
+          skipped = skipped + 1
+          if skipped >= DEPTH then stopped[pool] = true end
+        elseif what == 'stop' then
+          back[#back + 1] = id
+          stopped[pool] = true
+        elseif what == 'end' then
+          back[#back + 1] = id
+          all_stopped = true
+        end
+      end
+    end
+  end
+  if #back > 0 then
+    local rev = {}
+    for i = #back, 1, -1 do rev[#rev + 1] = back[i] end
+    for i = 1, #rev, 1000 do
+      redis.call('LPUSH', qk, unpack(rev, i, math.min(i + 999, #rev)))
+    end
+  end
+end
+
+for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
+  for _, pool in ipairs(pools) do
+    if #leased >= want or all_stopped then break end
+    if not stopped[pool] then from_lanes(pri, pool) end
+    if not stopped[pool] then from_queue(pri, pool) end
+  end
+end
+
 if #leased > 0 then
   -- Each lease records its claim's sequence number, so recovery can restore queue order.
   local last = redis.call('INCRBY', prefix .. ':claims', #leased)
   local pairs_ = {}
   for i, id in ipairs(leased) do
-    table.insert(pairs_, id)
-    table.insert(pairs_, lease_value(int(last - #leased + i), attempts[i], token))
+    pairs_[#pairs_ + 1] = id
+    pairs_[#pairs_ + 1] = lease_value(int(last - #leased + i), attempts[i], token) .. '|' .. charges[i]
   end
   redis.call('HSET', prefix .. ':inflight:' .. worker, unpack(pairs_))
   redis.call('SADD', prefix .. ':workers', worker)
-  if any_queued(prefix) then wake(prefix) end
+  apply_usage(prefix, delta)
+  if #leased == want and (#pools > 1 or any_queued(prefix)) then wake(prefix) end
 end
+if more then wake(prefix) end
 return out

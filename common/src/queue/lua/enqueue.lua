@@ -7,7 +7,8 @@
 --          settings, in batch order. Per group:
 --            priority ("p0".."p2"), max attempts, not-before (ms; a job not due yet waits
 --            in {ns}:delayed as 'deferred'; 0 = start now), fresh ('1' when the client
---            generated the ids, so they cannot exist yet), count,
+--            generated the ids, so they cannot exist yet), charge (admission.lua; '' for
+--            the default), the group's cap on running jobs ('' to leave it), count,
 --            then per job: id, spec JSON
 -- Returns  { created_count, existing_id_1, existing_id_2, ... }, or { -1, outbox length }
 --          when the outbox is over its bound (nothing was written).
@@ -42,12 +43,20 @@ local seen = {}
 local at = 4
 for _ = 1, groups do
   local pri, max, fresh = ARGV[at], ARGV[at + 1], ARGV[at + 3] == '1'
-  local not_before = ARGV[at + 2]
+  local not_before, charge, cap = ARGV[at + 2], ARGV[at + 4], ARGV[at + 5]
   local state = 'queued'
   if tonumber(not_before) > ms_n then state = 'deferred' end
-  local count = tonumber(ARGV[at + 4])
-  local jobs = at + 5
+  local count = tonumber(ARGV[at + 6])
+  local jobs = at + 7
   at = jobs + count * 2
+  -- Where the group's queued jobs go: its pool's queue, or the tail of its lane while
+  -- the lane is parked (FIFO within a team).
+  local pool, team, _, group = parse_charge(charge ~= '' and charge or nil)
+  local target = queue_key(prefix, pri, pool)
+  local lk = lane_key(prefix, pri, pool, team, group)
+  if redis.call('EXISTS', lk) == 1 then target = lk end
+  if pool ~= 'default' then redis.call('SADD', prefix .. ':pools', pool) end
+  if cap ~= '' and group ~= '' then redis.call('HSET', prefix .. ':groups', group, cap) end
   for first = 0, count - 1, CHUNK do
     local last = math.min(first + CHUNK, count) - 1
     local keys = {}
@@ -74,8 +83,13 @@ for _ = 1, groups do
         existing[#existing + 1] = id
       else
         seen[id] = true
-        redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
-          'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
+        if charge == '' then
+          redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
+            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
+        else
+          redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
+            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us, 'charge', charge)
+        end
         redis.call('XADD', outbox, '*', 'job', id, 'to', state, 'at', ms)
         if state == 'queued' then
           queued[#queued + 1] = id
@@ -91,7 +105,7 @@ for _ = 1, groups do
       end
     end
     if #queued > 0 then
-      redis.call('RPUSH', prefix .. ':queue:' .. pri, unpack(queued))
+      redis.call('RPUSH', target, unpack(queued))
     end
     if #index > 0 then
       redis.call('RPUSH', KEYS[1], unpack(index))

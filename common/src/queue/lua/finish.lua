@@ -1,4 +1,5 @@
--- Record the end of one or many attempts of one worker and release its leases on them.
+-- Record the end of one or many attempts of one worker and release its leases on them,
+-- returning their charges to the usage.
 -- A worker reports the attempts that ended while its previous report was in flight in
 -- one call; each is settled on its own, exactly as if reported alone.
 -- KEYS[1]  {ns}:delayed
@@ -94,6 +95,9 @@ end
 
 local out = {}
 local settled = {}
+-- The charges of the leases released go back to the usage in the same step.
+local delta = {}
+local freed = false
 for i = 0, n - 1 do
   local b = 4 + i * 7
   -- A job named twice in one report is settled once; the repeat is stale.
@@ -108,6 +112,9 @@ for i = 0, n - 1 do
     if ok then
       out[i + 1] = state
       table.insert(release, id)
+      uncharge_lease(delta, held[i + 1])
+      local c = lease_charge(held[i + 1])
+      if c and c ~= DEFAULT_CHARGE then freed = true end
     else
       if type(state) == 'table' then state = state.err end
       out[i + 1] = 'error:' .. tostring(state)
@@ -118,4 +125,9 @@ for i = 0, n - 1 do
 end
 if #release > 0 then redis.call('HDEL', inflight, unpack(release)) end
 if #done > 0 then redis.call('ZADD', prefix .. ':finished', unpack(done)) end
+if next(delta) then
+  apply_usage(prefix, delta)
+  -- What was freed may let a job that waits for it be admitted: wake an idle worker.
+  if freed or redis.call('EXISTS', prefix .. ':admission') == 1 then wake(prefix) end
+end
 return out

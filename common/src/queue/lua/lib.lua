@@ -92,41 +92,13 @@ local function wake(prefix)
   end
 end
 
-local function any_queued(prefix)
-  for _, p in ipairs({ 'p0', 'p1', 'p2' }) do
-    if redis.call('LLEN', prefix .. ':queue:' .. p) > 0 then return true end
-  end
-  return false
-end
-
--- Moves retries whose backoff has elapsed from the delayed set to the tail of their
--- priority list (at most 100 per call, to bound the script's run time).
-local function promote_due(prefix, delayed_key, ms)
-  local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', ms, 'LIMIT', '0', '100')
-  local moved = 0
-  for _, id in ipairs(due) do
-    redis.call('ZREM', delayed_key, id)
-    local jk = prefix .. ':job:' .. id
-    local st, pri, attempt = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt'))
-    if st == 'retrying' or st == 'deferred' then
-      redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms)
-      redis.call('RPUSH', prefix .. ':queue:' .. pri, id)
-      local why = 'backoff elapsed'
-      if st == 'deferred' then why = 'start time reached' end
-      event(prefix, id, st, 'queued', ms, attempt, '', why)
-      moved = moved + 1
-    end
-  end
-  return moved
-end
-
-
 -- Leases. A worker's in-flight hash maps job id -> 'SEQ:ATTEMPT:TOKEN': the claim's
 -- sequence number (recovery restores queue order by it), the attempt the lease is for
 -- (a report naming another attempt is stale), and the claim call's token (the worker
 -- knows which claims it has heard back from, so a lease whose claim reply was lost can
--- be told from one whose attempt is about to start). Leases of earlier versions hold the
--- sequence number alone.
+-- be told from one whose attempt is about to start), then '|' and the job's charge
+-- (admission.lua), which releasing the lease returns. Leases of earlier versions hold
+-- the sequence number alone, or no charge.
 local function lease_value(seq, attempt, token)
   return seq .. ':' .. attempt .. ':' .. (token or '')
 end
@@ -142,7 +114,7 @@ end
 
 -- The token of the claim that took a lease ('' for a lease of an earlier version).
 local function lease_token(v)
-  return string.match(v or '', '^%d+:%d+:(.*)$') or ''
+  return string.match(v or '', '^%d+:%d+:([^|]*)') or ''
 end
 
 -- True when a report naming `attempt` and `token` ('0' and '' when unknown) is about the

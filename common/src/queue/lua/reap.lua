@@ -1,7 +1,8 @@
 -- Recover the jobs of a worker whose heartbeat has expired: each in-flight job goes back to
--- the head of its priority list (earliest claimed first), and the lost attempt counts; a job
+-- the head of its queue (earliest claimed first), and the lost attempt counts; a job
 -- with no attempts left is dead-lettered, one whose cancellation was requested is cancelled.
 -- Checking the heartbeat inside the script makes the check and the recovery one atomic step.
+-- The leases' charges go back to the usage, and the worker's devices leave its pools.
 -- Nothing is reaped during the hold after a Redis restart or failover (lib.lua), when
 -- heartbeats may have expired only because nobody could refresh them.
 -- Like claim, it never stops half-way: a job whose key something else overwrote is
@@ -26,16 +27,20 @@ local jobs = {}
 for i = 1, #flat, 2 do
   table.insert(jobs, { id = flat[i], seq = lease_seq(flat[i + 1]), attempt = lease_attempt(flat[i + 1]) })
 end
+-- Every lease goes, so every charge comes back, whatever happens to its job.
+local delta = {}
+for i = 2, #flat, 2 do uncharge_lease(delta, flat[i]) end
 -- LPUSH reverses order, so push the latest claim first and the earliest last.
 table.sort(jobs, function(a, b) return a.seq > b.seq end)
 local requeued = 0
 for _, j in ipairs(jobs) do
   local jk = prefix .. ':job:' .. j.id
-  local fields, err = read_job(jk, 'state', 'priority', 'attempt', 'attempt_limit', 'cancel_requested', 'worker')
+  local fields, err = read_job(jk, 'state', 'priority', 'attempt', 'attempt_limit', 'cancel_requested', 'worker',
+    'charge')
   if not fields then
     set_aside(prefix, j.id, err)
   else
-    local st, pri, attempt, limit, cancel, owner = unpack(fields, 1, 6)
+    local st, pri, attempt, limit, cancel, owner, charge = unpack(fields, 1, 7)
     local ours = st == 'running' and (owner == nil or owner == worker)
       and (j.attempt == nil or j.attempt == attempt)
     if ours and (not pri or not tonumber(attempt) or not tonumber(limit)) then
@@ -56,7 +61,7 @@ for _, j in ipairs(jobs) do
         ended(prefix, j.id, ms)
       else
         redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'reason', why)
-        redis.call('LPUSH', prefix .. ':queue:' .. pri, j.id)
+        requeue(prefix, j.id, pri, charge, true)
         event(prefix, j.id, 'running', 'queued', ms, attempt, worker, why)
         requeued = requeued + 1
       end
@@ -66,5 +71,12 @@ end
 redis.call('DEL', ik)
 redis.call('SREM', KEYS[1], worker)
 redis.call('HDEL', prefix .. ':beats', worker)
-if requeued > 0 then wake(prefix) end
+apply_usage(prefix, delta)
+-- Its devices leave the pool's capacity with it.
+local pools = redis.call('HGET', prefix .. ':worker_pools', worker)
+if pools then
+  for p in string.gmatch(pools, '[^,]+') do redis.call('HDEL', prefix .. ':devices:' .. p, worker) end
+  redis.call('HDEL', prefix .. ':worker_pools', worker)
+end
+if requeued > 0 or next(delta) then wake(prefix) end
 return #jobs

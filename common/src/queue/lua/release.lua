@@ -1,9 +1,10 @@
--- Hand unfinished jobs back to the head of their priority lists without counting the
+-- Hand unfinished jobs back to the head of their queues without counting the
 -- interrupted attempt. Used when a worker shuts down, when it stopped an attempt itself
 -- because it could not refresh its heartbeat (fencing), and for a lease the worker holds
 -- but does not run (its claim reply was lost, or Redis lost the report that ended it).
 -- A job whose cancellation was requested is cancelled instead. A job whose key
--- something else overwrote is dead-lettered, so its lease cannot stay forever.
+-- something else overwrote is dead-lettered, so its lease cannot stay forever. Each
+-- lease's charge goes back to the usage as the lease goes.
 -- KEYS[1]  {ns}:workers
 -- ARGV[1]  prefix
 -- ARGV[2]  worker id
@@ -21,6 +22,7 @@ end
 local inflight = prefix .. ':inflight:' .. worker
 local ms = now_ms()
 local woke = false
+local delta = {}
 for i = 0, n - 1 do
   local id, claimed, token = ARGV[5 + i * 3], ARGV[6 + i * 3], ARGV[7 + i * 3]
   local lease = redis.call('HGET', inflight, id)
@@ -28,13 +30,14 @@ for i = 0, n - 1 do
     out[i + 1] = 'stale'
   else
     redis.call('HDEL', inflight, id)
+    uncharge_lease(delta, lease)
     local jk = prefix .. ':job:' .. id
-    local fields, err = read_job(jk, 'priority', 'cancel_requested', 'attempt', 'state')
+    local fields, err = read_job(jk, 'priority', 'cancel_requested', 'attempt', 'state', 'charge')
     if not fields then
       set_aside(prefix, id, err)
       out[i + 1] = 'dead'
     else
-      local pri, cancel, attempt, st = unpack(fields, 1, 4)
+      local pri, cancel, attempt, st, charge = unpack(fields, 1, 5)
       if not pri or not st then
         -- Fields a job cannot be without: something else wrote this hash.
         set_aside(prefix, id, 'no state or priority')
@@ -50,7 +53,7 @@ for i = 0, n - 1 do
       else
         attempt = int(math.max(0, (tonumber(attempt) or 1) - 1))
         redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'attempt', attempt)
-        redis.call('LPUSH', prefix .. ':queue:' .. pri, id)
+        requeue(prefix, id, pri, charge, true)
         event(prefix, id, 'running', 'queued', ms, attempt, worker, reason)
         woke = true
         out[i + 1] = 'queued'
@@ -58,5 +61,6 @@ for i = 0, n - 1 do
     end
   end
 end
-if woke then wake(prefix) end
+apply_usage(prefix, delta)
+if woke or next(delta) then wake(prefix) end
 return out

@@ -1,5 +1,5 @@
--- Bring a dead, failed or cancelled job back: it is queued at the tail of its priority
--- list with a fresh budget of attempts (attempt numbers keep counting up).
+-- Bring a dead, failed or cancelled job back: it is queued at the tail of its queue
+-- with a fresh budget of attempts (attempt numbers keep counting up).
 -- KEYS[1]  {ns}:dead
 -- ARGV[1]  prefix
 -- ARGV[2]  job id
@@ -7,7 +7,7 @@
 -- Returns  'queued', 'not_found', or the state that prevents the retry.
 local prefix, id, grant = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local jk = prefix .. ':job:' .. id
-local st, pri, attempt = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt'))
+local st, pri, attempt, charge = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt', 'charge'))
 if not st then return 'not_found' end
 if st ~= 'dead' and st ~= 'failed' and st ~= 'cancelled' then return st end
 local ms = now_ms()
@@ -16,7 +16,7 @@ local limit = int(tonumber(attempt) + grant)
 redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'attempt_limit', limit)
 redis.call('ZREM', prefix .. ':finished', id)
 redis.call('HDEL', jk, 'finished_at', 'cancel_requested', 'exit_code', 'reason')
-redis.call('RPUSH', prefix .. ':queue:' .. pri, id)
+requeue(prefix, id, pri, charge, false)
 event(prefix, id, st, 'queued', ms, attempt, '', 'retried by operator', { limit = limit })
 wake(prefix)
 return 'queued'

@@ -39,6 +39,7 @@ fn start(id: &str, attempt: u32, config: KubeConfig) -> Run {
     let detach_launcher = detach.clone();
     let task = tokio::spawn(async move {
         let ctx = AttemptContext {
+            devices: None,
             job: &job,
             checkpoint_dir: PathBuf::from("/var/lib/gpuq/work")
                 .join(job.id.as_str())

@@ -1,0 +1,326 @@
+-- Admission: which queued job may take GPUs now. Prepended (after lib.lua) to every
+-- script, so the claim, the reasons (`why.lua`) and the releases share one definition.
+--
+-- A job's charge is what its lease holds: 'POOL|TEAM|GPUS|GROUP' (the job hash's
+-- `charge` field, absent for the common 'default|default|0|'). Pool, team and group
+-- names cannot hold '|' or ':' (spec validation). Usage ({ns}:usage) is the sum of the
+-- charges of all leases, and only the scripts that write or remove a lease (claim,
+-- finish, release, reap) change it, in the same step:
+--   j                  running jobs
+--   t|TEAM             running jobs of a team
+--   j|POOL             running jobs in a pool
+--   g|POOL             GPUs used in a pool
+--   j|POOL|TEAM        running jobs of a team in a pool
+--   g|POOL|TEAM        GPUs a team uses in a pool
+--   grp|GROUP          running jobs of a group
+--
+-- The configuration ({ns}:admission, JSON written by `scheduler quota`), all optional:
+--   max_running        cap on running jobs
+--   teams.T.max_running
+--   pools.P.capacity   GPUs (absent: the sum of what live workers of P advertise)
+--   pools.P.max_running, pools.P.strategy ('strict' | 'best-effort'), pools.P.reserve_after_secs
+--   pools.P.quotas.T   { nominal, borrowing_limit, lending_limit, cohort }
+-- Group caps live in {ns}:groups (group -> most running at once), set at enqueue.
+
+local DEFAULT_CHARGE = 'default|default|0|'
+
+local function parse_charge(c)
+  local pool, team, gpus, group = string.match(c or DEFAULT_CHARGE, '^([^|]*)|([^|]*)|(%d+)|(.*)$')
+  if not pool then return 'default', 'default', 0, '' end
+  return pool, team, tonumber(gpus), group
+end
+
+-- The list a queued job waits in while its team, group and pool are not held up: one
+-- per priority and pool (the default pool's is the plain priority list).
+local function queue_key(prefix, pri, pool)
+  if pool == 'default' then return prefix .. ':queue:' .. pri end
+  return prefix .. ':queue:' .. pri .. ':' .. pool
+end
+
+-- A lane: the jobs of one priority, pool, team and group set aside ("parked") while its
+-- head cannot be admitted, so that they hold up neither other teams nor the claim. Jobs
+-- of a parked lane go to its tail, not to the queue, so FIFO holds within a team. The
+-- index {ns}:parked:PRI:POOL lists its parked lanes as 'TEAM:GROUP'.
+local function lane_key(prefix, pri, pool, team, group)
+  return prefix .. ':parked:' .. pri .. ':' .. pool .. ':' .. team .. ':' .. group
+end
+
+local function lanes_key(prefix, pri, pool)
+  return prefix .. ':parked:' .. pri .. ':' .. pool
+end
+
+-- Puts a queued job back in line: at the head (it was ahead of what waits: a released or
+-- recovered lease) or the tail. It joins its lane when the lane is parked.
+local function requeue(prefix, id, pri, charge, at_head)
+  local pool, team, _, group = parse_charge(charge)
+  local lk = lane_key(prefix, pri, pool, team, group)
+  local key = queue_key(prefix, pri, pool)
+  if redis.call('EXISTS', lk) == 1 then key = lk end
+  if at_head then redis.call('LPUSH', key, id) else redis.call('RPUSH', key, id) end
+  if pool ~= 'default' then redis.call('SADD', prefix .. ':pools', pool) end
+end
+
+-- Removes a queued job from wherever it waits. Returns true when it was found.
+local function unqueue(prefix, id, pri, charge)
+  local pool, team, _, group = parse_charge(charge)
+  if redis.call('LREM', queue_key(prefix, pri, pool), 1, id) > 0 then return true end
+  local lk = lane_key(prefix, pri, pool, team, group)
+  if redis.call('LREM', lk, 1, id) > 0 then
+    if redis.call('EXISTS', lk) == 0 then
+      redis.call('SREM', lanes_key(prefix, pri, pool), team .. ':' .. group)
+    end
+    return true
+  end
+  return false
+end
+
+local function any_queued(prefix)
+  for _, p in ipairs({ 'p0', 'p1', 'p2' }) do
+    if redis.call('LLEN', prefix .. ':queue:' .. p) > 0 then return true end
+  end
+  return false
+end
+
+-- Moves retries whose backoff has elapsed from the delayed set to the tail of their
+-- queue (or parked lane) (at most 100 per call, to bound the script's run time).
+local function promote_due(prefix, delayed_key, ms)
+  local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', ms, 'LIMIT', '0', '100')
+  local moved = 0
+  for _, id in ipairs(due) do
+    redis.call('ZREM', delayed_key, id)
+    local jk = prefix .. ':job:' .. id
+    local st, pri, attempt, charge = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt', 'charge'))
+    if st == 'retrying' or st == 'deferred' then
+      redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms)
+      requeue(prefix, id, pri, charge, false)
+      local why = 'backoff elapsed'
+      if st == 'deferred' then why = 'start time reached' end
+      event(prefix, id, st, 'queued', ms, attempt, '', why)
+      moved = moved + 1
+    end
+  end
+  return moved
+end
+
+
+-- The usage fields a charge adds to (or, with sign -1, takes from), accumulated in `acc`.
+local function add_charge(acc, charge, sign)
+  local pool, team, gpus, group = parse_charge(charge)
+  local function add(f, d) acc[f] = (acc[f] or 0) + d end
+  add('j', sign)
+  add('t|' .. team, sign)
+  add('j|' .. pool, sign)
+  add('j|' .. pool .. '|' .. team, sign)
+  if gpus > 0 then
+    add('g|' .. pool, sign * gpus)
+    add('g|' .. pool .. '|' .. team, sign * gpus)
+  end
+  if group ~= '' then add('grp|' .. group, sign) end
+end
+
+-- Writes accumulated usage changes; a counter back at zero is removed.
+local function apply_usage(prefix, acc)
+  local k = prefix .. ':usage'
+  for f, d in pairs(acc) do
+    if d ~= 0 then
+      if redis.call('HINCRBY', k, f, d) == 0 then redis.call('HDEL', k, f) end
+    end
+  end
+end
+
+-- The charge a lease holds (nil for leases of versions that did not charge).
+local function lease_charge(v)
+  return string.match(v or '', '|(.*)$')
+end
+
+-- Returns a lease's charge to the usage accumulated in `acc`.
+local function uncharge_lease(acc, lease)
+  local c = lease_charge(lease)
+  if c then add_charge(acc, c, -1) end
+end
+
+-- What admission reads, once per script call. The usage is read whole (its fields are
+-- bounded by pools x teams + groups running) and kept up to date in memory as jobs are
+-- admitted, so later decisions in the same call see them.
+local function admission_context(prefix)
+  local ctx = { prefix = prefix, usage = {}, groups = {}, capacity = {}, reservation = {} }
+  local raw = redis.call('GET', prefix .. ':admission')
+  if raw then ctx.cfg = cjson.decode(raw) end
+  local flat = redis.call('HGETALL', prefix .. ':usage')
+  for i = 1, #flat, 2 do ctx.usage[flat[i]] = tonumber(flat[i + 1]) end
+  return ctx
+end
+
+local function used(ctx, f)
+  return ctx.usage[f] or 0
+end
+
+local function pool_cfg(ctx, pool)
+  local cfg = ctx.cfg
+  if not cfg or type(cfg.pools) ~= 'table' then return nil end
+  return cfg.pools[pool]
+end
+
+local function group_cap(ctx, group)
+  if group == '' then return nil end
+  local c = ctx.groups[group]
+  if c == nil then
+    c = tonumber(redis.call('HGET', ctx.prefix .. ':groups', group)) or false
+    ctx.groups[group] = c
+  end
+  return c or nil
+end
+
+-- A pool's GPUs: declared, or what its live workers advertise ({ns}:devices:POOL,
+-- worker -> count, written by their heartbeats and removed when they are reaped).
+local function capacity(ctx, pool)
+  local c = ctx.capacity[pool]
+  if c ~= nil then return c end
+  local pc = pool_cfg(ctx, pool)
+  if pc and pc.capacity then
+    c = pc.capacity
+  else
+    c = 0
+    for _, v in ipairs(redis.call('HVALS', ctx.prefix .. ':devices:' .. pool)) do c = c + (tonumber(v) or 0) end
+  end
+  ctx.capacity[pool] = c
+  return c
+end
+
+-- The job holding a pool's reservation, as { id, pri }, or false. A reservation whose
+-- job is no longer queued is dropped.
+local function reservation(ctx, pool)
+  local r = ctx.reservation[pool]
+  if r ~= nil then return r end
+  r = false
+  local rk = ctx.prefix .. ':reserve:' .. pool
+  local v = redis.call('GET', rk)
+  if v then
+    local id, pri = string.match(v, '^(.*)|(p%d)$')
+    if id and redis.call('HGET', ctx.prefix .. ':job:' .. id, 'state') == 'queued' then
+      r = { id = id, pri = pri }
+    else
+      redis.call('DEL', rk)
+    end
+  end
+  ctx.reservation[pool] = r
+  return r
+end
+
+local function reserve(ctx, pool, id, pri)
+  redis.call('SET', ctx.prefix .. ':reserve:' .. pool, id .. '|' .. pri)
+  ctx.reservation[pool] = { id = id, pri = pri }
+end
+
+local function unreserve(ctx, pool, id)
+  local r = reservation(ctx, pool)
+  if r and r.id == id then
+    redis.call('DEL', ctx.prefix .. ':reserve:' .. pool)
+    ctx.reservation[pool] = false
+  end
+end
+
+-- Checks a team's quota in a pool for `gpus` more. Returns nil, or the reason:
+-- { 'quota', team, pool, used, nominal, borrowing limit (-1: none), lendable left in the
+-- cohort }.
+local function quota_reason(ctx, pc, pool, team, gpus)
+  local quotas = pc.quotas
+  if type(quotas) ~= 'table' or next(quotas) == nil then return nil end
+  local cap = capacity(ctx, pool)
+  -- Teams without an entry share what the entries leave of the capacity, as one
+  -- entry ('*') that lends its unused part to the pool's default cohort and borrows nothing.
+  local entries = {}
+  local assigned, configured_use = 0, 0
+  for t, q in pairs(quotas) do
+    local u = used(ctx, 'g|' .. pool .. '|' .. t)
+    entries[t] = { nominal = q.nominal or 0, borrowing = q.borrowing_limit, lending = q.lending_limit,
+      cohort = q.cohort or '', used = u }
+    assigned = assigned + (q.nominal or 0)
+    configured_use = configured_use + u
+  end
+  entries['*'] = { nominal = math.max(0, cap - assigned), borrowing = 0, cohort = '',
+    used = used(ctx, 'g|' .. pool) - configured_use }
+  local key = team
+  if not quotas[team] then key = '*' end
+  local e = entries[key]
+  if e.used + gpus <= e.nominal then return nil end
+  local limit = -1
+  if e.borrowing then limit = e.borrowing end
+  if limit >= 0 and e.used + gpus - e.nominal > limit then
+    return { 'quota', team, pool, e.used, e.nominal, limit, 0 }
+  end
+  -- Borrowing: the cohort must have that much unused, less what other members keep for
+  -- themselves (their nominal beyond their lending limit).
+  local total, use, kept = 0, 0, 0
+  for t, m in pairs(entries) do
+    if m.cohort == e.cohort then
+      total = total + m.nominal
+      use = use + m.used
+      if t ~= key and m.lending then
+        kept = kept + math.max(0, (m.nominal - m.lending) - m.used)
+      end
+    end
+  end
+  local lendable = total - use - kept
+  if gpus > lendable then
+    return { 'quota', team, pool, e.used, e.nominal, limit, math.max(0, lendable) }
+  end
+  return nil
+end
+
+-- Reasons that hold up every job of the pool behind them (strict queueing stops there).
+local POOL_WIDE = { pool_cap = true, pool_full = true, reserved = true, global_cap = true }
+
+-- Why a job cannot be admitted now (nil when it can), as a list: a code, then its
+-- figures. Checked in this order: group, team cap, global cap, pool cap, reservation,
+-- team quota (with borrowing), pool capacity. The worker's own devices are not part of
+-- it: they only decide which worker takes the job.
+local function admit_reason(ctx, id, pri, charge)
+  local pool, team, gpus, group = parse_charge(charge)
+  local g = group_cap(ctx, group)
+  if g and used(ctx, 'grp|' .. group) >= g then
+    return { 'group', group, used(ctx, 'grp|' .. group), g }
+  end
+  local cfg = ctx.cfg
+  if cfg then
+    local tc = type(cfg.teams) == 'table' and cfg.teams[team]
+    if tc and tc.max_running and used(ctx, 't|' .. team) >= tc.max_running then
+      return { 'team_cap', team, used(ctx, 't|' .. team), tc.max_running }
+    end
+    if cfg.max_running and used(ctx, 'j') >= cfg.max_running then
+      return { 'global_cap', used(ctx, 'j'), cfg.max_running }
+    end
+  end
+  local pc = pool_cfg(ctx, pool)
+  if not pc then return nil end
+  if pc.max_running and used(ctx, 'j|' .. pool) >= pc.max_running then
+    return { 'pool_cap', pool, used(ctx, 'j|' .. pool), pc.max_running }
+  end
+  if gpus == 0 then return nil end
+  local r = reservation(ctx, pool)
+  if r and r.id ~= id and r.pri <= pri then
+    return { 'reserved', pool, r.id }
+  end
+  local q = quota_reason(ctx, pc, pool, team, gpus)
+  if q then return q end
+  local cap = capacity(ctx, pool)
+  if used(ctx, 'g|' .. pool) + gpus > cap then
+    return { 'pool_full', pool, used(ctx, 'g|' .. pool), cap, gpus }
+  end
+  return nil
+end
+
+-- Whether a job that could not be admitted for `reason` has waited long enough to
+-- reserve its pool: only capacity (or a worker with enough free devices) keeps it out,
+-- and it has been held up for the pool's reserve_after (default 10 min).
+local function may_reserve(ctx, pool, since, ms)
+  local pc = pool_cfg(ctx, pool)
+  if not pc or reservation(ctx, pool) then return false end
+  local after = (pc.reserve_after_secs or 600) * 1000
+  return tonumber(ms) - (tonumber(since) or tonumber(ms)) >= after
+end
+
+local function strict(ctx, pool)
+  local pc = pool_cfg(ctx, pool)
+  return pc ~= nil and pc.strategy == 'strict'
+end
