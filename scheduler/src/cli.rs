@@ -109,6 +109,12 @@ impl std::str::FromStr for Limit {
     }
 }
 
+/// A whole number of GPUs, at least 0.
+fn parse_count(s: &str) -> Result<u32, String> {
+    s.parse::<u32>()
+        .map_err(|_| format!("{s:?} is not a whole number of at least 0"))
+}
+
 impl Limit {
     /// As the configuration keeps it.
     pub fn get(self) -> Option<u32> {
@@ -129,19 +135,19 @@ pub struct QuotaSetArgs {
     #[arg(long)]
     pub team: Option<String>,
     /// The team's nominal GPU quota in the pool.
-    #[arg(long, value_parser = clap::value_parser!(u32))]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_count)]
     pub nominal: Option<u32>,
     /// Most GPUs the team may borrow beyond its quota (`none`: no limit).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub borrowing_limit: Option<Limit>,
     /// Most of its unused quota the team lends (`none`: all of it).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lending_limit: Option<Limit>,
     /// The cohort the team borrows in (`none`: the pool's).
     #[arg(long)]
     pub cohort: Option<String>,
     /// The pool's GPUs (`none`: what its live workers advertise).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub capacity: Option<Limit>,
     /// The pool's queueing: strict or best-effort.
     #[arg(long)]
@@ -151,7 +157,7 @@ pub struct QuotaSetArgs {
     pub reserve_after: Option<Duration>,
     /// Most jobs running at once: in the pool (with --pool), of the team (with --team),
     /// or in the whole queue (with neither). `none` removes the cap.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_running: Option<Limit>,
     /// The only teams that may enqueue or be given a quota, comma-separated (`none`:
     /// any team).

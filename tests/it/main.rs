@@ -1,6 +1,7 @@
 //! End-to-end and protocol tests against a real Redis (REDIS_URL, default 127.0.0.1:6379).
 //! The binaries must be built first: `cargo build --workspace --bins` (scripts/test does it).
 
+mod admission;
 mod chaos;
 mod cli;
 mod fencing;

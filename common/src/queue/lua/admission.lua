@@ -223,7 +223,7 @@ end
 -- Checks a team's quota in a pool for `gpus` more. Returns nil, or the reason:
 -- { 'quota', team, pool, used, nominal, borrowing limit (-1: none), lendable left in the
 -- cohort }.
-local function quota_reason(ctx, pc, pool, team, gpus)
+local function quota_reason(ctx, pc, pool, team, gpus, no_borrow)
   local quotas = pc.quotas
   if type(quotas) ~= 'table' or next(quotas) == nil then return nil end
   local cap = capacity(ctx, pool)
@@ -244,6 +244,9 @@ local function quota_reason(ctx, pc, pool, team, gpus)
   if not quotas[team] then key = '*' end
   local e = entries[key]
   if e.used + gpus <= e.nominal then return nil end
+  -- The claim first admits what needs no borrowing, so a team below its quota gets the
+  -- capacity that frees before anyone borrows it again.
+  if no_borrow then return { 'borrowing' } end
   local limit = -1
   if e.borrowing then limit = e.borrowing end
   if limit >= 0 and e.used + gpus - e.nominal > limit then
@@ -272,10 +275,11 @@ end
 local POOL_WIDE = { pool_cap = true, pool_full = true, reserved = true, global_cap = true }
 
 -- Why a job cannot be admitted now (nil when it can), as a list: a code, then its
--- figures. Checked in this order: group, team cap, global cap, pool cap, reservation,
+-- figures. With `no_borrow`, a job that would have to borrow gets { 'borrowing' } (the
+-- claim's first pass). Checked in this order: group, team cap, global cap, pool cap, reservation,
 -- team quota (with borrowing), pool capacity. The worker's own devices are not part of
 -- it: they only decide which worker takes the job.
-local function admit_reason(ctx, id, pri, charge)
+local function admit_reason(ctx, id, pri, charge, no_borrow)
   local pool, team, gpus, group = parse_charge(charge)
   local g = group_cap(ctx, group)
   if g and used(ctx, 'grp|' .. group) >= g then
@@ -301,7 +305,7 @@ local function admit_reason(ctx, id, pri, charge)
   if r and r.id ~= id and r.pri <= pri then
     return { 'reserved', pool, r.id }
   end
-  local q = quota_reason(ctx, pc, pool, team, gpus)
+  local q = quota_reason(ctx, pc, pool, team, gpus, no_borrow)
   if q then return q end
   local cap = capacity(ctx, pool)
   if used(ctx, 'g|' .. pool) + gpus > cap then

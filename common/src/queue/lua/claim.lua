@@ -102,10 +102,10 @@ end
 
 -- What to do with one queued job: 'take', 'skip' (leave it for another worker),
 -- 'park', 'stop' (nothing more from this pool), 'end' (nothing more at all) or 'stale'.
-local function decide(id, jk, f, pri, pool)
+local function decide(id, jk, f, pri, pool, no_borrow)
   if f[1] ~= 'queued' then return 'stale' end
   local charge = f[6] or DEFAULT_CHARGE
-  local why = admit_reason(ctx, id, pri, charge)
+  local why = admit_reason(ctx, id, pri, charge, no_borrow)
   if not why then
     local _, _, gpus = parse_charge(charge)
     if free < 0 or gpus <= gpus_left then return 'take' end
@@ -113,6 +113,7 @@ local function decide(id, jk, f, pri, pool)
     return 'skip'
   end
   local code = why[1]
+  if code == 'borrowing' then return 'skip' end
   if code == 'global_cap' then return 'end' end
   if code == 'pool_cap' then return 'stop' end
   if code == 'pool_full' then held_up(id, jk, f, pri, pool) end
@@ -130,8 +131,9 @@ local function read(id)
   return jk, f
 end
 
--- 1. Parked lanes of one priority and pool.
-local function from_lanes(pri, pool)
+-- 1. Parked lanes of one priority and pool: first without borrowing (a team below its
+-- quota gets back what frees), then, after the queue, with it.
+local function from_lanes(pri, pool, no_borrow)
   local index = lanes_key(prefix, pri, pool)
   local members = redis.call('SMEMBERS', index)
   if #members == 0 then return end
@@ -167,7 +169,7 @@ local function from_lanes(pri, pool)
       if #leased >= want then break end
       local jk, f = read(id)
       local what = 'stale'
-      if f then what = decide(id, jk, f, pri, pool) end
+      if f then what = decide(id, jk, f, pri, pool, no_borrow) end
       if what == 'take' then
         take(id, jk, f, pri, pool)
         gone[#gone + 1] = id
@@ -190,6 +192,7 @@ end
 
 -- 2. The queue of one priority and pool.
 local function from_queue(pri, pool)
+  -- Returns how many jobs it parked (their lanes may hold jobs that fit now).
   local qk = queue_key(prefix, pri, pool)
   -- Jobs popped but to stay (left for another worker, or not looked at), in order: they
   -- go back to the head at the end. Nothing between the pop and that push may raise.
@@ -245,13 +248,16 @@ local function from_queue(pri, pool)
       redis.call('LPUSH', qk, unpack(rev, i, math.min(i + 999, #rev)))
     end
   end
+  return parked
 end
 
 for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
   for _, pool in ipairs(pools) do
     if #leased >= want or all_stopped then break end
-    if not stopped[pool] then from_lanes(pri, pool) end
+    if not stopped[pool] then from_lanes(pri, pool, true) end
     if not stopped[pool] then from_queue(pri, pool) end
+    -- Then what borrows, and jobs behind ones parked just now that fit.
+    if not stopped[pool] then from_lanes(pri, pool, false) end
   end
 end
 

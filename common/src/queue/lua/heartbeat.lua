@@ -30,5 +30,6 @@ redis.call('HSET', prefix .. ':beats', worker, need)
 if devices > 0 and pools ~= '' then
   for p in string.gmatch(pools, '[^,]+') do redis.call('HSET', prefix .. ':devices:' .. p, worker, devices) end
   redis.call('HSET', prefix .. ':worker_pools', worker, pools)
+  if pools ~= 'default' then redis.call('SADD', prefix .. ':pools', pools) end
 end
 return { existed, int(hold), redis.call('HGETALL', prefix .. ':inflight:' .. worker) }
