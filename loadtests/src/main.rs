@@ -89,6 +89,36 @@ enum Bench {
         #[arg(long)]
         no_redis_restart: bool,
     },
+    /// Replay a job trace (CSV submit_s,duration_s,gpus,team[,priority][,gpu_type]) in
+    /// accelerated real time on simulated workers, under a quota file and as isolated
+    /// per-team FIFO partitions, and compare.
+    Replay {
+        #[arg(long)]
+        trace: std::path::PathBuf,
+        /// The quota file (as `scheduler quota apply` takes).
+        #[arg(long)]
+        quotas: std::path::PathBuf,
+        /// Trace seconds per real second.
+        #[arg(long, default_value_t = 60.0)]
+        speedup: f64,
+        #[arg(long, default_value_t = 1)]
+        workers: u32,
+        /// Write each run's schedule here (CSV).
+        #[arg(long)]
+        schedule: Option<std::path::PathBuf>,
+    },
+    /// Write a synthetic trace for `replay`.
+    Trace {
+        #[arg(long, default_value_t = 1000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 6)]
+        teams: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Mean time between submissions, in trace seconds.
+        #[arg(long, default_value_t = 30.0)]
+        mean_gap: f64,
+    },
     /// Everything above with the README's settings.
     All,
 }
@@ -137,6 +167,22 @@ async fn main() -> Result<()> {
                 r.duplicated,
                 r.in_flight_at_kills
             );
+            return Ok(());
+        }
+        Bench::Replay {
+            trace,
+            quotas,
+            speedup,
+            workers,
+            schedule,
+        } => bench::replay::run(url, &trace, &quotas, speedup, workers, schedule.as_deref()).await?,
+        Bench::Trace {
+            jobs,
+            teams,
+            seed,
+            mean_gap,
+        } => {
+            print!("{}", bench::replay::synthetic(jobs, teams, seed, mean_gap));
             return Ok(());
         }
         Bench::All => all(url).await?,

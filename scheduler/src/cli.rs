@@ -540,6 +540,17 @@ pub struct ServeArgs {
     /// Finished jobs leave the job store this long after they end (0 keeps them forever).
     #[arg(long, env = "GPUQ_STORE_RETENTION", default_value = "0s", value_parser = humantime::parse_duration)]
     pub store_retention: Duration,
+    /// A quota file (as `quota apply` takes) to apply at start and again whenever its
+    /// content changes: a ConfigMap mounted into the pod.
+    #[arg(long, env = "GPUQ_QUOTAS")]
+    pub quotas: Option<PathBuf>,
+    /// How often the file given with --quotas is read again.
+    #[arg(long, env = "GPUQ_QUOTAS_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub quotas_interval: Duration,
+    /// How often jobs running past twice their estimate, and budgets forecast to be
+    /// exceeded, are counted for the metrics.
+    #[arg(long, env = "GPUQ_COST_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub cost_interval: Duration,
 }
 
 /// Arguments of `demo`.

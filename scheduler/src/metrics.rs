@@ -45,6 +45,34 @@ struct SlotLabel {
     state: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TeamLabels {
+    team: String,
+    pool: String,
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model_type: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TeamLabel {
+    team: String,
+}
+
 /// Everything `serve` exports.
 pub struct ServeMetrics {
     registry: Registry,
@@ -67,6 +95,11 @@ pub struct ServeMetrics {
     attempts: Family<OutcomeLabel, Histogram>,
     /// Failed attempts to write the job store (each retried).
     pub store_write_failures: Counter,
+    pool_gpus: Family<PoolLabels, Gauge>,
+    team_gpus: Family<TeamLabels, Gauge>,
+    waiting: Family<ReasonLabel, Gauge>,
+    overrunning: Family<ModelLabel, Gauge>,
+    budget_forecast: Family<TeamLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for ServeMetrics {
@@ -100,7 +133,37 @@ impl ServeMetrics {
             run: Family::new_with_constructor(|| Histogram::new(exponential_buckets(1.0, 3.0, 12))),
             attempts: Family::new_with_constructor(|| Histogram::new([1.0, 2.0, 3.0, 5.0, 10.0])),
             store_write_failures: Counter::default(),
+            pool_gpus: Family::default(),
+            team_gpus: Family::default(),
+            waiting: Family::default(),
+            overrunning: Family::default(),
+            budget_forecast: Family::default(),
         };
+        r.register(
+            "pool_gpus",
+            "GPUs of each pool by state (capacity, used, reserved, free)",
+            m.pool_gpus.clone(),
+        );
+        r.register(
+            "team_gpus",
+            "GPUs each team holds in each pool (used, borrowed) and its nominal quota",
+            m.team_gpus.clone(),
+        );
+        r.register(
+            "jobs_waiting",
+            "Queued jobs by why they wait (admissible: only for a worker)",
+            m.waiting.clone(),
+        );
+        r.register(
+            "jobs_overrunning",
+            "Running jobs past twice their duration estimate, by model type",
+            m.overrunning.clone(),
+        );
+        r.register(
+            "team_budget_forecast_ratio",
+            "This month's spend plus the estimates of unfinished jobs, over the budget",
+            m.budget_forecast.clone(),
+        );
         r.register(
             "jobs_queued",
             "Jobs waiting in each priority list",
@@ -222,6 +285,97 @@ impl ServeMetrics {
         }
     }
 
+    /// Sets the pool, team and waiting gauges (`config`: the admission configuration,
+    /// for nominal quotas).
+    pub fn set_admission(&self, s: &QueueStatus, config: &common::admission::AdmissionConfig) {
+        for p in &s.pools {
+            let set = |state: &'static str, v: u64| {
+                self.pool_gpus
+                    .get_or_create(&PoolLabels {
+                        pool: p.pool.clone(),
+                        state,
+                    })
+                    .set(v as i64);
+            };
+            set("used", p.used);
+            set("reserved", p.reserved);
+            if let Some(c) = p.capacity {
+                set("capacity", c);
+                set("free", c.saturating_sub(p.used));
+            }
+        }
+        // Teams that held GPUs and hold none now must read 0, not their last value.
+        self.team_gpus.clear();
+        let mut pools: Vec<&String> = config.pools.keys().collect();
+        pools.extend(s.usage.teams.keys().filter(|p| !config.pools.contains_key(*p)));
+        for pool in pools {
+            let quotas = config.pools.get(pool).map(|p| &p.quotas);
+            let mut teams: Vec<String> = quotas.map(|q| q.keys().cloned().collect()).unwrap_or_default();
+            if let Some(u) = s.usage.teams.get(pool) {
+                teams.extend(
+                    u.keys()
+                        .filter(|t| !teams.contains(t))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+            }
+            for team in teams {
+                let used = s.usage.team_gpus(pool, &team);
+                let labels = |kind| TeamLabels {
+                    team: team.clone(),
+                    pool: pool.clone(),
+                    kind,
+                };
+                self.team_gpus.get_or_create(&labels("used")).set(used as i64);
+                if let Some(q) = quotas.and_then(|q| q.get(&team)) {
+                    self.team_gpus
+                        .get_or_create(&labels("nominal"))
+                        .set(i64::from(q.nominal));
+                    self.team_gpus
+                        .get_or_create(&labels("borrowed"))
+                        .set(used.saturating_sub(u64::from(q.nominal)) as i64);
+                }
+            }
+        }
+        self.waiting.clear();
+        for reason in [
+            "admissible",
+            "quota",
+            "pool_full",
+            "group",
+            "team_cap",
+            "global_cap",
+            "pool_cap",
+            "reserved",
+        ] {
+            let n = s.waiting.get(reason).copied().unwrap_or(0);
+            self.waiting
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_string(),
+                })
+                .set(n as i64);
+        }
+    }
+
+    /// Sets the cost gauges: running jobs past twice their estimate per model type, and
+    /// each budgeted team's forecast over its budget.
+    pub fn set_costs(&self, overruns: &std::collections::BTreeMap<String, u64>, forecasts: &[(String, f64)]) {
+        self.overrunning.clear();
+        for (model_type, n) in overruns {
+            self.overrunning
+                .get_or_create(&ModelLabel {
+                    model_type: model_type.clone(),
+                })
+                .set(*n as i64);
+        }
+        self.budget_forecast.clear();
+        for (team, ratio) in forecasts {
+            self.budget_forecast
+                .get_or_create(&TeamLabel { team: team.clone() })
+                .set(*ratio);
+        }
+    }
+
     /// Sets the gauges from a queue snapshot.
     pub fn set_status(&self, s: &QueueStatus) {
         let now = now_ms();
@@ -254,7 +408,13 @@ impl ServeMetrics {
     /// last values and the failure is logged (a scrape must still answer).
     pub async fn scrape(&self, queue: &RedisQueue) -> String {
         match queue.status().await {
-            Ok(s) => self.set_status(&s),
+            Ok(s) => {
+                self.set_status(&s);
+                match queue.admission().await {
+                    Ok(c) => self.set_admission(&s, &c.unwrap_or_default()),
+                    Err(e) => tracing::warn!(error = %e, "metrics scrape could not read the quotas"),
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "metrics scrape could not read the queue"),
         }
         self.outbox_limit.set(queue.outbox_limit() as i64);

@@ -26,7 +26,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> CliResult<()> {
     let metrics = Arc::new(ServeMetrics::new());
-    let pricer = crate::commands::attempt_pricer(pricing);
+    // A quota file that cannot be read or is wrong stops serve at start (exit 2); later
+    // edits that are wrong are logged and the last good one stays.
+    let mut quotas = None;
+    if let Some(path) = &args.quotas {
+        quotas = Some(apply_quotas(&queue, path, None).await?);
+    }
+    let pricer = crate::commands::attempt_pricer(pricing.clone());
     let listener = match &args.listen {
         Some(addr) => Some(common::http::bind(addr).await.map_err(CliError::Infra)?),
         None => None,
@@ -74,6 +80,23 @@ pub async fn run(
         args.reap_interval,
         metrics.clone(),
         pricer.clone(),
+        shutdown.clone(),
+    ));
+    if let (Some(path), Some(applied)) = (args.quotas.clone(), quotas) {
+        tasks.spawn(quota_watch_loop(
+            queue.clone(),
+            path,
+            applied,
+            args.quotas_interval,
+            shutdown.clone(),
+        ));
+    }
+    tasks.spawn(cost_watch_loop(
+        queue.clone(),
+        store.clone(),
+        pricing,
+        args.cost_interval,
+        metrics.clone(),
         shutdown.clone(),
     ));
     tasks.close();
@@ -169,4 +192,119 @@ async fn restart_watch_loop(
             }
         }
     }
+}
+
+/// Applies the quota file when its text differs from `last`; returns the text applied.
+async fn apply_quotas(queue: &RedisQueue, path: &std::path::Path, last: Option<&str>) -> CliResult<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::BadInput(format!("cannot read the quota file {}: {e}", path.display())))?;
+    if last == Some(text.as_str()) {
+        return Ok(text);
+    }
+    let config = crate::commands::quota::parse_file(path, &text)?;
+    queue.set_admission(&config).await?;
+    tracing::info!(file = %path.display(), pools = config.pools.len(), "applied the quota file");
+    Ok(text)
+}
+
+/// Re-applies the quota file whenever its content changes (a ConfigMap update reaches
+/// the mounted file within a minute or so). A wrong edit is logged and the last good
+/// configuration stays; Redis being away is retried at the next tick.
+async fn quota_watch_loop(
+    queue: RedisQueue,
+    path: std::path::PathBuf,
+    mut applied: String,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refused: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match apply_quotas(&queue, &path, Some(&applied)).await {
+            Ok(text) => {
+                applied = text;
+                refused = None;
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if refused.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(error = %msg, file = %path.display(),
+                        "the quota file was not applied; the last good one stays");
+                    refused = Some(msg);
+                }
+            }
+        }
+    }
+}
+
+/// Counts, for the metrics, running jobs past twice their duration estimate (by model
+/// type) and each budget's forecast (spent this month plus the estimates of the team's
+/// unfinished jobs) over its amount.
+async fn cost_watch_loop(
+    queue: RedisQueue,
+    store: JobStore,
+    model: cost::CostModel,
+    every: Duration,
+    metrics: Arc<ServeMetrics>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match cost_figures(&queue, &store, &model).await {
+            Ok((overruns, forecasts)) => metrics.set_costs(&overruns, &forecasts),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot count overruns and budget forecasts; retrying next tick")
+            }
+        }
+    }
+}
+
+type CostFigures = (std::collections::BTreeMap<String, u64>, Vec<(String, f64)>);
+
+async fn cost_figures(
+    queue: &RedisQueue,
+    store: &JobStore,
+    model: &cost::CostModel,
+) -> CliResult<CostFigures> {
+    use crate::commands::cost::Estimator;
+    let mut estimator = Estimator::new(model, Some(store));
+    let now = common::now_ms();
+    let running = queue
+        .list(&common::ListFilter {
+            state: Some(common::JobState::Running),
+            limit: 10_000,
+            ..common::ListFilter::default()
+        })
+        .await?;
+    let mut overruns = std::collections::BTreeMap::new();
+    for job in running {
+        let estimate = estimator.estimate(&job.spec, false, chrono::Utc::now()).await?;
+        let elapsed_secs = job.started_at.map_or(0, |t| now.saturating_sub(t) / 1000);
+        let count = overruns.entry(job.spec.model_type.clone()).or_insert(0);
+        if estimate.duration_secs > 0 && elapsed_secs > 2 * estimate.duration_secs {
+            *count += 1;
+        }
+    }
+    let month = cost::Month::of(chrono::Utc::now(), model.pricing.time_zone());
+    let mut forecasts = Vec::new();
+    for b in store.budgets(&month.to_string(), None).await? {
+        if !b.experiment.is_empty() || b.amount_micros <= 0 {
+            continue;
+        }
+        let (spent, committed) =
+            crate::commands::budget::standing(store, &mut estimator, month, &b.team, "").await?;
+        let ratio = (spent.micros() + committed.micros()) as f64 / b.amount_micros as f64;
+        forecasts.push((b.team.clone(), ratio));
+    }
+    Ok((overruns, forecasts))
 }

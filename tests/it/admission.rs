@@ -5,6 +5,7 @@ use crate::support::{sh, stderr, wait_for, TestEnv};
 use common::admission::{AdmissionConfig, PoolConfig, Quota, Strategy, TeamLimits, WaitReason};
 use common::queue::{EndedAttempt, Outcome, Room};
 use common::{JobId, JobSpec, JobState, WorkerId, WorkerInfo};
+use std::collections::HashMap;
 use std::time::Duration;
 
 fn info(w: &WorkerId) -> WorkerInfo {
@@ -871,4 +872,84 @@ async fn gpus_all_finds_the_devices_nvidia_smi_lists() {
             .then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_replay_of_a_small_trace_gives_the_schedule_worked_out_by_hand() {
+    // Pool a100 has 4 GPUs; teams a and b have 2 each.
+    //   job  submit  run  gpus  team
+    //   0    0       10   2     a
+    //   1    0       10   2     a
+    //   2    1       10   2     b
+    //   3    2       5    2     a
+    // With borrowing: 0 and 1 start at once (1 borrows b's idle quota); 2 waits for the
+    // borrowed GPUs to come back at 10; 3 (a, within its quota again) starts at 10 too.
+    // As isolated partitions: 1 waits for 0 (a's 2 GPUs); 2 starts at 1; 3 waits for 1.
+    let env = TestEnv::new().await;
+    let trace = env.path("trace.csv");
+    std::fs::write(
+        &trace,
+        "submit_s,duration_s,gpus,team,gpu_type\n0,10,2,a,a100\n0,10,2,a,a100\n1,10,2,b,a100\n2,5,2,a,a100\n",
+    )
+    .unwrap();
+    let quotas = env.path("quotas.toml");
+    std::fs::write(
+        &quotas,
+        "[pools.a100]\ncapacity = 4\n[pools.a100.quotas.a]\nnominal = 2\n[pools.a100.quotas.b]\nnominal = 2\n",
+    )
+    .unwrap();
+    let schedule = env.path("schedule.csv");
+    let out = std::process::Command::new(crate::support::bin("loadtests"))
+        .args(["replay", "--speedup", "10", "--json"])
+        .arg("--trace")
+        .arg(&trace)
+        .arg("--quotas")
+        .arg(&quotas)
+        .arg("--schedule")
+        .arg(&schedule)
+        .env("REDIS_URL", crate::support::redis_url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let csv = std::fs::read_to_string(&schedule).unwrap();
+    let mut got: HashMap<(String, usize), (f64, f64)> = HashMap::new();
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        got.insert(
+            (f[0].to_string(), f[1].parse().unwrap()),
+            (f[5].parse().unwrap(), f[6].parse().unwrap()),
+        );
+    }
+    let expect = [
+        ("quotas", [(0.0, 10.0), (0.0, 10.0), (10.0, 20.0), (10.0, 15.0)]),
+        (
+            "partitions",
+            [(0.0, 10.0), (10.0, 20.0), (1.0, 11.0), (20.0, 25.0)],
+        ),
+    ];
+    for (run, jobs) in expect {
+        for (job, (start, end)) in jobs.iter().enumerate() {
+            let (s, e) = got[&(run.to_string(), job)];
+            assert!(
+                (s - start).abs() <= 1.5 && (e - end).abs() <= 1.5,
+                "{run} job {job}: ran {s:.1}..{e:.1}, expected {start}..{end}\n{csv}"
+            );
+        }
+    }
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = |case: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["case"] == case)
+            .unwrap_or_else(|| panic!("no row {case}: {rows}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    // Mean wait: (0 + 0 + 9 + 8) / 4 with borrowing, (0 + 10 + 0 + 18) / 4 without.
+    assert!((value("quotas all wait mean") - 4.25).abs() < 1.0);
+    assert!((value("partitions all wait mean") - 7.0).abs() < 1.0);
+    assert!((value("quotas makespan") - 20.0).abs() < 1.5);
+    assert!((value("partitions makespan") - 25.0).abs() < 1.5);
+    assert!(value("all wait mean quotas / partitions") < 0.8);
 }

@@ -154,6 +154,7 @@ impl AttemptEnd {
                 )
             }
             AttemptEnd::Stopped(StopReason::Cancelled, _) => Outcome::Cancelled,
+            AttemptEnd::Finished(LaunchResult::Requeue(_)) => return None,
             AttemptEnd::Stopped(StopReason::Shutdown | StopReason::Fenced | StopReason::LeaseLost, _) => {
                 return None
             }
@@ -161,11 +162,14 @@ impl AttemptEnd {
     }
 
     /// Why the job is handed back without counting the attempt, when it is.
-    pub(crate) fn release_reason(&self) -> Option<&'static str> {
+    pub(crate) fn release_reason(&self) -> Option<String> {
         match self {
-            AttemptEnd::Stopped(StopReason::Shutdown, _) => Some("worker shutting down"),
+            AttemptEnd::Stopped(StopReason::Shutdown, _) => Some("worker shutting down".into()),
             AttemptEnd::Stopped(StopReason::Fenced, _) => {
-                Some("stopped by its worker, which could not refresh its heartbeat (fenced)")
+                Some("stopped by its worker, which could not refresh its heartbeat (fenced)".into())
+            }
+            AttemptEnd::Finished(LaunchResult::Requeue(why)) => {
+                Some(format!("not started, handed back: {why}"))
             }
             _ => None,
         }
@@ -176,13 +180,52 @@ fn describe(result: &LaunchResult) -> String {
     match result {
         LaunchResult::Exited(code) => format!("exited with code {code}"),
         LaunchResult::Killed(sig) => format!("killed by {sig}"),
-        LaunchResult::Invalid(why) | LaunchResult::Error(why) => why.clone(),
+        LaunchResult::Invalid(why) | LaunchResult::Error(why) | LaunchResult::Requeue(why) => why.clone(),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{detaches, StopReason};
+    use super::{detaches, AttemptEnd, StopReason};
+    use crate::launch::LaunchResult;
+
+    #[test]
+    fn a_job_the_namespace_quota_refused_is_handed_back_uncounted() {
+        let settings = crate::Settings {
+            heartbeat_interval: std::time::Duration::from_secs(1),
+            heartbeat_ttl: std::time::Duration::from_secs(60),
+            fence_after: std::time::Duration::from_secs(50),
+            reappear: std::time::Duration::from_secs(3),
+            reap_interval: std::time::Duration::from_secs(1),
+            cancel_check_interval: std::time::Duration::from_secs(1),
+            retry_backoff: common::Backoff::new(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(2),
+            ),
+            work_dir: std::env::temp_dir(),
+        };
+        let job = common::queue::ClaimedJob {
+            id: "j".parse().unwrap(),
+            spec: common::JobSpec::new("j", "t", vec!["true".into()]),
+            attempt: 1,
+            attempt_limit: 1,
+            priority: common::Priority::Normal,
+            enqueued_at: 0,
+            claim_token: String::new(),
+        };
+        let end = AttemptEnd::Finished(LaunchResult::Requeue("exceeded quota".into()));
+        assert_eq!(
+            end.outcome(&job, &settings),
+            None,
+            "no outcome: the attempt does not count"
+        );
+        assert_eq!(
+            end.release_reason().as_deref(),
+            Some("not started, handed back: exceeded quota")
+        );
+        let failed = AttemptEnd::Finished(LaunchResult::Error("API down".into()));
+        assert!(failed.outcome(&job, &settings).is_some());
+    }
 
     #[test]
     fn adoptable_work_is_left_running_when_the_worker_goes_or_loses_its_lease() {

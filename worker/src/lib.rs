@@ -37,6 +37,9 @@ pub enum LauncherKind {
     Kube,
     /// Runs nothing and succeeds: for measuring the queue itself.
     Noop,
+    /// Holds each attempt for its `sim_run_ms` label, then succeeds: real claims and
+    /// GPU accounting without processes (`loadtests replay`).
+    Sim,
 }
 
 /// Command-line configuration of a worker process.
@@ -141,7 +144,7 @@ impl Config {
     pub fn heartbeat_ttl(&self) -> Duration {
         self.heartbeat_ttl.unwrap_or(match self.launcher {
             LauncherKind::Kube => Duration::from_secs(120),
-            LauncherKind::Local | LauncherKind::Noop => Duration::from_secs(60),
+            LauncherKind::Local | LauncherKind::Noop | LauncherKind::Sim => Duration::from_secs(60),
         })
     }
 
@@ -152,7 +155,7 @@ impl Config {
         match self.launcher {
             LauncherKind::Local => self.kill_grace + Duration::from_millis(500),
             LauncherKind::Kube => Duration::from_secs(2),
-            LauncherKind::Noop => Duration::ZERO,
+            LauncherKind::Noop | LauncherKind::Sim => Duration::ZERO,
         }
     }
 
@@ -262,6 +265,7 @@ impl Config {
                     .map_err(|e| Error::Launcher(format!("cannot reach the Kubernetes API: {e}")))?,
             ),
             LauncherKind::Noop => Arc::new(NoopLauncher),
+            LauncherKind::Sim => Arc::new(launch::SimLauncher),
         })
     }
 }

@@ -185,7 +185,7 @@ pub(crate) async fn report(deps: &AttemptDeps, job: &ClaimedJob, end: AttemptEnd
     let outcome = end.outcome(job, &deps.settings);
     let state = match (&outcome, end.release_reason()) {
         (Some(o), _) => deps.reporter.finish(job, o.clone()).await,
-        (None, Some(reason)) => match release(deps, job, reason).await {
+        (None, Some(reason)) => match release(deps, job, &reason).await {
             Some(state) => state,
             None => return,
         },

@@ -40,6 +40,9 @@ pub struct QueueStatus {
     pub pools: Vec<super::PoolStatus>,
     /// What the leases hold, per pool, team and group.
     pub usage: super::Usage,
+    /// Queued jobs by why they wait: a parked lane's jobs under its head's reason
+    /// (`quota`, `pool_full`, `group`, ...), the rest under `admissible`.
+    pub waiting: std::collections::BTreeMap<String, u64>,
 }
 
 impl QueueStatus {
@@ -222,7 +225,11 @@ impl RedisQueue {
     /// Depth and oldest age per priority, running/retrying/dead counts, live workers,
     /// and each pool's capacity and use.
     pub async fn status(&self) -> Result<QueueStatus> {
-        let (census, pools) = self.census().await?;
+        let super::quota::Census {
+            priorities: census,
+            pools,
+            waiting,
+        } = self.census().await?;
         let mut conn = self.conn().await?;
         let mut pipe = redis::pipe();
         pipe.zcard(self.keys.delayed())
@@ -260,6 +267,7 @@ impl RedisQueue {
             outbox,
             pools,
             usage: self.usage().await?,
+            waiting,
         })
     }
 

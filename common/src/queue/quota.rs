@@ -117,6 +117,13 @@ pub struct Waiting {
     pub reason: WaitReason,
 }
 
+/// What the census script reads in one step.
+pub(super) struct Census {
+    pub(super) priorities: Vec<PriorityCensus>,
+    pub(super) pools: Vec<PoolStatus>,
+    pub(super) waiting: BTreeMap<String, u64>,
+}
+
 /// The census script's per-priority figures: queued, parked, oldest head.
 pub(super) struct PriorityCensus {
     pub(super) queued: u64,
@@ -229,19 +236,19 @@ impl RedisQueue {
 
     /// Per priority (most urgent first) what is queued, and per pool its capacity,
     /// use and reservation.
-    pub(super) async fn census(&self) -> Result<(Vec<PriorityCensus>, Vec<PoolStatus>)> {
+    pub(super) async fn census(&self) -> Result<Census> {
         let mut conn = self.conn().await?;
         let reply: Vec<String> = scripts::CENSUS
             .arg(self.keys.prefix())
             .invoke_async(&mut conn)
             .await?;
-        if reply.len() < 9 || (reply.len() - 9) % 6 != 0 {
-            return Err(Error::Corrupt(format!(
-                "census script answered {} values",
-                reply.len()
-            )));
-        }
         let num = |s: &str| s.parse::<u64>().ok();
+        let bad = || Error::Corrupt(format!("census script answered {} values", reply.len()));
+        let pools_n = reply.get(9).and_then(|n| num(n)).ok_or_else(bad)? as usize;
+        let reasons_at = 10 + pools_n * 6;
+        if reply.len() < reasons_at || (reply.len() - reasons_at) % 2 != 0 {
+            return Err(bad());
+        }
         let priorities = reply[..9]
             .chunks(3)
             .map(|c| PriorityCensus {
@@ -250,7 +257,7 @@ impl RedisQueue {
                 oldest: num(&c[2]),
             })
             .collect();
-        let pools = reply[9..]
+        let pools = reply[10..reasons_at]
             .chunks(6)
             .map(|c| PoolStatus {
                 pool: c[0].clone(),
@@ -261,6 +268,14 @@ impl RedisQueue {
                 reserved: num(&c[5]).unwrap_or(0),
             })
             .collect();
-        Ok((priorities, pools))
+        let waiting = reply[reasons_at..]
+            .chunks(2)
+            .map(|c| (c[0].clone(), num(&c[1]).unwrap_or(0)))
+            .collect();
+        Ok(Census {
+            priorities,
+            pools,
+            waiting,
+        })
     }
 }

@@ -123,7 +123,7 @@ pub(crate) async fn show(store: &JobStore, pricing: Option<&Path>, a: BudgetShow
 }
 
 /// Spent this month and committed (estimates of unfinished jobs) for one budget scope.
-async fn standing(
+pub(crate) async fn standing(
     store: &JobStore,
     estimator: &mut Estimator<'_>,
     month: Month,

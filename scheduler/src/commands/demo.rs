@@ -56,6 +56,9 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs, shutdown: CancellationToken)
         dead_retention: Duration::ZERO,
         store_retention: Duration::ZERO,
         listen: None,
+        quotas: None,
+        quotas_interval: Duration::from_secs(10),
+        cost_interval: Duration::from_secs(60),
     };
     let store = crate::open_store(&common::store::sqlite_url(&scratch.join("jobs.db"))).await?;
     let serve = tokio::spawn(crate::serve::run(

@@ -1,13 +1,13 @@
 //! One module per group of subcommands.
 
-mod budget;
-mod cost;
+pub(crate) mod budget;
+pub(crate) mod cost;
 pub(crate) mod demo;
 
 pub(crate) use cost::attempt_pricer;
 mod enqueue;
 mod jobs;
-mod quota;
+pub(crate) mod quota;
 mod status;
 mod store;
 

@@ -4,10 +4,12 @@
 mod kube;
 mod local;
 mod noop;
+mod sim;
 
 pub use kube::{CheckpointVolume, KubeArgs, KubeConfig, KubeLauncher};
 pub use local::LocalLauncher;
 pub use noop::NoopLauncher;
+pub use sim::{SimLauncher, RUN_MS_LABEL};
 
 use common::queue::ClaimedJob;
 use std::future::Future;
@@ -49,8 +51,12 @@ pub enum LaunchResult {
     Killed(String),
     /// The work could not be started and retrying will not help (missing program, bad spec).
     Invalid(String),
-    /// The launcher failed for a reason retrying may fix (API unreachable, quota).
+    /// The launcher failed for a reason retrying may fix (API unreachable).
     Error(String),
+    /// The work never started, for a reason outside the job (the namespace's
+    /// ResourceQuota is full): the job goes back to the head of its queue and the
+    /// attempt does not count.
+    Requeue(String),
 }
 
 /// Runs attempts. Implementations must stop the work when `stop` fires and must not

@@ -4,8 +4,10 @@
 -- and the job holding its reservation.
 -- ARGV[1]  prefix
 -- Returns  { per priority p0..p2: queued, parked, oldest head's enqueued_at ('' if none) },
---          then a flat list per pool: name, capacity ('' when unknown), GPUs used,
---          running jobs, reserved by ('' for none), the GPUs it reserves ('0')
+--          then the number of pools and per pool: name, capacity ('' when unknown), GPUs
+--          used, running jobs, reserved by ('' for none), the GPUs it reserves ('0');
+--          then pairs of a reason and the jobs waiting for it: a parked lane counts
+--          under its head's reason, the queues under 'admissible'.
 local prefix = ARGV[1]
 local ctx = admission_context(prefix)
 local pools = { 'default' }
@@ -20,6 +22,10 @@ if ctx.cfg and type(ctx.cfg.pools) == 'table' then
 end
 table.sort(pools)
 local out = {}
+local waiting = {}
+local function wait_for(code, n)
+  if n > 0 then waiting[code] = (waiting[code] or 0) + n end
+end
 for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
   local queued, parked, oldest = 0, 0, nil
   local function head_age(key)
@@ -31,7 +37,9 @@ for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
   end
   for _, pool in ipairs(pools) do
     local qk = queue_key(prefix, pri, pool)
-    queued = queued + redis.call('LLEN', qk)
+    local n = redis.call('LLEN', qk)
+    queued = queued + n
+    wait_for('admissible', n)
     head_age(qk)
     for _, m in ipairs(redis.call('SMEMBERS', lanes_key(prefix, pri, pool))) do
       local lk = prefix .. ':parked:' .. pri .. ':' .. pool .. ':' .. m
@@ -39,12 +47,18 @@ for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
       queued = queued + n
       parked = parked + n
       head_age(lk)
+      local head = redis.call('LINDEX', lk, 0)
+      if head then
+        local why = admit_reason(ctx, head, pri, redis.call('HGET', prefix .. ':job:' .. head, 'charge') or DEFAULT_CHARGE)
+        wait_for(why and why[1] or 'admissible', n)
+      end
     end
   end
   out[#out + 1] = int(queued)
   out[#out + 1] = int(parked)
   if oldest then out[#out + 1] = int(oldest) else out[#out + 1] = '' end
 end
+out[#out + 1] = int(#pools)
 for _, pool in ipairs(pools) do
   local cap = ''
   local pc = pool_cfg(ctx, pool)
@@ -59,5 +73,12 @@ for _, pool in ipairs(pools) do
   for _, v in ipairs({ pool, cap, int(used(ctx, 'g|' .. pool)), int(used(ctx, 'j|' .. pool)), by, need }) do
     out[#out + 1] = v
   end
+end
+local codes = {}
+for code, _ in pairs(waiting) do codes[#codes + 1] = code end
+table.sort(codes)
+for _, code in ipairs(codes) do
+  out[#out + 1] = code
+  out[#out + 1] = int(waiting[code])
 end
 return out

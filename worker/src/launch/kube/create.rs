@@ -99,7 +99,7 @@ impl Attempt<'_> {
     /// this attempt's Job if it already exists.
     pub(crate) async fn create(&mut self, job: &Job) -> Created {
         let name = job.name_any();
-        let mut delay = self.config.create_retry;
+        let delay = self.config.create_retry;
         loop {
             let err = match self.jobs.create(&PostParams::default(), job).await {
                 Ok(_) => return Created::Ready,
@@ -118,15 +118,21 @@ impl Attempt<'_> {
                     Err(result) => return Created::Failed(result),
                 },
                 CreateFailure::Quota(why) => {
-                    self.waiting(format!("waiting for quota: {why}")).await;
+                    // The queue admitted this job by its own quotas, so something else
+                    // holds the namespace's: hand the job back to the head of its queue,
+                    // uncounted, after a pause (so a full namespace is not hammered), and
+                    // free the slot instead of holding it until the start deadline.
+                    self.note(format!(
+                        "the namespace's quota refused the Job; handing the job back: {why}"
+                    ))
+                    .await;
                     tokio::select! {
                         _ = self.ctx.stop.cancelled() => return Created::Stopped,
-                        _ = super::watch::until(self.start_deadline) => {
-                            return Created::Failed(self.start_timed_out());
-                        }
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(self.config.create_retry * 8);
+                    return Created::Failed(LaunchResult::Requeue(format!(
+                        "the namespace's ResourceQuota refused the Job: {why}"
+                    )));
                 }
                 CreateFailure::Invalid(why) => return Created::Failed(LaunchResult::Invalid(why)),
                 CreateFailure::Other(why) => return Created::Failed(LaunchResult::Error(why)),

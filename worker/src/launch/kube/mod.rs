@@ -8,7 +8,9 @@
 //!    that died or lost its lease (the queue counted that attempt, so the number went
 //!    up), after waiting for any such Job that is being deleted to be gone;
 //! 2. otherwise creates the Job; if it exists already (409), this attempt was redelivered
-//!    and the Job is adopted; a quota refusal (403 "exceeded quota") is waited out;
+//!    and the Job is adopted; a quota refusal (403 "exceeded quota") hands the job back
+//!    to the head of its queue without counting the attempt (the queue's own admission
+//!    admitted it, so someone else holds the namespace's quota);
 //! 3. follows the Job and its pod with watchers, streaming the pod's log into the job's
 //!    output, until the Job ends;
 //! 4. maps the end to a [`LaunchResult`] (see `outcome.rs`).
@@ -19,7 +21,8 @@
 //! | Job `Failed`, container exit code N           | `Exited(N)`, reason as a last output line  |
 //! | Job `Failed`, `DeadlineExceeded`              | `Killed("DeadlineExceeded: ...")`          |
 //! | image missing or invalid, image wants root, program not found, Job refused (422) | `Invalid(..)` (a Job stuck on its image is deleted) |
-//! | quota refusal, unschedulable pod, image registry trouble | keep waiting, up to `start_timeout`, then `Error(..)`, Job deleted |
+//! | create refused by a ResourceQuota (403)       | `Requeue(..)` after `create_retry`: handed back uncounted, the slot freed |
+//! | unschedulable pod, image registry trouble     | keep waiting, up to `start_timeout`, then `Error(..)`, Job deleted |
 //! | pod preempted, evicted, node lost             | Job deleted and created again within the same attempt (not counted), at most `max_replacements` times |
 //! | `stop` (cancel, timeout, worker shutdown)     | Job deleted (foreground, waited for), `Killed("deleted")` |
 //! | `stop` with `detach` (lease lost, or the worker fenced itself) | Job left running for the next attempt to adopt |

@@ -242,7 +242,7 @@ impl Verdict {
 pub(crate) enum CreateFailure {
     /// 409: a Job of that name exists (this attempt, redelivered): adopt it.
     Exists,
-    /// 403 from a ResourceQuota: wait for room and create again.
+    /// 403 from a ResourceQuota: the job goes back to its queue, uncounted.
     Quota(String),
     /// 422 or 400: the Job itself is invalid; retrying will not help.
     Invalid(String),

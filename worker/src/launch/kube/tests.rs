@@ -310,25 +310,31 @@ async fn an_unschedulable_pod_waits_without_ending_the_attempt() {
 }
 
 #[tokio::test]
-async fn a_quota_refusal_is_waited_out() {
+async fn a_quota_refusal_hands_the_job_back_uncounted_without_holding_the_slot() {
+    // The queue admitted the job by its own quotas; the namespace's ResourceQuota is full
+    // anyway (someone else used it). The attempt ends at once as a hand-back, instead of
+    // waiting out the 30-minute start deadline with the slot held.
     let mut run = start("queued-behind-quota", 1, fixtures::config());
     let first = run.api.next(Kind::CreateJob).await;
-    let body = first.body.clone();
     let quota = format!(
-        "jobs.batch \"{}\" is forbidden: exceeded quota: gpuq-jobs, requested: count/jobs.batch=1, \
-         used: count/jobs.batch=20, limited: count/jobs.batch=20",
+        "jobs.batch \"{}\" is forbidden: exceeded quota: gpuq-compute, requested: requests.nvidia.com/gpu=8, \
+         used: requests.nvidia.com/gpu=12, limited: requests.nvidia.com/gpu=16",
         run.name()
     );
     first.status(403, "Forbidden", &quota);
-    let second = run.api.next(Kind::CreateJob).await;
-    assert_eq!(second.body, body, "the same Job again");
-    second.json(201, run.job(json!([])));
-    let name = run.name();
-    let (jobs, _pods) = run.api.serve_watchers(&name, run.job(json!([])), vec![]).await;
-    jobs.event("MODIFIED", run.job(complete()));
-    run.final_pods(vec![]).await;
-    assert_eq!(run.result().await, LaunchResult::Exited(0));
-    assert!(has_line(&run.lines(), "gpuq: waiting for quota: jobs.batch"));
+    let result = run.result().await;
+    let LaunchResult::Requeue(why) = &result else {
+        panic!("{result:?}")
+    };
+    assert!(
+        why.contains("ResourceQuota") && why.contains("exceeded quota"),
+        "{why}"
+    );
+    run.api.assert_none(&[Kind::CreateJob, Kind::DeleteJob]);
+    assert!(has_line(
+        &run.lines(),
+        "gpuq: the namespace's quota refused the Job; handing the job back"
+    ));
 }
 
 #[tokio::test]
