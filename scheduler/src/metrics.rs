@@ -77,6 +77,7 @@ struct TeamLabel {
 pub struct ServeMetrics {
     registry: Registry,
     queued: Family<PriorityLabel, Gauge>,
+    admissible: Family<PriorityLabel, Gauge>,
     oldest_age: Family<PriorityLabel, Gauge<f64, AtomicU64>>,
     running: Gauge,
     retrying: Gauge,
@@ -115,6 +116,7 @@ impl ServeMetrics {
         let m = ServeMetrics {
             registry: Registry::default(),
             queued: Family::default(),
+            admissible: Family::default(),
             oldest_age: Family::default(),
             running: Gauge::default(),
             retrying: Gauge::default(),
@@ -168,6 +170,11 @@ impl ServeMetrics {
             "jobs_queued",
             "Jobs waiting in each priority list",
             m.queued.clone(),
+        );
+        r.register(
+            "jobs_admissible",
+            "Queued jobs of each priority that no quota or cap holds up: what more workers could start (the autoscaler's input)",
+            m.admissible.clone(),
         );
         r.register_with_unit(
             "oldest_queued_job_age",
@@ -384,6 +391,9 @@ impl ServeMetrics {
                 priority: p.priority.to_string(),
             };
             self.queued.get_or_create(&label).set(p.depth as i64);
+            self.admissible
+                .get_or_create(&label)
+                .set(p.depth.saturating_sub(p.parked) as i64);
             let age = p
                 .oldest_enqueued_at
                 .map(|t| now.saturating_sub(t) as f64 / 1000.0)

@@ -2,6 +2,7 @@
 //! The binaries must be built first: `cargo build --workspace --bins` (scripts/test does it).
 
 mod admission;
+mod admission_model;
 mod chaos;
 mod cli;
 mod fencing;

@@ -3,4 +3,5 @@
 mod hpa_burst;
 mod manifests;
 mod monitoring;
+mod quotas;
 mod security;

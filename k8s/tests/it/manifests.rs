@@ -2,20 +2,24 @@
 //! other (the KEDA alternative scales exactly like the HPA; the adapter serves what the HPA
 //! reads).
 
+use std::collections::BTreeSet;
+
 use k8s::hpa::Hpa;
 use k8s::manifest::{at, find, str_at};
 use serde_yaml::Value;
+
+use crate::quotas;
 
 fn worker() -> Value {
     find("base/worker.yaml", "Deployment", "gpuq-worker").unwrap()
 }
 
-fn container(deployment: &Value) -> &Value {
+pub(crate) fn container(deployment: &Value) -> &Value {
     at(deployment, &["spec", "template", "spec", "containers", "0"]).expect("a container")
 }
 
 /// The literal value of an env var of a container.
-fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+pub(crate) fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
     let vars = at(container, &["env"])?.as_sequence()?;
     vars.iter()
         .find(|v| str_at(v, &["name"]) == Some(name))
@@ -43,7 +47,7 @@ fn seconds(duration: &str) -> u64 {
     }
 }
 
-fn number(value: Option<&Value>) -> f64 {
+pub(crate) fn number(value: Option<&Value>) -> f64 {
     match value {
         Some(Value::Number(n)) => n.as_f64().unwrap(),
         Some(Value::String(s)) => s.parse().unwrap(),
@@ -224,28 +228,38 @@ fn the_keda_scaled_object_scales_like_the_hpa() {
         "the same scaling behaviour"
     );
 
-    // One trigger per priority list, summed into one metric with the HPA's per-worker target.
+    // One trigger per list of admissible jobs (per priority and pool), summed into one
+    // metric with the HPA's per-worker target.
     let worker = worker();
     let namespace = env(container(&worker), "GPUQ_NAMESPACE").unwrap();
     let triggers = at(spec, &["triggers"]).and_then(Value::as_sequence).unwrap();
     let mut names = Vec::new();
-    for (priority, trigger) in ["p0", "p1", "p2"].iter().zip(triggers) {
-        assert_eq!(str_at(trigger, &["type"]), Some("redis"));
-        assert_eq!(
-            str_at(trigger, &["metadata", "listName"]),
-            Some(format!("{{{namespace}}}:queue:{priority}").as_str())
-        );
+    for trigger in triggers {
+        let name = str_at(trigger, &["name"]).expect("a trigger name, for the formula");
+        assert_eq!(str_at(trigger, &["type"]), Some("redis"), "{name}");
         assert_eq!(
             number(at(trigger, &["metadata", "listLength"])),
-            model.target_average_value
+            model.target_average_value,
+            "{name}"
         );
         assert_eq!(
             str_at(trigger, &["authenticationRef", "name"]),
-            Some("gpuq-redis")
+            Some("gpuq-redis"),
+            "{name}"
         );
-        names.push(str_at(trigger, &["name"]).unwrap());
+        // A variable of the formula: an identifier.
+        assert!(
+            name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "trigger name {name:?} is not a formula variable"
+        );
+        assert!(!names.contains(&name), "two triggers named {name}");
+        names.push(name);
     }
-    assert_eq!(triggers.len(), 3);
+    // Every pool of the base's quota ConfigMap, and the default pool.
+    let config_map = find("base/gpu-quotas.yaml", "ConfigMap", quotas::CONFIG_MAP).unwrap();
+    let config = quotas::admission(&config_map, "base");
+    assert_triggers_cover(spec, &quotas::queue_lists(namespace, &config), "components/keda");
     let modifiers = at(spec, &["advanced", "scalingModifiers"]).unwrap();
     assert_eq!(str_at(modifiers, &["formula"]), Some(names.join(" + ").as_str()));
     assert_eq!(number(at(modifiers, &["target"])), model.target_average_value);
@@ -264,6 +278,53 @@ fn the_keda_scaled_object_scales_like_the_hpa() {
     let (secret, _) = secret_ref(container(&worker), "REDIS_URL").unwrap();
     assert!(refs.iter().all(|r| str_at(r, &["name"]) == Some(secret)));
     assert!(refs.iter().any(|r| str_at(r, &["parameter"]) == Some("address")));
+}
+
+/// A ScaledObject has exactly one redis trigger per list in `lists`: none missing (its jobs
+/// would not scale the workers), none left over (a pool removed from the ConfigMap).
+fn assert_triggers_cover(spec: &Value, lists: &BTreeSet<String>, what: &str) {
+    let triggers = at(spec, &["triggers"]).and_then(Value::as_sequence).unwrap();
+    let listed: Vec<&str> = triggers
+        .iter()
+        .filter_map(|t| str_at(t, &["metadata", "listName"]))
+        .collect();
+    let unique: BTreeSet<String> = listed.iter().map(|l| l.to_string()).collect();
+    assert_eq!(
+        unique.len(),
+        listed.len(),
+        "{what}: a list has two triggers: {listed:?}"
+    );
+    let missing: Vec<&String> = lists.difference(&unique).collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: no trigger for {missing:?}: one per priority and pool of the ConfigMap {}",
+        quotas::CONFIG_MAP
+    );
+    let extra: Vec<&String> = unique.difference(lists).collect();
+    assert!(
+        extra.is_empty(),
+        "{what}: triggers for lists of no pool of the ConfigMap {}: {extra:?}",
+        quotas::CONFIG_MAP
+    );
+}
+
+#[test]
+fn the_keda_triggers_cover_every_pool_of_the_quota_config_map_as_rendered() {
+    let mut checked = 0;
+    for (what, docs) in quotas::targets() {
+        let Some(so) = quotas::rendered(&docs, "ScaledObject", "gpuq-worker") else {
+            continue;
+        };
+        let config_map = quotas::rendered(&docs, "ConfigMap", quotas::CONFIG_MAP)
+            .unwrap_or_else(|| panic!("{what}: no ConfigMap {}", quotas::CONFIG_MAP));
+        let config = quotas::admission(config_map, &what);
+        let worker = quotas::rendered(&docs, "Deployment", "gpuq-worker").unwrap();
+        let namespace = env(container(worker), "GPUQ_NAMESPACE").unwrap();
+        let spec = at(so, &["spec"]).unwrap();
+        assert_triggers_cover(spec, &quotas::queue_lists(namespace, &config), &what);
+        checked += 1;
+    }
+    assert!(checked > 0, "no overlay renders the KEDA ScaledObject");
 }
 
 #[test]
@@ -314,8 +375,14 @@ fn kubectl() -> std::path::PathBuf {
 
 /// Every document `kubectl kustomize` renders for an overlay: what `kubectl apply -k` sends.
 fn render(overlay: &str) -> Vec<Value> {
+    render_dir(&format!("overlays/{overlay}"))
+}
+
+/// Every document `kubectl kustomize` renders for a kustomization under `k8s/` ("base",
+/// "overlays/prod").
+pub(crate) fn render_dir(relative: &str) -> Vec<Value> {
     use serde::Deserialize;
-    let dir = k8s::manifest::root().join("overlays").join(overlay);
+    let dir = k8s::manifest::root().join(relative);
     let out = std::process::Command::new(kubectl())
         .arg("kustomize")
         .arg(&dir)

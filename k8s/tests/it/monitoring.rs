@@ -85,6 +85,9 @@ fn every_alert_has_a_severity_a_summary_and_a_runbook() {
             "GpuqJobStoreBehind",
             "GpuqOutboxNearLimit",
             "GpuqStoreRefusedTransitions",
+            "GpuqTeamNearQuota",
+            "GpuqJobOverrunningEstimate",
+            "GpuqTeamForecastOverBudget",
             "GpuqSchedulerMetricsAbsent",
         ]
     );
