@@ -567,7 +567,7 @@ impl Claiming<'_> {
         self.leased.push(id.to_string());
     }
 
-    fn from_lanes(&mut self, pri: usize, pool: &str, no_borrow: bool) {
+    fn take_from_lanes(&mut self, pri: usize, pool: &str, no_borrow: bool) {
         let members: Vec<LaneKey> = self
             .m
             .lanes
@@ -645,7 +645,7 @@ impl Claiming<'_> {
         }
     }
 
-    fn from_queue(&mut self, pri: usize, pool: &str) {
+    fn take_from_queue(&mut self, pri: usize, pool: &str) {
         let qk = (pri, pool.to_string());
         let mut back = Vec::new();
         let mut skipped = 0;
@@ -729,13 +729,13 @@ impl Model {
                     break 'all;
                 }
                 if !c.stopped.contains(pool) {
-                    c.from_lanes(pri, pool, true);
+                    c.take_from_lanes(pri, pool, true);
                 }
                 if !c.stopped.contains(pool) {
-                    c.from_queue(pri, pool);
+                    c.take_from_queue(pri, pool);
                 }
                 if !c.stopped.contains(pool) {
-                    c.from_lanes(pri, pool, false);
+                    c.take_from_lanes(pri, pool, false);
                 }
             }
         }
@@ -775,17 +775,16 @@ impl Model {
 
     fn reap(&mut self, slot: usize) {
         let mut held = std::mem::take(&mut self.leases[slot]);
-        held.sort_by(|a, b| b.1.cmp(&a.1));
+        held.sort_by_key(|l| std::cmp::Reverse(l.1));
         for (id, _) in held {
             let j = self.jobs.get_mut(&id).unwrap();
             let copy = j.clone();
-            if j.cancel {
-                j.state = State::Done;
-            } else if j.attempt >= 3 {
-                j.state = State::Done;
+            // Cancelled, or dead with its attempts spent (3), or queued again.
+            j.state = if j.cancel || j.attempt >= 3 {
+                State::Done
             } else {
-                j.state = State::Queued;
-            }
+                State::Queued
+            };
             Self::add(&mut self.usage, &copy, -1);
             if self.jobs[&id].state == State::Queued {
                 self.requeue(&id, true);
