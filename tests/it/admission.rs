@@ -953,3 +953,40 @@ async fn the_replay_of_a_small_trace_gives_the_schedule_worked_out_by_hand() {
     assert!((value("partitions makespan") - 25.0).abs() < 1.5);
     assert!(value("all wait mean quotas / partitions") < 0.8);
 }
+
+#[tokio::test]
+async fn the_job_holding_a_reservation_is_admitted_even_behind_others_in_its_lane() {
+    // R reserves the pool; then a job of R's own team is handed back to the head of R's
+    // lane, where it is held up by R's reservation. R must still be found and admitted
+    // when the pool frees, or the pool would stay reserved for ever.
+    let env = TestEnv::new().await;
+    let mut p = pool(4, &[]);
+    p.reserve_after_secs = Some(0);
+    env.queue.set_admission(&config(&[("a100", p)])).await.unwrap();
+    let w = live_worker(&env).await;
+    enqueue(
+        &env,
+        vec![gpu_job("x", "c", "a100", 3), gpu_job("h", "a", "a100", 1)],
+    )
+    .await;
+    let running = claim(&env, &w, 2).await;
+    assert_eq!(names(&running), ["x", "h"]);
+    let r = enqueue(&env, vec![gpu_job("r", "a", "a100", 4)]).await.remove(0);
+    assert!(claim(&env, &w, 1).await.is_empty());
+    let status = env.queue.status().await.unwrap();
+    let a100 = status.pools.iter().find(|p| p.pool == "a100").unwrap();
+    assert_eq!(a100.reserved_by.as_deref(), Some(r.as_str()));
+    // h goes back to the head of its lane, ahead of r.
+    env.queue.release(&w, &running[1].id, "test").await.unwrap();
+    assert_eq!(
+        reason(&env, &running[1].id).await.to_string(),
+        format!("pool a100 reserved for job {r}")
+    );
+    succeed(&env, &w, &running[0].id).await;
+    assert_eq!(names(&claim(&env, &w, 4).await), ["r"]);
+    assert_eq!(
+        names(&claim(&env, &w, 4).await),
+        Vec::<String>::new(),
+        "r holds all 4"
+    );
+}

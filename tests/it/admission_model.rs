@@ -162,7 +162,8 @@ struct MJob {
     born: usize,
 }
 
-type LaneKey = (usize, String, String, String);
+/// Priority, pool, team, group, and whether its jobs need GPUs.
+type LaneKey = (usize, String, String, String, bool);
 
 #[derive(Debug, Default)]
 struct Model {
@@ -220,7 +221,7 @@ impl Model {
     }
 
     fn lane_key(j: &MJob) -> LaneKey {
-        (j.pri, j.pool.clone(), j.team.clone(), j.group.clone())
+        (j.pri, j.pool.clone(), j.team.clone(), j.group.clone(), j.gpus > 0)
     }
 
     fn lane_parked(&self, key: &LaneKey) -> bool {
@@ -437,7 +438,7 @@ impl Model {
         let l: usize = self
             .lanes
             .iter()
-            .filter(|((p, po, _, _), _)| *p == pri && po == pool)
+            .filter(|((p, po, _, _, _), _)| *p == pri && po == pool)
             .map(|(_, v)| v.len())
             .sum();
         q + l
@@ -572,7 +573,7 @@ impl Claiming<'_> {
             .m
             .lanes
             .keys()
-            .filter(|(p, po, _, _)| *p == pri && po == pool)
+            .filter(|(p, po, _, _, _)| *p == pri && po == pool)
             .cloned()
             .collect();
         if members.is_empty() {
@@ -580,13 +581,17 @@ impl Claiming<'_> {
         }
         let mut lanes = Vec::new();
         for key in members {
+            // Checked for the least its jobs need: one GPU in a GPU lane.
+            let least = u32::from(key.4);
             let why = self
                 .m
-                .admit_reason(&self.ctx, "", pri, (pool, &key.2, 0, &key.3), false);
-            match why.as_ref().and_then(|w| match w {
-                Reason::Wait(w) => Some(w.code()),
-                Reason::Borrowing => None,
-            }) {
+                .admit_reason(&self.ctx, "", pri, (pool, &key.2, least, &key.3), no_borrow);
+            let code = why.as_ref().map(|w| match w {
+                Reason::Wait(w) => w.code(),
+                Reason::Borrowing => "borrowing",
+            });
+            let only_head = matches!(code, Some("pool_full" | "reserved"));
+            match code {
                 Some("global_cap") => {
                     self.all_stopped = true;
                     return;
@@ -595,17 +600,22 @@ impl Claiming<'_> {
                     self.stopped.insert(pool.to_string());
                     return;
                 }
-                Some(_) => {}
-                None => {
+                Some(_) if !only_head => {}
+                _ => {
                     let head = &self.m.lanes[&key][0];
                     let born = self.m.jobs[head].born;
-                    lanes.push((born, format!("{}:{}", key.2, key.3), key));
+                    let member = format!("{}:{}:{}", key.2, key.3, if key.4 { "g" } else { "c" });
+                    lanes.push((born, member, key, only_head));
                 }
             }
         }
         lanes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-        let depth = if self.m.strict(pool) { 1 } else { DEPTH };
-        for (_, _, key) in lanes {
+        for (_, _, key, only_head) in lanes {
+            let depth = if self.m.strict(pool) || only_head {
+                1
+            } else {
+                DEPTH
+            };
             if self.leased.len() >= self.want || self.stopped.contains(pool) || self.all_stopped {
                 return;
             }
@@ -642,6 +652,36 @@ impl Claiming<'_> {
             if lane.is_empty() {
                 self.m.lanes.remove(&key);
             }
+        }
+    }
+
+    fn reserved_first(&mut self, pri: usize, pool: &str) {
+        let Some((rid, rpri)) = self.m.reservation(pool) else {
+            return;
+        };
+        if rpri != pri || self.leased.len() >= self.want {
+            return;
+        }
+        if self.decide(&rid, pri, pool, false) == Decision::Take {
+            let j = self.m.jobs[&rid].clone();
+            let q = (j.pri, j.pool.clone());
+            if let Some(i) = self
+                .m
+                .queues
+                .get(&q)
+                .and_then(|l| l.iter().position(|x| *x == rid))
+            {
+                self.m.queues.get_mut(&q).unwrap().remove(i);
+            } else {
+                let key = Model::lane_key(&j);
+                let lane = self.m.lanes.get_mut(&key).unwrap();
+                let i = lane.iter().position(|x| *x == rid).unwrap();
+                lane.remove(i);
+                if lane.is_empty() {
+                    self.m.lanes.remove(&key);
+                }
+            }
+            self.take(&rid, pool);
         }
     }
 
@@ -727,6 +767,9 @@ impl Model {
             for pool in &pools {
                 if c.leased.len() >= c.want || c.all_stopped {
                     break 'all;
+                }
+                if !c.stopped.contains(pool) {
+                    c.reserved_first(pri, pool);
                 }
                 if !c.stopped.contains(pool) {
                     c.take_from_lanes(pri, pool, true);
@@ -1038,7 +1081,7 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 64,
+        cases: 128,
         max_shrink_iters: 200,
         ..ProptestConfig::default()
     })]

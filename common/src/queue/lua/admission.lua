@@ -39,10 +39,19 @@ end
 
 -- A lane: the jobs of one priority, pool, team and group set aside ("parked") while its
 -- head cannot be admitted, so that they hold up neither other teams nor the claim. Jobs
--- of a parked lane go to its tail, not to the queue, so FIFO holds within a team. The
--- index {ns}:parked:PRI:POOL lists its parked lanes as 'TEAM:GROUP'.
-local function lane_key(prefix, pri, pool, team, group)
-  return prefix .. ':parked:' .. pri .. ':' .. pool .. ':' .. team .. ':' .. group
+-- of a parked lane go to its tail, not to the queue, so FIFO holds within a team. Jobs
+-- that need GPUs and jobs that need none have lanes of their own ('g' and 'c'): every job
+-- of a GPU lane needs at least one, so a claim can tell from the lane alone, without
+-- reading a job, that a team held up for one GPU has nothing there to admit. The index
+-- {ns}:parked:PRI:POOL lists its parked lanes as 'TEAM:GROUP:g|c'.
+local function lane_member(team, group, gpus)
+  local kind = 'c'
+  if gpus > 0 then kind = 'g' end
+  return team .. ':' .. group .. ':' .. kind
+end
+
+local function lane_key(prefix, pri, pool, team, group, gpus)
+  return prefix .. ':parked:' .. pri .. ':' .. pool .. ':' .. lane_member(team, group, gpus)
 end
 
 local function lanes_key(prefix, pri, pool)
@@ -52,8 +61,8 @@ end
 -- Puts a queued job back in line: at the head (it was ahead of what waits: a released or
 -- recovered lease) or the tail. It joins its lane when the lane is parked.
 local function requeue(prefix, id, pri, charge, at_head)
-  local pool, team, _, group = parse_charge(charge)
-  local lk = lane_key(prefix, pri, pool, team, group)
+  local pool, team, gpus, group = parse_charge(charge)
+  local lk = lane_key(prefix, pri, pool, team, group, gpus)
   local key = queue_key(prefix, pri, pool)
   if redis.call('EXISTS', lk) == 1 then key = lk end
   if at_head then redis.call('LPUSH', key, id) else redis.call('RPUSH', key, id) end
@@ -62,12 +71,12 @@ end
 
 -- Removes a queued job from wherever it waits. Returns true when it was found.
 local function unqueue(prefix, id, pri, charge)
-  local pool, team, _, group = parse_charge(charge)
+  local pool, team, gpus, group = parse_charge(charge)
   if redis.call('LREM', queue_key(prefix, pri, pool), 1, id) > 0 then return true end
-  local lk = lane_key(prefix, pri, pool, team, group)
+  local lk = lane_key(prefix, pri, pool, team, group, gpus)
   if redis.call('LREM', lk, 1, id) > 0 then
     if redis.call('EXISTS', lk) == 0 then
-      redis.call('SREM', lanes_key(prefix, pri, pool), team .. ':' .. group)
+      redis.call('SREM', lanes_key(prefix, pri, pool), lane_member(team, group, gpus))
     end
     return true
   end

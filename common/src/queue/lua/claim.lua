@@ -4,8 +4,12 @@
 -- atomic step: a worker killed at any instant leaves every job either queued or in
 -- flight, and the usage equal to the sum of the leases.
 -- Per priority and pool served, in order:
+--   0. the job holding the pool's reservation, if it is of this priority;
 --   1. the parked lanes (admission.lua), oldest head first: a lane's head, and in a
---      best-effort pool up to DEPTH jobs behind it, are admitted if they can be;
+--      best-effort pool up to DEPTH jobs behind it, are admitted if they can be (first
+--      only what needs no borrowing, then, after the queue, what borrows); a lane that
+--      its team, group or the pool's capacity holds up for one GPU is passed over
+--      without reading its jobs;
 --   2. the queue: each job that can be admitted is taken; one that cannot is parked in
 --      its lane (its team, group or the pool's capacity holds it up), or, when the
 --      reason holds up the whole pool and the pool is strict, stops the pool.
@@ -139,19 +143,30 @@ local function from_lanes(pri, pool, no_borrow)
   if #members == 0 then return end
   local lanes = {}
   for _, m in ipairs(members) do
-    local team, group = string.match(m, '^([^:]*):(.*)$')
-    local lk = lane_key(prefix, pri, pool, team or '', group or '')
-    -- What holds up the whole lane needs no read of its jobs.
-    local why = admit_reason(ctx, '', pri, pool .. '|' .. (team or '') .. '|0|' .. (group or ''))
+    local team, group, kind = string.match(m, '^([^:]*):([^:]*):([gc])$')
+    local lk = prefix .. ':parked:' .. pri .. ':' .. pool .. ':' .. m
+    -- What holds up the whole lane needs no read of its jobs: checked for the least any
+    -- of its jobs needs (one GPU in a GPU lane). A lane held up by its team or group is
+    -- left alone; one held up by the pool has its head looked at (which may hold the
+    -- reservation, or reserve the pool), and in a strict pool stops the pool there.
+    local least = 0
+    if kind == 'g' then least = 1 end
+    local why = admit_reason(ctx, '', pri, pool .. '|' .. (team or '') .. '|' .. least .. '|' .. (group or ''), no_borrow)
     if why and why[1] == 'global_cap' then all_stopped = true return end
     if why and why[1] == 'pool_cap' then stopped[pool] = true return end
-    if not why then
+    local depth = nil
+    if why and (why[1] == 'pool_full' or why[1] == 'reserved') then depth = 1 end
+    if not team then
+      -- A lane of an earlier layout: looked at in full.
+      why = nil
+    end
+    if not why or depth then
       local head = redis.call('LINDEX', lk, 0)
       if not head then
         redis.call('SREM', index, m)
       else
         local at = redis.call('HGET', prefix .. ':job:' .. head, 'enqueued_us') or '0'
-        lanes[#lanes + 1] = { key = lk, member = m, at = tonumber(at) or 0 }
+        lanes[#lanes + 1] = { key = lk, member = m, at = tonumber(at) or 0, depth = depth }
       end
     end
   end
@@ -163,7 +178,7 @@ local function from_lanes(pri, pool, no_borrow)
   if strict(ctx, pool) then depth = 1 end
   for _, lane in ipairs(lanes) do
     if #leased >= want or stopped[pool] or all_stopped then return end
-    local ids = redis.call('LRANGE', lane.key, 0, depth - 1)
+    local ids = redis.call('LRANGE', lane.key, 0, (lane.depth or depth) - 1)
     local gone = {}
     for _, id in ipairs(ids) do
       if #leased >= want then break end
@@ -181,12 +196,24 @@ local function from_lanes(pri, pool, no_borrow)
       elseif what == 'stop' then
         stopped[pool] = true
         break
-      elseif depth == 1 then
+      elseif (lane.depth or depth) == 1 then
         break
       end
     end
     for _, id in ipairs(gone) do redis.call('LREM', lane.key, 1, id) end
     if redis.call('EXISTS', lane.key) == 0 then redis.call('SREM', index, lane.member) end
+  end
+end
+
+-- 0. The job holding the pool's reservation, wherever it waits: nothing else of its
+-- priority or lower may take the GPUs it waits for, so it must never wait behind them.
+local function reserved_first(pri, pool)
+  local r = reservation(ctx, pool)
+  if not r or r.pri ~= pri or #leased >= want then return end
+  local jk, f = read(r.id)
+  if f and decide(r.id, jk, f, pri, pool, false) == 'take' then
+    unqueue(prefix, r.id, pri, f[6])
+    take(r.id, jk, f, pri, pool)
   end
 end
 
@@ -209,14 +236,14 @@ local function from_queue(pri, pool)
         local jk, f = read(id)
         local what = 'stale'
         if f and f[1] == 'queued' then
-          local pool_, team, _, group = parse_charge(f[6])
-          local lk = lane_key(prefix, pri, pool_, team, group)
+          local pool_, team, gpus, group = parse_charge(f[6])
+          local lk = lane_key(prefix, pri, pool_, team, group, gpus)
           if lane_parked[lk] == nil then lane_parked[lk] = redis.call('EXISTS', lk) == 1 end
           -- Its lane is parked: it waits behind the lane's jobs (FIFO within a team).
           if lane_parked[lk] then what = 'park' else what = decide(id, jk, f, pri, pool) end
           if what == 'park' then
             redis.call('RPUSH', lk, id)
-            redis.call('SADD', lanes_key(prefix, pri, pool), team .. ':' .. group)
+            redis.call('SADD', lanes_key(prefix, pri, pool), lane_member(team, group, gpus))
             lane_parked[lk] = true
             parked = parked + 1
             if parked >= PARK_LIMIT then
@@ -254,6 +281,7 @@ end
 for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
   for _, pool in ipairs(pools) do
     if #leased >= want or all_stopped then break end
+    if not stopped[pool] then reserved_first(pri, pool) end
     if not stopped[pool] then from_lanes(pri, pool, true) end
     if not stopped[pool] then from_queue(pri, pool) end
     -- Then what borrows, and jobs behind ones parked just now that fit.

@@ -51,9 +51,9 @@ for _ = 1, groups do
   at = jobs + count * 2
   -- Where the group's queued jobs go: its pool's queue, or the tail of its lane while
   -- the lane is parked (FIFO within a team).
-  local pool, team, _, group = parse_charge(charge ~= '' and charge or nil)
+  local pool, team, gpus, group = parse_charge(charge ~= '' and charge or nil)
   local target = queue_key(prefix, pri, pool)
-  local lk = lane_key(prefix, pri, pool, team, group)
+  local lk = lane_key(prefix, pri, pool, team, group, gpus)
   if redis.call('EXISTS', lk) == 1 then target = lk end
   if pool ~= 'default' then redis.call('SADD', prefix .. ':pools', pool) end
   if cap ~= '' and group ~= '' then redis.call('HSET', prefix .. ':groups', group, cap) end

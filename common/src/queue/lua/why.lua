@@ -28,7 +28,7 @@ end
 local own = redis.call('LPOS', queue_key(prefix, pri, pool), id)
 if not own then
   -- In its lane: behind the lane's jobs, and the other lanes' that are ahead of it.
-  local lk = lane_key(prefix, pri, pool, team, group)
+  local lk = lane_key(prefix, pri, pool, team, group, gpus)
   own = redis.call('LPOS', lk, id)
 end
 local position = -1
