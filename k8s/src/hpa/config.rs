@@ -371,7 +371,8 @@ spec:
     fn reads_the_worker_hpa_from_the_base_manifest() {
         let hpa = Hpa::worker().unwrap();
         assert_eq!((hpa.min_replicas, hpa.max_replicas), (2, 50));
-        assert_eq!(hpa.metric_name, "gpuq_jobs_queued");
+        // Admissible jobs, not all queued ones: parked jobs cannot start on a new worker.
+        assert_eq!(hpa.metric_name, "gpuq_jobs_admissible");
         assert_eq!(hpa.target_average_value, 10.0);
         assert_eq!(
             hpa.resources,

@@ -19,7 +19,7 @@ pub struct Decision {
 /// What the controller reads at one sync.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Observed {
-    /// The External metric's total (queued jobs).
+    /// The External metric's total (for gpuq's worker HPA, the admissible queued jobs).
     pub external: f64,
     /// The pods' average CPU use, as a percentage of their requests (`None`: no data).
     pub cpu_utilization: Option<f64>,

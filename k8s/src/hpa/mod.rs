@@ -4,8 +4,9 @@
 //! Every sync period (15 s, kube-controller-manager's `--horizontal-pod-autoscaler-sync-period`
 //! default) the controller:
 //!
-//! 1. turns the metric into a replica proposal, `ceil(queued / averageValue)`, unless the
-//!    ratio to the current pool is within the tolerance ([`proposal`]);
+//! 1. turns the metric (for the worker HPA, the admissible queued jobs) into a replica
+//!    proposal, `ceil(admissible / averageValue)`, unless the ratio to the current pool is
+//!    within the tolerance ([`proposal`]);
 //! 2. stabilizes it: it scales up no further than the lowest proposal of the scale-up window,
 //!    and down no further than the highest proposal of the scale-down window
 //!    ([`Recommendations`]);

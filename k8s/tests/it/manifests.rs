@@ -357,6 +357,22 @@ fn the_adapter_rule_serves_the_metric_the_hpa_reads() {
     );
 }
 
+#[test]
+fn the_hpa_scales_on_a_per_priority_gauge_that_serve_exports() {
+    // monitoring/metrics.txt lists what `scheduler serve` and the workers export; the adapter
+    // rule needs a gauge with a priority label (it takes the max per priority, then sums).
+    let model = Hpa::worker().unwrap();
+    let path = k8s::manifest::root().join("monitoring/metrics.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .map(str::split_whitespace)
+        .map(Iterator::collect::<Vec<_>>)
+        .find(|fields| fields.first() == Some(&model.metric_name.as_str()))
+        .unwrap_or_else(|| panic!("{} is not in monitoring/metrics.txt", model.metric_name));
+    assert_eq!(line[1..], ["gauge", "priority"], "{}", model.metric_name);
+}
+
 /// The kubectl that validate.sh uses (KUBECTL, its venv's, else the one on PATH).
 fn kubectl() -> std::path::PathBuf {
     if let Some(k) = std::env::var_os("KUBECTL") {
