@@ -107,6 +107,22 @@ enum Bench {
         #[arg(long)]
         schedule: Option<std::path::PathBuf>,
     },
+    /// Admission: drain under ten teams' quotas against the same without (interleaved),
+    /// claim latency with 10^6 queued and 90% held up by quotas, and Kueue's scheduler
+    /// performance test shape.
+    Admission {
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+        #[arg(long, default_value_t = 2)]
+        reps: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        depth: usize,
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// Skip the Kueue-shaped replay (about a minute).
+        #[arg(long)]
+        no_kueue: bool,
+    },
     /// Write a synthetic trace for `replay`.
     Trace {
         #[arg(long, default_value_t = 1000)]
@@ -176,6 +192,20 @@ async fn main() -> Result<()> {
             workers,
             schedule,
         } => bench::replay::run(url, &trace, &quotas, speedup, workers, schedule.as_deref()).await?,
+        Bench::Admission {
+            jobs,
+            reps,
+            depth,
+            samples,
+            no_kueue,
+        } => {
+            let mut rows = bench::admission::throughput(url, jobs, reps).await?;
+            rows.extend(bench::admission::blocked_claims(url, depth, samples).await?);
+            if !no_kueue {
+                rows.extend(bench::admission::kueue_shape(url).await?);
+            }
+            rows
+        }
         Bench::Trace {
             jobs,
             teams,

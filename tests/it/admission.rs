@@ -990,3 +990,32 @@ async fn the_job_holding_a_reservation_is_admitted_even_behind_others_in_its_lan
         "r holds all 4"
     );
 }
+
+#[tokio::test]
+async fn jobs_no_rule_applies_to_are_not_counted_and_their_ends_return_nothing() {
+    // Without any configuration, a job of the default pool and team that needs no GPU and
+    // has no group is claimed without a charge (the plain queue's fast path). Once a
+    // configuration exists, the same kind of job is charged, and each end returns exactly
+    // what its own lease carried.
+    let env = TestEnv::new().await;
+    let w = live_worker(&env).await;
+    let plain = || gpu_job("plain", "default", "default", 0);
+    enqueue(&env, vec![plain()]).await;
+    let first = claim(&env, &w, 1).await.remove(0);
+    assert_eq!(env.queue.usage().await.unwrap(), common::queue::Usage::default());
+    let mut c = config(&[]);
+    c.max_running = Some(5);
+    env.queue.set_admission(&c).await.unwrap();
+    enqueue(&env, vec![plain()]).await;
+    let second = claim(&env, &w, 1).await.remove(0);
+    assert_eq!(env.queue.usage().await.unwrap().running, 1);
+    succeed(&env, &w, &first.id).await;
+    assert_eq!(
+        env.queue.usage().await.unwrap().running,
+        1,
+        "the uncharged lease returned nothing"
+    );
+    succeed(&env, &w, &second.id).await;
+    assert_eq!(env.queue.usage().await.unwrap(), common::queue::Usage::default());
+    assert!(env.queue.recount_usage(false).await.unwrap().is_empty());
+}

@@ -311,9 +311,6 @@ impl Model {
         if e.used + gpus <= e.nominal {
             return None;
         }
-        if no_borrow {
-            return Some(Reason::Borrowing);
-        }
         let limit = e.borrowing.unwrap_or(-1);
         if limit >= 0 && e.used + gpus - e.nominal > limit {
             return Some(Reason::Wait(WaitReason::Quota {
@@ -347,6 +344,9 @@ impl Model {
                 borrowing_limit: (limit >= 0).then_some(limit as u64),
                 lendable: lendable.max(0) as u64,
             }));
+        }
+        if no_borrow {
+            return Some(Reason::Borrowing);
         }
         None
     }

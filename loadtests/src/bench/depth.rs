@@ -14,7 +14,7 @@ pub(crate) async fn run(url: &str, depths: &[usize], samples: usize) -> Result<V
     for &depth in depths {
         let b = Bench::new(url, "depth").await?;
         let mem0: f64 = info(url, "memory").await?["used_memory"].parse()?;
-        let batch: Vec<_> = (0..10_000.min(depth))
+        let batch: Vec<_> = (0..5_000.min(depth))
             .map(|_| noop(Priority::Background))
             .collect();
         let mut filled = 0;

@@ -34,7 +34,7 @@ pub(crate) async fn run(
 
 async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, store: &Store) -> Result<Vec<Row>> {
     let mut b = Bench::new(url, "drain").await?;
-    let specs: Vec<_> = (0..10_000.min(jobs)).map(|_| noop(Priority::Normal)).collect();
+    let specs: Vec<_> = (0..5_000.min(jobs)).map(|_| noop(Priority::Normal)).collect();
     let mut enqueued = 0;
     let mut first = None;
     while enqueued < jobs {

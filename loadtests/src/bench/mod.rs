@@ -1,5 +1,6 @@
 //! One module per benchmark.
 
+pub(crate) mod admission;
 pub(crate) mod ceiling;
 pub(crate) mod chaos;
 pub(crate) mod depth;

@@ -121,13 +121,13 @@ pub(crate) fn render_rows(o: &mut String, pools: &[PoolRow], teams: &[TeamRow]) 
     if !pools.is_empty() {
         let _ = writeln!(
             o,
-            "\npools{:>18} {:>6} {:>9} {:>6} {:>8}  STRATEGY",
-            "CAPACITY", "USED", "RESERVED", "FREE", "RUNNING"
+            "\n{:<18} {:>8} {:>6} {:>9} {:>6} {:>8}  STRATEGY",
+            "pools", "CAPACITY", "USED", "RESERVED", "FREE", "RUNNING"
         );
         for p in pools {
             let _ = writeln!(
                 o,
-                "  {:<16} {:>7} {:>6} {:>9} {:>6} {:>8}  {}{}",
+                "  {:<16} {:>8} {:>6} {:>9} {:>6} {:>8}  {}{}",
                 p.pool,
                 dash(p.capacity),
                 p.used,
@@ -148,13 +148,13 @@ pub(crate) fn render_rows(o: &mut String, pools: &[PoolRow], teams: &[TeamRow]) 
     if !teams.is_empty() {
         let _ = writeln!(
             o,
-            "\nteams{:>19} {:>6} {:>8} {:>9} {:>8}",
-            "POOL", "USED", "QUOTA", "BORROWED", "RUNNING"
+            "\n{:<18} {:<10} {:>6} {:>6} {:>9} {:>8}",
+            "teams", "POOL", "USED", "QUOTA", "BORROWED", "RUNNING"
         );
         for t in teams {
             let _ = writeln!(
                 o,
-                "  {:<16} {:>6} {:>6} {:>8} {:>9} {:>8}",
+                "  {:<16} {:<10} {:>6} {:>6} {:>9} {:>8}",
                 t.team,
                 t.pool,
                 t.used,

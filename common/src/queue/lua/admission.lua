@@ -24,8 +24,15 @@
 
 local DEFAULT_CHARGE = 'default|default|0|'
 
+-- The common charge costs no parsing: it is absent from the job hash, and empty in a
+-- lease ('SEQ:ATTEMPT:TOKEN|').
+local function is_default(c)
+  return not c or c == '' or c == DEFAULT_CHARGE
+end
+
 local function parse_charge(c)
-  local pool, team, gpus, group = string.match(c or DEFAULT_CHARGE, '^([^|]*)|([^|]*)|(%d+)|(.*)$')
+  if is_default(c) then return 'default', 'default', 0, '' end
+  local pool, team, gpus, group = string.match(c, '^([^|]*)|([^|]*)|(%d+)|(.*)$')
   if not pool then return 'default', 'default', 0, '' end
   return pool, team, tonumber(gpus), group
 end
@@ -113,7 +120,13 @@ end
 
 
 -- The usage fields a charge adds to (or, with sign -1, takes from), accumulated in `acc`.
+local DEFAULT_FIELDS = { 'j', 't|default', 'j|default', 'j|default|default' }
+
 local function add_charge(acc, charge, sign)
+  if is_default(charge) then
+    for _, f in ipairs(DEFAULT_FIELDS) do acc[f] = (acc[f] or 0) + sign end
+    return
+  end
   local pool, team, gpus, group = parse_charge(charge)
   local function add(f, d) acc[f] = (acc[f] or 0) + d end
   add('j', sign)
@@ -152,16 +165,33 @@ end
 -- bounded by pools x teams + groups running) and kept up to date in memory as jobs are
 -- admitted, so later decisions in the same call see them.
 local function admission_context(prefix)
-  local ctx = { prefix = prefix, usage = {}, groups = {}, capacity = {}, reservation = {} }
+  local ctx = { prefix = prefix, groups = {}, capacity = {}, reservation = {} }
   local raw = redis.call('GET', prefix .. ':admission')
   if raw then ctx.cfg = cjson.decode(raw) end
-  local flat = redis.call('HGETALL', prefix .. ':usage')
-  for i = 1, #flat, 2 do ctx.usage[flat[i]] = tonumber(flat[i + 1]) end
   return ctx
 end
 
+-- The usage, read on first need: a claim of jobs that no rule applies to never reads it.
+local function usage_of(ctx)
+  if not ctx.usage then
+    ctx.usage = {}
+    local flat = redis.call('HGETALL', ctx.prefix .. ':usage')
+    for i = 1, #flat, 2 do ctx.usage[flat[i]] = tonumber(flat[i + 1]) end
+  end
+  return ctx.usage
+end
+
 local function used(ctx, f)
-  return ctx.usage[f] or 0
+  return usage_of(ctx)[f] or 0
+end
+
+-- Whether a claim charges a job's lease. Always, except for the common charge while no
+-- configuration exists: nothing reads those counters then, and leaving them alone keeps
+-- the plain queue as fast as it was. Such a lease carries no charge ('SEQ:ATTEMPT:TOKEN',
+-- as leases of earlier versions), so releasing it returns nothing; if a configuration
+-- appears meanwhile, those jobs count for nothing until they end.
+local function charges(ctx, charge)
+  return ctx.cfg ~= nil or not is_default(charge)
 end
 
 local function pool_cfg(ctx, pool)
@@ -202,6 +232,11 @@ local function reservation(ctx, pool)
   local r = ctx.reservation[pool]
   if r ~= nil then return r end
   r = false
+  -- Only a configured pool has reservations (admit_reason checks them only there).
+  if not pool_cfg(ctx, pool) then
+    ctx.reservation[pool] = r
+    return r
+  end
   local rk = ctx.prefix .. ':reserve:' .. pool
   local v = redis.call('GET', rk)
   if v then
@@ -232,51 +267,71 @@ end
 -- Checks a team's quota in a pool for `gpus` more. Returns nil, or the reason:
 -- { 'quota', team, pool, used, nominal, borrowing limit (-1: none), lendable left in the
 -- cohort }.
+-- A pool's quota entries, built once per script call: per team its nominal quota,
+-- limits, cohort and usage field; teams without an entry share what the entries leave
+-- of the capacity, as one entry ('*') that lends its unused part to the pool's default
+-- cohort and borrows nothing.
+local function quota_entries(ctx, pc, pool)
+  ctx.quotas = ctx.quotas or {}
+  local q = ctx.quotas[pool]
+  if q then return q end
+  local entries, assigned = {}, 0
+  for t, e in pairs(pc.quotas) do
+    entries[t] = { nominal = e.nominal or 0, borrowing = e.borrowing_limit, lending = e.lending_limit,
+      cohort = e.cohort or '', field = 'g|' .. pool .. '|' .. t }
+    assigned = assigned + (e.nominal or 0)
+  end
+  entries['*'] = { nominal = math.max(0, capacity(ctx, pool) - assigned), borrowing = 0, cohort = '' }
+  q = { entries = entries, pool_field = 'g|' .. pool }
+  ctx.quotas[pool] = q
+  return q
+end
+
+-- The GPUs an entry uses now ('*': what the pool's users without an entry use).
+local function entry_used(ctx, q, key)
+  local e = q.entries[key]
+  if e.field then return used(ctx, e.field) end
+  local u = used(ctx, q.pool_field)
+  for _, m in pairs(q.entries) do
+    if m.field then u = u - used(ctx, m.field) end
+  end
+  return u
+end
+
 local function quota_reason(ctx, pc, pool, team, gpus, no_borrow)
   local quotas = pc.quotas
   if type(quotas) ~= 'table' or next(quotas) == nil then return nil end
-  local cap = capacity(ctx, pool)
-  -- Teams without an entry share what the entries leave of the capacity, as one
-  -- entry ('*') that lends its unused part to the pool's default cohort and borrows nothing.
-  local entries = {}
-  local assigned, configured_use = 0, 0
-  for t, q in pairs(quotas) do
-    local u = used(ctx, 'g|' .. pool .. '|' .. t)
-    entries[t] = { nominal = q.nominal or 0, borrowing = q.borrowing_limit, lending = q.lending_limit,
-      cohort = q.cohort or '', used = u }
-    assigned = assigned + (q.nominal or 0)
-    configured_use = configured_use + u
-  end
-  entries['*'] = { nominal = math.max(0, cap - assigned), borrowing = 0, cohort = '',
-    used = used(ctx, 'g|' .. pool) - configured_use }
+  local q = quota_entries(ctx, pc, pool)
   local key = team
   if not quotas[team] then key = '*' end
-  local e = entries[key]
-  if e.used + gpus <= e.nominal then return nil end
-  -- The claim first admits what needs no borrowing, so a team below its quota gets the
-  -- capacity that frees before anyone borrows it again.
-  if no_borrow then return { 'borrowing' } end
+  local e = q.entries[key]
+  local e_used = entry_used(ctx, q, key)
+  if e_used + gpus <= e.nominal then return nil end
   local limit = -1
   if e.borrowing then limit = e.borrowing end
-  if limit >= 0 and e.used + gpus - e.nominal > limit then
-    return { 'quota', team, pool, e.used, e.nominal, limit, 0 }
+  if limit >= 0 and e_used + gpus - e.nominal > limit then
+    return { 'quota', team, pool, e_used, e.nominal, limit, 0 }
   end
   -- Borrowing: the cohort must have that much unused, less what other members keep for
   -- themselves (their nominal beyond their lending limit).
   local total, use, kept = 0, 0, 0
-  for t, m in pairs(entries) do
+  for t, m in pairs(q.entries) do
     if m.cohort == e.cohort then
+      local u = entry_used(ctx, q, t)
       total = total + m.nominal
-      use = use + m.used
+      use = use + u
       if t ~= key and m.lending then
-        kept = kept + math.max(0, (m.nominal - m.lending) - m.used)
+        kept = kept + math.max(0, (m.nominal - m.lending) - u)
       end
     end
   end
   local lendable = total - use - kept
   if gpus > lendable then
-    return { 'quota', team, pool, e.used, e.nominal, limit, math.max(0, lendable) }
+    return { 'quota', team, pool, e_used, e.nominal, limit, math.max(0, lendable) }
   end
+  -- It may borrow. The claim first admits what needs no borrowing, so a team below its
+  -- quota gets the capacity that frees before anyone borrows it again.
+  if no_borrow then return { 'borrowing' } end
   return nil
 end
 
@@ -288,8 +343,7 @@ local POOL_WIDE = { pool_cap = true, pool_full = true, reserved = true, global_c
 -- claim's first pass). Checked in this order: group, team cap, global cap, pool cap, reservation,
 -- team quota (with borrowing), pool capacity. The worker's own devices are not part of
 -- it: they only decide which worker takes the job.
-local function admit_reason(ctx, id, pri, charge, no_borrow)
-  local pool, team, gpus, group = parse_charge(charge)
+local function admit_parts(ctx, id, pri, pool, team, gpus, group, no_borrow)
   local g = group_cap(ctx, group)
   if g and used(ctx, 'grp|' .. group) >= g then
     return { 'group', group, used(ctx, 'grp|' .. group), g }
@@ -321,6 +375,11 @@ local function admit_reason(ctx, id, pri, charge, no_borrow)
     return { 'pool_full', pool, used(ctx, 'g|' .. pool), cap, gpus }
   end
   return nil
+end
+
+local function admit_reason(ctx, id, pri, charge, no_borrow)
+  local pool, team, gpus, group = parse_charge(charge)
+  return admit_parts(ctx, id, pri, pool, team, gpus, group, no_borrow)
 end
 
 -- Whether a job that could not be admitted for `reason` has waited long enough to

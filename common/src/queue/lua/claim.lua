@@ -62,19 +62,23 @@ else
 end
 
 local out = { 'ok' }
-local leased, attempts, charges = {}, {}, {}
+local leased, attempts, charges_of = {}, {}, {}
 local delta = {}
 local gpus_left = free
 -- Pools left alone for the rest of this call (strict queueing, a cap, or devices).
 local stopped = {}
 local all_stopped = false
 local more = false
+-- Whether the first pass over the lanes left something that would borrow, or a
+-- reservation ended: the second pass can admit more only then, or when the queue parked
+-- jobs just now (usage only grows within a claim, so nothing else it held up fits now).
+local borrowers = false
 local FIELDS = { 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit', 'charge', 'blocked_since' }
 
 local function take(id, jk, f, pri, pool)
   local previous = tonumber(f[2]) or 0
   local attempt = int(previous + 1)
-  local charge = f[6] or DEFAULT_CHARGE
+  local charge = f[6] or ''
   local field, entry = transition(prefix, id, 'queued', 'running', ms, attempt, worker)
   redis.call('HSET', jk, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', ms,
     'started_us', us, 'updated_at', ms, field, entry)
@@ -84,11 +88,17 @@ local function take(id, jk, f, pri, pool)
   for _, v in ipairs({ id, f[3], attempt, pri, f[4], f[5] }) do out[#out + 1] = v end
   leased[#leased + 1] = id
   attempts[#attempts + 1] = attempt
-  charges[#charges + 1] = charge
-  add_charge(delta, charge, 1)
-  add_charge(ctx.usage, charge, 1)
+  if charges(ctx, charge) then
+    charges_of[#charges_of + 1] = '|' .. charge
+    add_charge(delta, charge, 1)
+    add_charge(usage_of(ctx), charge, 1)
+  else
+    charges_of[#charges_of + 1] = ''
+  end
   local _, _, gpus = parse_charge(charge)
   if free >= 0 then gpus_left = gpus_left - gpus end
+  local r = reservation(ctx, pool)
+  if r and r.id == id then borrowers = true end
   unreserve(ctx, pool, id)
 end
 
@@ -108,7 +118,7 @@ end
 -- 'park', 'stop' (nothing more from this pool), 'end' (nothing more at all) or 'stale'.
 local function decide(id, jk, f, pri, pool, no_borrow)
   if f[1] ~= 'queued' then return 'stale' end
-  local charge = f[6] or DEFAULT_CHARGE
+  local charge = f[6]
   local why = admit_reason(ctx, id, pri, charge, no_borrow)
   if not why then
     local _, _, gpus = parse_charge(charge)
@@ -117,7 +127,10 @@ local function decide(id, jk, f, pri, pool, no_borrow)
     return 'skip'
   end
   local code = why[1]
-  if code == 'borrowing' then return 'skip' end
+  if code == 'borrowing' then
+    borrowers = true
+    return 'skip'
+  end
   if code == 'global_cap' then return 'end' end
   if code == 'pool_cap' then return 'stop' end
   if code == 'pool_full' then held_up(id, jk, f, pri, pool) end
@@ -151,7 +164,8 @@ local function from_lanes(pri, pool, no_borrow)
     -- reservation, or reserve the pool), and in a strict pool stops the pool there.
     local least = 0
     if kind == 'g' then least = 1 end
-    local why = admit_reason(ctx, '', pri, pool .. '|' .. (team or '') .. '|' .. least .. '|' .. (group or ''), no_borrow)
+    local why = admit_parts(ctx, '', pri, pool, team or '', least, group or '', no_borrow)
+    if why and why[1] == 'borrowing' then borrowers = true end
     if why and why[1] == 'global_cap' then all_stopped = true return end
     if why and why[1] == 'pool_cap' then stopped[pool] = true return end
     local depth = nil
@@ -225,7 +239,8 @@ local function from_queue(pri, pool)
   -- go back to the head at the end. Nothing between the pop and that push may raise.
   local back = {}
   local skipped, parked = 0, 0
-  local lane_parked = {}
+  -- Per charge: its lane and whether the lane is parked (one lookup per distinct charge).
+  local lanes_of = {}
   while #leased < want and not stopped[pool] and not all_stopped do
     local ids = redis.call('LPOP', qk, int(math.min(want - #leased, 100)))
     if not ids then break end
@@ -236,15 +251,20 @@ local function from_queue(pri, pool)
         local jk, f = read(id)
         local what = 'stale'
         if f and f[1] == 'queued' then
-          local pool_, team, gpus, group = parse_charge(f[6])
-          local lk = lane_key(prefix, pri, pool_, team, group, gpus)
-          if lane_parked[lk] == nil then lane_parked[lk] = redis.call('EXISTS', lk) == 1 end
+          local ck = f[6] or ''
+          local lane = lanes_of[ck]
+          if not lane then
+            local _, team, gpus, group = parse_charge(f[6])
+            local lk = lane_key(prefix, pri, pool, team, group, gpus)
+            lane = { key = lk, member = lane_member(team, group, gpus), parked = redis.call('EXISTS', lk) == 1 }
+            lanes_of[ck] = lane
+          end
           -- Its lane is parked: it waits behind the lane's jobs (FIFO within a team).
-          if lane_parked[lk] then what = 'park' else what = decide(id, jk, f, pri, pool) end
+          if lane.parked then what = 'park' else what = decide(id, jk, f, pri, pool) end
           if what == 'park' then
-            redis.call('RPUSH', lk, id)
-            redis.call('SADD', lanes_key(prefix, pri, pool), lane_member(team, group, gpus))
-            lane_parked[lk] = true
+            redis.call('RPUSH', lane.key, id)
+            redis.call('SADD', lanes_key(prefix, pri, pool), lane.member)
+            lane.parked = true
             parked = parked + 1
             if parked >= PARK_LIMIT then
               stopped[pool] = true
@@ -281,11 +301,13 @@ end
 for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
   for _, pool in ipairs(pools) do
     if #leased >= want or all_stopped then break end
+    borrowers = false
     if not stopped[pool] then reserved_first(pri, pool) end
     if not stopped[pool] then from_lanes(pri, pool, true) end
-    if not stopped[pool] then from_queue(pri, pool) end
+    local parked = 0
+    if not stopped[pool] then parked = from_queue(pri, pool) end
     -- Then what borrows, and jobs behind ones parked just now that fit.
-    if not stopped[pool] then from_lanes(pri, pool, false) end
+    if not stopped[pool] and (borrowers or parked > 0) then from_lanes(pri, pool, false) end
   end
 end
 
@@ -295,7 +317,7 @@ if #leased > 0 then
   local pairs_ = {}
   for i, id in ipairs(leased) do
     pairs_[#pairs_ + 1] = id
-    pairs_[#pairs_ + 1] = lease_value(int(last - #leased + i), attempts[i], token) .. '|' .. charges[i]
+    pairs_[#pairs_ + 1] = lease_value(int(last - #leased + i), attempts[i], token) .. charges_of[i]
   end
   redis.call('HSET', prefix .. ':inflight:' .. worker, unpack(pairs_))
   redis.call('SADD', prefix .. ':workers', worker)

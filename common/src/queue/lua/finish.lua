@@ -114,7 +114,7 @@ for i = 0, n - 1 do
       table.insert(release, id)
       uncharge_lease(delta, held[i + 1])
       local c = lease_charge(held[i + 1])
-      if c and c ~= DEFAULT_CHARGE then freed = true end
+      if c and not is_default(c) then freed = true end
     else
       if type(state) == 'table' then state = state.err end
       out[i + 1] = 'error:' .. tostring(state)
