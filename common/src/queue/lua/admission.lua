@@ -30,11 +30,18 @@ local function is_default(c)
   return not c or c == '' or c == DEFAULT_CHARGE
 end
 
+-- Charges repeat (a batch shares one), so each is parsed once per script call.
+local PARSED = {}
+
 local function parse_charge(c)
   if is_default(c) then return 'default', 'default', 0, '' end
-  local pool, team, gpus, group = string.match(c, '^([^|]*)|([^|]*)|(%d+)|(.*)$')
-  if not pool then return 'default', 'default', 0, '' end
-  return pool, team, tonumber(gpus), group
+  local p = PARSED[c]
+  if not p then
+    local pool, team, gpus, group = string.match(c, '^([^|]*)|([^|]*)|(%d+)|(.*)$')
+    if pool then p = { pool, team, tonumber(gpus), group } else p = { 'default', 'default', 0, '' } end
+    PARSED[c] = p
+  end
+  return p[1], p[2], p[3], p[4]
 end
 
 -- The list a queued job waits in while its team, group and pool are not held up: one
@@ -120,24 +127,33 @@ end
 
 
 -- The usage fields a charge adds to (or, with sign -1, takes from), accumulated in `acc`.
-local DEFAULT_FIELDS = { 'j', 't|default', 'j|default', 'j|default|default' }
+-- Per charge, the usage fields it counts in and by how much, built once per call.
+local FIELDS = {}
+
+local function charge_fields(charge)
+  local key = charge or ''
+  if is_default(charge) then key = '' end
+  local fs = FIELDS[key]
+  if fs then return fs end
+  local pool, team, gpus, group = parse_charge(charge)
+  fs = { 'j', 1, 't|' .. team, 1, 'j|' .. pool, 1, 'j|' .. pool .. '|' .. team, 1 }
+  if gpus > 0 then
+    for _, v in ipairs({ 'g|' .. pool, gpus, 'g|' .. pool .. '|' .. team, gpus }) do fs[#fs + 1] = v end
+  end
+  if group ~= '' then
+    fs[#fs + 1] = 'grp|' .. group
+    fs[#fs + 1] = 1
+  end
+  FIELDS[key] = fs
+  return fs
+end
 
 local function add_charge(acc, charge, sign)
-  if is_default(charge) then
-    for _, f in ipairs(DEFAULT_FIELDS) do acc[f] = (acc[f] or 0) + sign end
-    return
+  local fs = charge_fields(charge)
+  for i = 1, #fs, 2 do
+    local f = fs[i]
+    acc[f] = (acc[f] or 0) + sign * fs[i + 1]
   end
-  local pool, team, gpus, group = parse_charge(charge)
-  local function add(f, d) acc[f] = (acc[f] or 0) + d end
-  add('j', sign)
-  add('t|' .. team, sign)
-  add('j|' .. pool, sign)
-  add('j|' .. pool .. '|' .. team, sign)
-  if gpus > 0 then
-    add('g|' .. pool, sign * gpus)
-    add('g|' .. pool .. '|' .. team, sign * gpus)
-  end
-  if group ~= '' then add('grp|' .. group, sign) end
 end
 
 -- Writes accumulated usage changes; a counter back at zero is removed.
@@ -171,12 +187,14 @@ local function admission_context(prefix)
   return ctx
 end
 
--- The usage, read on first need: a claim of jobs that no rule applies to never reads it.
+-- The usage, read on first need (a claim of jobs no rule applies to never reads it),
+-- with what this call has charged so far (`ctx.pending`, written at its end) on top.
 local function usage_of(ctx)
   if not ctx.usage then
     ctx.usage = {}
     local flat = redis.call('HGETALL', ctx.prefix .. ':usage')
     for i = 1, #flat, 2 do ctx.usage[flat[i]] = tonumber(flat[i + 1]) end
+    for f, d in pairs(ctx.pending or {}) do ctx.usage[f] = (ctx.usage[f] or 0) + d end
   end
   return ctx.usage
 end

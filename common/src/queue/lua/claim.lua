@@ -64,6 +64,7 @@ end
 local out = { 'ok' }
 local leased, attempts, charges_of = {}, {}, {}
 local delta = {}
+ctx.pending = delta
 local gpus_left = free
 -- Pools left alone for the rest of this call (strict queueing, a cap, or devices).
 local stopped = {}
@@ -91,7 +92,7 @@ local function take(id, jk, f, pri, pool)
   if charges(ctx, charge) then
     charges_of[#charges_of + 1] = '|' .. charge
     add_charge(delta, charge, 1)
-    add_charge(usage_of(ctx), charge, 1)
+    if ctx.usage then add_charge(ctx.usage, charge, 1) end
   else
     charges_of[#charges_of + 1] = ''
   end
@@ -150,7 +151,16 @@ end
 
 -- 1. Parked lanes of one priority and pool: first without borrowing (a team below its
 -- quota gets back what frees), then, after the queue, with it.
+-- Per pool, whether it has parked lanes at any priority: one EXISTS instead of a
+-- SMEMBERS per priority and pass, on the common path where nothing is parked.
+local has_lanes = {}
+
 local function from_lanes(pri, pool, no_borrow)
+  if has_lanes[pool] == nil then
+    has_lanes[pool] = redis.call('EXISTS', lanes_key(prefix, 'p0', pool), lanes_key(prefix, 'p1', pool),
+      lanes_key(prefix, 'p2', pool)) > 0
+  end
+  if not has_lanes[pool] then return end
   local index = lanes_key(prefix, pri, pool)
   local members = redis.call('SMEMBERS', index)
   if #members == 0 then return end
@@ -264,6 +274,7 @@ local function from_queue(pri, pool)
           if what == 'park' then
             redis.call('RPUSH', lane.key, id)
             redis.call('SADD', lanes_key(prefix, pri, pool), lane.member)
+            has_lanes[pool] = true
             lane.parked = true
             parked = parked + 1
             if parked >= PARK_LIMIT then
