@@ -316,7 +316,9 @@ local function entry_used(ctx, q, key)
   return u
 end
 
-local function quota_reason(ctx, pc, pool, team, gpus, no_borrow)
+local QUOTA = { 'quota' }
+
+local function quota_reason(ctx, id, pc, pool, team, gpus, no_borrow)
   local quotas = pc.quotas
   if type(quotas) ~= 'table' or next(quotas) == nil then return nil end
   local q = quota_entries(ctx, pc, pool)
@@ -328,6 +330,8 @@ local function quota_reason(ctx, pc, pool, team, gpus, no_borrow)
   local limit = -1
   if e.borrowing then limit = e.borrowing end
   if limit >= 0 and e_used + gpus - e.nominal > limit then
+    -- A claim's look at a whole lane (no job id) needs only the code.
+    if id == '' then return QUOTA end
     return { 'quota', team, pool, e_used, e.nominal, limit, 0 }
   end
   -- Borrowing: the cohort must have that much unused, less what other members keep for
@@ -386,7 +390,7 @@ local function admit_parts(ctx, id, pri, pool, team, gpus, group, no_borrow)
   if r and r.id ~= id and r.pri <= pri then
     return { 'reserved', pool, r.id }
   end
-  local q = quota_reason(ctx, pc, pool, team, gpus, no_borrow)
+  local q = quota_reason(ctx, id, pc, pool, team, gpus, no_borrow)
   if q then return q end
   local cap = capacity(ctx, pool)
   if used(ctx, 'g|' .. pool) + gpus > cap then

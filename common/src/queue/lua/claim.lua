@@ -167,7 +167,6 @@ local function from_lanes(pri, pool, no_borrow)
   local lanes = {}
   for _, m in ipairs(members) do
     local team, group, kind = string.match(m, '^([^:]*):([^:]*):([gc])$')
-    local lk = prefix .. ':parked:' .. pri .. ':' .. pool .. ':' .. m
     -- What holds up the whole lane needs no read of its jobs: checked for the least any
     -- of its jobs needs (one GPU in a GPU lane). A lane held up by its team or group is
     -- left alone; one held up by the pool has its head looked at (which may hold the
@@ -185,6 +184,7 @@ local function from_lanes(pri, pool, no_borrow)
       why = nil
     end
     if not why or depth then
+      local lk = prefix .. ':parked:' .. pri .. ':' .. pool .. ':' .. m
       local head = redis.call('LINDEX', lk, 0)
       if not head then
         redis.call('SREM', index, m)
