@@ -181,12 +181,7 @@ pub struct AdmissionConfig {
 }
 
 fn check_name(what: &str, value: &str) -> Result<()> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if crate::spec::is_safe_name(value) {
         Ok(())
     } else {
         Err(Error::InvalidInput(format!(

@@ -38,7 +38,9 @@ pub use error::{Error, Result, SpecError};
 pub use id::{JobId, WorkerId};
 pub use priority::Priority;
 pub use record::{now_ms, JobEvent, JobRecord, ListFilter};
-pub use spec::{parse_batch, JobSpec, Memory, Resources, MAX_ENV_ENTRIES, MAX_NAME_CHARS, MAX_SPEC_BYTES};
+pub use spec::{
+    is_safe_name, parse_batch, JobSpec, Memory, Resources, MAX_ENV_ENTRIES, MAX_NAME_CHARS, MAX_SPEC_BYTES,
+};
 pub use state::JobState;
 pub use worker_info::WorkerInfo;
 

@@ -388,14 +388,20 @@ impl JobSpec {
     }
 }
 
-/// Team, model type and GPU type end up in Kubernetes labels and metric labels: keep them tame.
-fn check_name(field: &str, value: &str) -> Result<(), SpecError> {
-    let ok = !value.is_empty()
+/// Whether `value` is 1 to 63 letters, digits, '-', '_' or '.': the rule for every name
+/// that ends up in Kubernetes labels, metric labels or Redis keys (teams, model and GPU
+/// types, pools, groups, cohorts). It excludes the ':' and '|' the scripts separate with.
+pub fn is_safe_name(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 63
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Team, model type and GPU type end up in Kubernetes labels and metric labels: keep them tame.
+fn check_name(field: &str, value: &str) -> Result<(), SpecError> {
+    if is_safe_name(value) {
         Ok(())
     } else {
         Err(SpecError::new(

@@ -663,24 +663,7 @@ impl Claiming<'_> {
             return;
         }
         if self.decide(&rid, pri, pool, false) == Decision::Take {
-            let j = self.m.jobs[&rid].clone();
-            let q = (j.pri, j.pool.clone());
-            if let Some(i) = self
-                .m
-                .queues
-                .get(&q)
-                .and_then(|l| l.iter().position(|x| *x == rid))
-            {
-                self.m.queues.get_mut(&q).unwrap().remove(i);
-            } else {
-                let key = Model::lane_key(&j);
-                let lane = self.m.lanes.get_mut(&key).unwrap();
-                let i = lane.iter().position(|x| *x == rid).unwrap();
-                lane.remove(i);
-                if lane.is_empty() {
-                    self.m.lanes.remove(&key);
-                }
-            }
+            self.m.unqueue(&rid);
             self.take(&rid, pool);
         }
     }
@@ -835,24 +818,29 @@ impl Model {
         }
     }
 
+    /// Removes a queued job from its queue, else from its lane (`unqueue` in the scripts).
+    fn unqueue(&mut self, id: &str) {
+        let j = &self.jobs[id];
+        let q = (j.pri, j.pool.clone());
+        if let Some(i) = self.queues.get(&q).and_then(|l| l.iter().position(|x| x == id)) {
+            self.queues.get_mut(&q).unwrap().remove(i);
+            return;
+        }
+        let key = Self::lane_key(j);
+        let lane = self.lanes.get_mut(&key).unwrap();
+        let i = lane.iter().position(|x| x == id).unwrap();
+        lane.remove(i);
+        if lane.is_empty() {
+            self.lanes.remove(&key);
+        }
+    }
+
     fn cancel(&mut self, id: &str) {
         let j = self.jobs.get_mut(id).unwrap();
         match j.state {
             State::Queued => {
                 j.state = State::Done;
-                let j = j.clone();
-                let q = (j.pri, j.pool.clone());
-                if let Some(i) = self.queues.get(&q).and_then(|l| l.iter().position(|x| x == id)) {
-                    self.queues.get_mut(&q).unwrap().remove(i);
-                } else {
-                    let key = Self::lane_key(&j);
-                    let lane = self.lanes.get_mut(&key).unwrap();
-                    let i = lane.iter().position(|x| x == id).unwrap();
-                    lane.remove(i);
-                    if lane.is_empty() {
-                        self.lanes.remove(&key);
-                    }
-                }
+                self.unqueue(id);
             }
             State::Running => j.cancel = true,
             State::Done => {}

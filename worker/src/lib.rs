@@ -194,12 +194,7 @@ impl Config {
             );
         }
         for pool in &self.pools {
-            let ok = !pool.is_empty()
-                && pool.len() <= 63
-                && pool
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !ok {
+            if !common::is_safe_name(pool) {
                 return Err(format!(
                     "--pool {pool:?} must be 1 to 63 letters, digits, '-', '_' or '.'"
                 ));
