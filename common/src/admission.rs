@@ -6,6 +6,7 @@
 //! configuration those rules read, the charge a job carries, the checks made at enqueue
 //! (a job that could never be admitted is refused there), and the reasons as types.
 
+use crate::preemption::Preemption;
 use crate::{Error, JobSpec, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -178,6 +179,9 @@ pub struct AdmissionConfig {
     /// default pool).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pools: BTreeMap<String, PoolConfig>,
+    /// Who may preempt whom, and the limits that keep it from thrashing.
+    #[serde(default, skip_serializing_if = "Preemption::is_default")]
+    pub preemption: Preemption,
 }
 
 fn check_name(what: &str, value: &str) -> Result<()> {
@@ -193,6 +197,7 @@ fn check_name(what: &str, value: &str) -> Result<()> {
 impl AdmissionConfig {
     /// Checks what serde cannot: names, and limits that contradict each other.
     pub fn validate(&self) -> Result<()> {
+        self.preemption.validate()?;
         if let Some(teams) = &self.allowed_teams {
             for t in teams {
                 check_name("allowed team", t)?;

@@ -22,6 +22,7 @@ mod error;
 #[cfg(feature = "cli")]
 pub mod http;
 mod id;
+pub mod preemption;
 mod priority;
 pub mod queue;
 mod record;

@@ -75,6 +75,14 @@ pub struct JobSpec {
     /// job after another). The latest enqueue that gives it sets it for the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_max_running: Option<u32>,
+    /// `false` keeps the job from being preempted (see [`crate::preemption`]): allowed for
+    /// urgent jobs, and for the teams the admission configuration names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemptible: Option<bool>,
+    /// Seconds the job gets to checkpoint and exit after SIGTERM when it is preempted
+    /// (default: the configuration's `preemption.grace_secs`, 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempt_grace_secs: Option<u64>,
 }
 
 fn default_team() -> String {
@@ -220,6 +228,8 @@ impl JobSpec {
             labels: BTreeMap::new(),
             group: None,
             group_max_running: None,
+            preemptible: None,
+            preempt_grace_secs: None,
         }
     }
 

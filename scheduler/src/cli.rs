@@ -482,6 +482,13 @@ pub struct EnqueueArgs {
     /// Most jobs of the group running at once (needs --group).
     #[arg(long, requires = "group")]
     pub max_running: Option<u32>,
+    /// Never preempt this job (urgent jobs, or teams the preemption configuration allows).
+    #[arg(long)]
+    pub not_preemptible: bool,
+    /// Time the job gets to checkpoint and exit when preempted (default: the
+    /// configuration's grace, 60s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub preempt_grace: Option<Duration>,
     /// Print the job record as JSON.
     #[arg(long)]
     pub json: bool,

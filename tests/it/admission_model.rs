@@ -121,6 +121,7 @@ fn config() -> impl Strategy<Value = AdmissionConfig> {
                 .into_iter()
                 .map(|(p, c)| (POOLS[p].to_string(), c))
                 .collect(),
+            ..AdmissionConfig::default()
         })
 }
 

@@ -8,6 +8,7 @@ mod cli;
 mod fencing;
 mod leases;
 mod observability;
+mod preemption;
 mod protocol;
 mod store;
 mod support;

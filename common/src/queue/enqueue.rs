@@ -1,6 +1,7 @@
 //! Enqueueing: one script call per batch, so a batch lands all-or-nothing.
 
 use super::{scripts, RedisQueue};
+use crate::preemption::Preemption;
 use crate::{JobId, JobSpec, Result};
 use serde::Serialize;
 
@@ -36,10 +37,14 @@ impl RedisQueue {
             spec.validate()?;
         }
         // A job that could never be admitted is refused here, not left waiting forever.
-        if let Some(config) = self.admission().await? {
+        let config = self.admission().await?;
+        if let Some(config) = &config {
             for spec in &specs {
                 config.check_admissible(spec)?;
             }
+        }
+        for spec in &specs {
+            Preemption::check_opt_out(config.as_ref().map(|c| &c.preemption), spec)?;
         }
         // Runs of consecutive jobs that share their settings go as one group (see
         // lua/enqueue.lua): a typical batch is one group, with two values per job.

@@ -9,6 +9,7 @@ mod enqueue;
 pub mod keys;
 mod lease;
 mod outbox;
+mod preempt;
 mod quota;
 mod scripts;
 
@@ -17,6 +18,7 @@ pub use enqueue::{assign_batch_ids, EnqueueReport, MAX_ATOMIC_BATCH};
 pub use keys::Keys;
 pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Room, Unreadable};
 pub use outbox::{OutboxEvent, RefusedEntry, RestoreItem};
+pub use preempt::PREEMPTED;
 pub use quota::{Drift, Held, PoolStatus, Usage, Waiting};
 
 use crate::{Error, Result};

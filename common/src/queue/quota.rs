@@ -95,6 +95,8 @@ pub struct PoolStatus {
     pub reserved_by: Option<String>,
     /// GPUs that job waits for.
     pub reserved: u64,
+    /// Running jobs preempted for that job, still stopping.
+    pub draining: Vec<String>,
 }
 
 /// A usage counter that did not match the leases.
@@ -245,7 +247,7 @@ impl RedisQueue {
         let num = |s: &str| s.parse::<u64>().ok();
         let bad = || Error::Corrupt(format!("census script answered {} values", reply.len()));
         let pools_n = reply.get(9).and_then(|n| num(n)).ok_or_else(bad)? as usize;
-        let reasons_at = 10 + pools_n * 6;
+        let reasons_at = 10 + pools_n * 7;
         if reply.len() < reasons_at || (reply.len() - reasons_at) % 2 != 0 {
             return Err(bad());
         }
@@ -258,7 +260,7 @@ impl RedisQueue {
             })
             .collect();
         let pools = reply[10..reasons_at]
-            .chunks(6)
+            .chunks(7)
             .map(|c| PoolStatus {
                 pool: c[0].clone(),
                 capacity: num(&c[1]),
@@ -266,6 +268,11 @@ impl RedisQueue {
                 running: num(&c[3]).unwrap_or(0),
                 reserved_by: (!c[4].is_empty()).then(|| c[4].clone()),
                 reserved: num(&c[5]).unwrap_or(0),
+                draining: c[6]
+                    .split(',')
+                    .filter(|v| !v.is_empty())
+                    .map(str::to_string)
+                    .collect(),
             })
             .collect();
         let waiting = reply[reasons_at..]

@@ -32,3 +32,5 @@ script!(WHY, "lua/why.lua");
 script!(CENSUS, "lua/census.lua");
 script!(RECOUNT, "lua/recount.lua");
 script!(CONFIGURE, "lua/configure.lua");
+script!(PREEMPT, "lua/preempt.lua");
+script!(WATCH, "lua/watch.lua");

@@ -50,6 +50,8 @@ pub(crate) async fn enqueue(
         },
         group: a.group,
         group_max_running: a.max_running,
+        preemptible: a.not_preemptible.then_some(false),
+        preempt_grace_secs: a.preempt_grace.map(|g| g.as_secs()),
     };
     if let Some(at) = spec.not_before {
         eprintln!(

@@ -70,7 +70,16 @@ for _, pool in ipairs(pools) do
     local _, _, g = parse_charge(redis.call('HGET', prefix .. ':job:' .. r.id, 'charge'))
     need = int(g)
   end
-  for _, v in ipairs({ pool, cap, int(used(ctx, 'g|' .. pool)), int(used(ctx, 'j|' .. pool)), by, need }) do
+  -- The preemption victims still stopping for the reservation (preempt.lua).
+  local draining = {}
+  if r then
+    for _, v in ipairs(redis.call('SMEMBERS', prefix .. ':draining:' .. pool)) do
+      if redis.call('HGET', prefix .. ':job:' .. v, 'preempt_by') == r.id then draining[#draining + 1] = v end
+    end
+    table.sort(draining)
+  end
+  for _, v in ipairs({ pool, cap, int(used(ctx, 'g|' .. pool)), int(used(ctx, 'j|' .. pool)), by, need,
+    table.concat(draining, ',') }) do
     out[#out + 1] = v
   end
 end

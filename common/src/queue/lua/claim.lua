@@ -74,7 +74,8 @@ local more = false
 -- reservation ended: the second pass can admit more only then, or when the queue parked
 -- jobs just now (usage only grows within a claim, so nothing else it held up fits now).
 local borrowers = false
-local FIELDS = { 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit', 'charge', 'blocked_since' }
+local FIELDS = { 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit', 'charge', 'blocked_since',
+  'preempt_by', 'preempting' }
 
 local function take(id, jk, f, pri, pool)
   local previous = tonumber(f[2]) or 0
@@ -86,6 +87,10 @@ local function take(id, jk, f, pri, pool)
   -- What an earlier attempt left; a job never started has none of it.
   if previous > 0 then redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at') end
   if f[7] then redis.call('HDEL', jk, 'blocked_since') end
+  -- A preemptor that starts, or a victim flagged before its worker died (preempt.lua).
+  if f[8] or f[9] then
+    redis.call('HDEL', jk, 'preempt_by', 'preempt_at', 'preempt_reason', 'preempting', 'checkpoint_at')
+  end
   for _, v in ipairs({ id, f[3], attempt, pri, f[4], f[5] }) do out[#out + 1] = v end
   leased[#leased + 1] = id
   attempts[#attempts + 1] = attempt

@@ -5,6 +5,10 @@
 -- A job whose cancellation was requested is cancelled instead. A job whose key
 -- something else overwrote is dead-lettered, so its lease cannot stay forever. Each
 -- lease's charge goes back to the usage as the lease goes.
+-- With the reason 'preempted' (the worker stopped a victim of preempt.lua), the job goes
+-- back to the head of its list the same way, and its history names the preemptor and the
+-- GPU time lost (GPUs x ms since its last checkpoint, or its start); the job counts one
+-- more preemption and its flag is cleared.
 -- KEYS[1]  {ns}:workers
 -- ARGV[1]  prefix
 -- ARGV[2]  worker id
@@ -54,7 +58,23 @@ for i = 0, n - 1 do
         attempt = int(math.max(0, (tonumber(attempt) or 1) - 1))
         redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'attempt', attempt)
         requeue(prefix, id, pri, charge, true)
-        event(prefix, id, 'running', 'queued', ms, attempt, worker, reason)
+        local detail = reason
+        if reason == 'preempted' then
+          local by, why, started, ckpt = unpack(redis.call('HMGET', jk, 'preempt_by', 'preempt_reason',
+            'started_at', 'checkpoint_at'))
+          local pool, _, gpus = parse_charge(charge)
+          local since = math.max(tonumber(started) or tonumber(ms), tonumber(ckpt) or 0)
+          local lost = gpus * math.max(0, tonumber(ms) - since)
+          detail = 'preempted by ' .. (by or '?') .. ' (' .. (why or 'priority') .. '); '
+            .. string.format('%.1f', lost / 1000) .. ' GPU-s lost'
+          redis.call('HINCRBY', jk, 'preemptions', 1)
+          redis.call('HINCRBY', jk, 'lost_gpu_ms', int(lost))
+          redis.call('HDEL', jk, 'preempt_by', 'preempt_at', 'preempt_reason', 'checkpoint_at')
+          redis.call('SREM', prefix .. ':draining:' .. pool, id)
+          redis.call('HINCRBY', prefix .. ':preemption_stats', 'n|' .. pool .. '|' .. pri .. '|' .. (why or 'priority'), 1)
+          redis.call('HINCRBY', prefix .. ':preemption_stats', 'lost|' .. pool .. '|' .. pri .. '|' .. (why or 'priority'), int(lost))
+        end
+        event(prefix, id, 'running', 'queued', ms, attempt, worker, detail)
         woke = true
         out[i + 1] = 'queued'
       end

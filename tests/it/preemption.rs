@@ -1,0 +1,548 @@
+//! Preemption against a real Redis: who is chosen, the reservation that holds the freed
+//! GPUs for the preemptor, the limits that keep it from thrashing, and the uncounted
+//! hand-back of a victim.
+
+use crate::support::TestEnv;
+use common::admission::{AdmissionConfig, PoolConfig, Quota};
+use common::preemption::{Directive, Preemption};
+use common::queue::{EndedAttempt, Outcome, Room, PREEMPTED};
+use common::{JobId, JobSpec, JobState, Priority, WorkerId, WorkerInfo};
+use std::time::Duration;
+
+async fn live_worker(env: &TestEnv) -> WorkerId {
+    let w = WorkerId::generate("pre");
+    env.queue
+        .heartbeat(
+            &WorkerInfo::starting(&w, "test", "test", 1),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    w
+}
+
+fn job(name: &str, team: &str, priority: Priority, gpus: u32) -> JobSpec {
+    let mut s = JobSpec::new(name, team, vec!["true".into()]);
+    s.resources.gpus = gpus;
+    s.resources.gpu_type = Some("a100".into());
+    s.priority = priority;
+    s
+}
+
+/// An 8-GPU pool `a100` with these quotas, and preemption with no minimum run time.
+fn config(capacity: u32, quotas: &[(&str, u32)]) -> AdmissionConfig {
+    let pool = PoolConfig {
+        capacity: Some(capacity),
+        quotas: quotas
+            .iter()
+            .map(|(t, n)| {
+                (
+                    t.to_string(),
+                    Quota {
+                        nominal: *n,
+                        ..Quota::default()
+                    },
+                )
+            })
+            .collect(),
+        ..PoolConfig::default()
+    };
+    AdmissionConfig {
+        pools: [("a100".to_string(), pool)].into(),
+        preemption: Preemption {
+            min_runtime_secs: Some(0),
+            ..Preemption::default()
+        },
+        ..AdmissionConfig::default()
+    }
+}
+
+/// Enqueues the jobs one at a time and claims each, so they run in this order.
+async fn run_all(env: &TestEnv, w: &WorkerId, specs: Vec<JobSpec>) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    for s in specs {
+        let id = env.queue.enqueue_batch(vec![s]).await.unwrap().ids.remove(0);
+        let got = claim(env, w).await;
+        assert_eq!(got, vec![id.clone()], "the job should start at once");
+        ids.push(id);
+    }
+    ids
+}
+
+async fn claim(env: &TestEnv, w: &WorkerId) -> Vec<JobId> {
+    env.queue
+        .claim_within(w, 10, "t", &Room::default())
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|j| j.id)
+        .collect()
+}
+
+/// Moves a running job's start `secs` into the past, as if it had run that long.
+async fn age(env: &TestEnv, id: &JobId, secs: u64) {
+    let mut con = env.raw_redis().await;
+    let started: u64 = redis::cmd("HGET")
+        .arg(format!("{{{}}}:job:{id}", env.ns))
+        .arg("started_at")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{{{}}}:job:{id}", env.ns))
+        .arg("started_at")
+        .arg(started - secs * 1000)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+}
+
+fn victims_of(started: &[common::preemption::Started], preemptor: &JobId) -> Vec<JobId> {
+    let mut v = started
+        .iter()
+        .find(|s| &s.preemptor == preemptor)
+        .map(|s| s.victims.clone())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn sorted(mut v: Vec<JobId>) -> Vec<JobId> {
+    v.sort();
+    v
+}
+
+async fn preempt_directive(env: &TestEnv, id: &JobId) -> Directive {
+    env.queue.watch(&[(id.clone(), None)]).await.unwrap().remove(0)
+}
+
+#[tokio::test]
+async fn victims_are_the_lowest_priority_then_least_work_lost_and_unneeded_ones_are_dropped() {
+    let env = TestEnv::new().await;
+    env.queue.set_admission(&config(8, &[])).await.unwrap();
+    let w = live_worker(&env).await;
+    let bg = Priority::Background;
+    let ids = run_all(
+        &env,
+        &w,
+        vec![
+            job("v1", "t", bg, 1),
+            job("v2", "t", bg, 2),
+            job("v3", "t", bg, 2),
+            job("v4", "t", Priority::Normal, 3),
+        ],
+    )
+    .await;
+    let (v1, v2, v3, v4) = (&ids[0], &ids[1], &ids[2], &ids[3]);
+    // v1 and v4 checkpointed just now (little to lose); v2 has run 10 minutes, v3 20,
+    // without a checkpoint.
+    for (id, secs) in [(v1, 60), (v2, 600), (v3, 1200), (v4, 60)] {
+        age(&env, id, secs).await;
+    }
+    env.queue.checkpointed(v1).await.unwrap();
+    env.queue.checkpointed(v4).await.unwrap();
+
+    // Two GPUs: v1 (1 GPU, least lost) then v2 free three; v1 is then not needed.
+    let j = env
+        .queue
+        .enqueue_batch(vec![job("urgent-2", "u", Priority::Urgent, 2)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    assert!(claim(&env, &w).await.is_empty(), "the pool is full");
+    let started = env.queue.preempt().await.unwrap();
+    assert_eq!(victims_of(&started, &j), vec![v2.clone()], "{started:?}");
+    assert!(matches!(preempt_directive(&env, v2).await, Directive::Preempt { ref by, .. } if by == &j));
+    assert_eq!(preempt_directive(&env, v1).await, Directive::Run);
+    // One preemption per pool at a time.
+    assert!(env.queue.preempt().await.unwrap().is_empty());
+
+    // The victim stops; the preemptor starts in its GPUs.
+    assert_eq!(
+        env.queue.release(&w, v2, PREEMPTED).await.unwrap(),
+        common::queue::FinishState::Moved(JobState::Queued)
+    );
+    assert_eq!(claim(&env, &w).await, vec![j.clone()]);
+
+    // Three GPUs more (v2 is queued again, j took its GPUs): every background job goes
+    // before the normal one, whatever it loses: v1 and v3, not v4.
+    let k = env
+        .queue
+        .enqueue_batch(vec![job("urgent-3", "u", Priority::Urgent, 3)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let started = env.queue.preempt().await.unwrap();
+    assert_eq!(
+        victims_of(&started, &k),
+        sorted(vec![v1.clone(), v3.clone()]),
+        "{started:?}"
+    );
+    assert_eq!(preempt_directive(&env, v4).await, Directive::Run);
+}
+
+#[tokio::test]
+async fn jobs_on_borrowed_quota_go_first_and_a_team_reclaims_its_nominal_quota() {
+    let env = TestEnv::new().await;
+    env.queue
+        .set_admission(&config(8, &[("a", 4), ("b", 4)]))
+        .await
+        .unwrap();
+    let w = live_worker(&env).await;
+    // b borrows: three 2-GPU normal jobs (6 of its 4); a runs one background 2-GPU job.
+    let ids = run_all(
+        &env,
+        &w,
+        vec![
+            job("b1", "b", Priority::Normal, 2),
+            job("b2", "b", Priority::Normal, 2),
+            job("b3", "b", Priority::Normal, 2),
+            job("a1", "a", Priority::Background, 2),
+        ],
+    )
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        age(&env, id, 600 + i as u64).await;
+    }
+    // An urgent job of a, within a's quota: b's borrowed jobs go before a's own
+    // background job, although that one has the lower priority.
+    let j = env
+        .queue
+        .enqueue_batch(vec![job("a-urgent", "a", Priority::Urgent, 2)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let started = env.queue.preempt().await.unwrap();
+    let v = victims_of(&started, &j);
+    assert_eq!(v.len(), 1, "{started:?}");
+    assert!(
+        v[0] != ids[3],
+        "the background job of the team within its quota is spared"
+    );
+
+    // Reclaim: a background job of a may not preempt normal jobs by priority, but a is
+    // below its nominal quota and b is over its own.
+    let env = TestEnv::new().await;
+    env.queue
+        .set_admission(&config(8, &[("a", 4), ("b", 4)]))
+        .await
+        .unwrap();
+    let w = live_worker(&env).await;
+    let ids = run_all(
+        &env,
+        &w,
+        (0..4)
+            .map(|i| job(&format!("b{i}"), "b", Priority::Normal, 2))
+            .collect(),
+    )
+    .await;
+    for id in &ids {
+        age(&env, id, 600).await;
+    }
+    let r = env
+        .queue
+        .enqueue_batch(vec![job("a-bg", "a", Priority::Background, 4)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let started = env.queue.preempt().await.unwrap();
+    assert_eq!(victims_of(&started, &r).len(), 2, "{started:?}");
+    // Nothing more than its nominal: a job of a that would put it over gets nothing.
+    let env = TestEnv::new().await;
+    env.queue
+        .set_admission(&config(8, &[("a", 4), ("b", 4)]))
+        .await
+        .unwrap();
+    let w = live_worker(&env).await;
+    let ids = run_all(
+        &env,
+        &w,
+        (0..4)
+            .map(|i| job(&format!("b{i}"), "b", Priority::Normal, 2))
+            .collect(),
+    )
+    .await;
+    for id in &ids {
+        age(&env, id, 600).await;
+    }
+    env.queue
+        .enqueue_batch(vec![job("a-bg-big", "a", Priority::Background, 6)])
+        .await
+        .unwrap();
+    assert!(env.queue.preempt().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn urgent_jobs_young_jobs_and_opted_out_jobs_are_not_preempted() {
+    let env = TestEnv::new().await;
+    let mut c = config(4, &[]);
+    c.preemption.min_runtime_secs = Some(3600);
+    env.queue.set_admission(&c).await.unwrap();
+    let w = live_worker(&env).await;
+    let mut opted_out = job("keep", "t", Priority::Urgent, 1);
+    opted_out.preemptible = Some(false);
+    let ids = run_all(
+        &env,
+        &w,
+        vec![
+            job("u1", "t", Priority::Urgent, 1),
+            opted_out,
+            job("young", "t", Priority::Background, 1),
+            job("old", "t", Priority::Background, 1),
+        ],
+    )
+    .await;
+    for id in [&ids[0], &ids[1], &ids[3]] {
+        age(&env, id, 7200).await;
+    }
+    // Urgent needs 2: only "old" may go (u1 is urgent, "young" has run under an hour),
+    // and one is not enough, so nothing happens.
+    env.queue
+        .enqueue_batch(vec![job("u2", "t", Priority::Urgent, 2)])
+        .await
+        .unwrap();
+    assert!(env.queue.preempt().await.unwrap().is_empty());
+    // With the minimum run time gone "young" may go too; still never u1.
+    c.preemption.min_runtime_secs = Some(0);
+    env.queue.set_admission(&c).await.unwrap();
+    let started = env.queue.preempt().await.unwrap();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(
+        sorted(started[0].victims.clone()),
+        sorted(vec![ids[2].clone(), ids[3].clone()])
+    );
+
+    // A background job may not opt out unless its team is allowed to.
+    let mut bg = job("bg", "t", Priority::Background, 1);
+    bg.preemptible = Some(false);
+    let e = env
+        .queue
+        .enqueue_batch(vec![bg.clone()])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("only allowed for urgent (p0) jobs"), "{e}");
+    c.preemption.non_preemptible_teams.insert("t".into());
+    env.queue.set_admission(&c).await.unwrap();
+    env.queue.enqueue_batch(vec![bg]).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pool_preempts_at_most_its_rate_and_a_job_at_most_max_preemptions_times() {
+    let env = TestEnv::new().await;
+    let mut c = config(4, &[]);
+    c.preemption.max_per_minute = Some(2);
+    c.preemption.max_preemptions = Some(1);
+    env.queue.set_admission(&c).await.unwrap();
+    let w = live_worker(&env).await;
+    let ids = run_all(
+        &env,
+        &w,
+        (0..4)
+            .map(|i| job(&format!("bg{i}"), "t", Priority::Background, 1))
+            .collect(),
+    )
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        age(&env, id, 600 + i as u64).await;
+    }
+    // Three victims would be over the rate: nothing (a preemption is all or nothing).
+    let big = env
+        .queue
+        .enqueue_batch(vec![job("u3", "t", Priority::Urgent, 3)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    assert!(env.queue.preempt().await.unwrap().is_empty());
+    env.queue.cancel(&big, "test").await.unwrap();
+    // Two are within it.
+    let j = env
+        .queue
+        .enqueue_batch(vec![job("u2", "t", Priority::Urgent, 2)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let v = victims_of(&env.queue.preempt().await.unwrap(), &j);
+    assert_eq!(v.len(), 2);
+    for id in &v {
+        env.queue.release(&w, id, PREEMPTED).await.unwrap();
+    }
+    assert_eq!(claim(&env, &w).await, vec![j.clone()]);
+    // The minute's two are used: another urgent job waits.
+    let k = env
+        .queue
+        .enqueue_batch(vec![job("u1", "t", Priority::Urgent, 1)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    assert!(env.queue.preempt().await.unwrap().is_empty());
+    // With the rate raised and room made, the two victims (preempted once, the cap)
+    // are claimed again from the head of their queue, with the preempted attempt not
+    // counted; afterwards they are never chosen again, the other two are.
+    c.preemption.max_per_minute = Some(100);
+    env.queue.set_admission(&c).await.unwrap();
+    env.queue.cancel(&k, "test").await.unwrap();
+    env.queue
+        .finish_many(
+            &w,
+            &[EndedAttempt {
+                id: j.clone(),
+                attempt: None,
+                claim_token: None,
+                outcome: Outcome::Succeeded,
+            }],
+        )
+        .await
+        .unwrap();
+    let again = claim(&env, &w).await;
+    assert_eq!(sorted(again.clone()), v, "the victims were queued at the head");
+    let rec = env.queue.get(&v[0]).await.unwrap().unwrap();
+    assert_eq!(rec.attempt, 1, "the preempted attempt was not counted");
+    for id in &again {
+        age(&env, id, 7200).await;
+    }
+    let l = env
+        .queue
+        .enqueue_batch(vec![job("u1b", "t", Priority::Urgent, 2)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let chosen = victims_of(&env.queue.preempt().await.unwrap(), &l);
+    assert_eq!(
+        chosen,
+        sorted(vec![ids[2].clone(), ids[3].clone()]),
+        "not the capped {v:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_p0_job_starts_once_exactly_enough_victims_have_stopped_and_nothing_else_takes_their_gpus() {
+    let env = TestEnv::new().await;
+    env.queue.set_admission(&config(4, &[])).await.unwrap();
+    let w = live_worker(&env).await;
+    let ids = run_all(
+        &env,
+        &w,
+        (0..4)
+            .map(|i| job(&format!("bg{i}"), "t", Priority::Background, 1))
+            .collect(),
+    )
+    .await;
+    for (i, id) in ids.iter().enumerate() {
+        age(&env, id, 600 + i as u64).await;
+    }
+    let j = env
+        .queue
+        .enqueue_batch(vec![job("urgent", "u", Priority::Urgent, 2)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let v = victims_of(&env.queue.preempt().await.unwrap(), &j);
+    assert_eq!(v.len(), 2);
+    let status = env.queue.status().await.unwrap();
+    let pool = status.pools.iter().find(|p| p.pool == "a100").unwrap();
+    assert_eq!(pool.reserved_by.as_deref(), Some(j.as_str()));
+    let draining: Vec<JobId> = pool.draining.iter().map(|d| d.parse().unwrap()).collect();
+    assert_eq!(sorted(draining), v, "status shows the jobs draining");
+
+    // One victim stops: one GPU is free, which neither j (needs 2) nor a background job
+    // may take.
+    env.queue.release(&w, &v[0], PREEMPTED).await.unwrap();
+    let filler = env
+        .queue
+        .enqueue_batch(vec![job("filler", "t", Priority::Background, 1)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let got = claim(&env, &w).await;
+    assert!(got.is_empty(), "nothing may take the reserved GPU: {got:?}");
+    // The second stops: j starts.
+    env.queue.release(&w, &v[1], PREEMPTED).await.unwrap();
+    assert_eq!(claim(&env, &w).await, vec![j.clone()]);
+
+    // The victim's history names its preemptor and the GPU time it lost, the attempt is
+    // not counted, and it waits at the head of its priority, ahead of the filler.
+    let rec = env.queue.get(&v[0]).await.unwrap().unwrap();
+    assert_eq!((rec.state, rec.attempt), (JobState::Queued, 0));
+    let last = rec.events.last().unwrap();
+    let detail = last.detail.clone().unwrap_or_default();
+    assert!(
+        detail.starts_with(&format!("preempted by {j} (priority); ")),
+        "{detail}"
+    );
+    assert!(detail.ends_with(" GPU-s lost"), "{detail}");
+    let lost: f64 = detail
+        .trim_start_matches(&format!("preempted by {j} (priority); "))
+        .trim_end_matches(" GPU-s lost")
+        .parse()
+        .unwrap();
+    assert!(
+        lost >= 600.0,
+        "ran 10 minutes on 1 GPU without a checkpoint: {lost}"
+    );
+    let waiting = env.queue.why_waiting(&filler).await.unwrap().unwrap();
+    assert_eq!(waiting.position, Some(2), "both victims are ahead of the filler");
+    let usage = env.queue.usage().await.unwrap();
+    assert_eq!(usage.pools["a100"].gpus, 4);
+}
+
+#[tokio::test]
+async fn cancelling_the_preemptor_drops_the_reservation_and_the_victims_keep_running() {
+    let env = TestEnv::new().await;
+    env.queue.set_admission(&config(2, &[])).await.unwrap();
+    let w = live_worker(&env).await;
+    let ids = run_all(
+        &env,
+        &w,
+        (0..2)
+            .map(|i| job(&format!("bg{i}"), "t", Priority::Background, 1))
+            .collect(),
+    )
+    .await;
+    for id in &ids {
+        age(&env, id, 600).await;
+    }
+    let j = env
+        .queue
+        .enqueue_batch(vec![job("urgent", "u", Priority::Urgent, 2)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let v = victims_of(&env.queue.preempt().await.unwrap(), &j);
+    assert_eq!(v, sorted(ids.clone()));
+    env.queue.cancel(&j, "changed my mind").await.unwrap();
+    for id in &ids {
+        assert_eq!(preempt_directive(&env, id).await, Directive::Run);
+    }
+    let status = env.queue.status().await.unwrap();
+    let pool = status.pools.iter().find(|p| p.pool == "a100").unwrap();
+    assert_eq!(pool.reserved_by, None);
+    assert!(pool.draining.is_empty(), "{:?}", pool.draining);
+    // They end normally, as if nothing had happened.
+    let ended: Vec<EndedAttempt> = ids
+        .iter()
+        .map(|id| EndedAttempt {
+            id: id.clone(),
+            attempt: None,
+            claim_token: None,
+            outcome: Outcome::Succeeded,
+        })
+        .collect();
+    env.queue.finish_many(&w, &ended).await.unwrap();
+    assert_eq!(
+        env.queue.get(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+}
