@@ -546,3 +546,154 @@ async fn cancelling_the_preemptor_drops_the_reservation_and_the_victims_keep_run
         JobState::Succeeded
     );
 }
+
+/// One GPU in the default pool, preemption without a minimum run time, and `grace_secs`.
+fn one_gpu(grace_secs: u64) -> AdmissionConfig {
+    let mut c = AdmissionConfig {
+        pools: [(
+            "default".to_string(),
+            PoolConfig {
+                capacity: Some(1),
+                ..PoolConfig::default()
+            },
+        )]
+        .into(),
+        ..AdmissionConfig::default()
+    };
+    c.preemption.min_runtime_secs = Some(0);
+    c.preemption.grace_secs = Some(grace_secs);
+    c
+}
+
+fn lost_gpu_secs(detail: &str) -> f64 {
+    detail
+        .rsplit("; ")
+        .next()
+        .and_then(|s| s.strip_suffix(" GPU-s lost"))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no GPU time lost in {detail:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preempted_trainer_resumes_from_its_checkpoint_without_losing_an_attempt() {
+    let env = TestEnv::new().await;
+    env.queue.set_admission(&one_gpu(30)).await.unwrap();
+    let mut trainer = JobSpec::new(
+        "sweep",
+        "research",
+        vec![
+            crate::support::bin("trainer").display().to_string(),
+            "--epoch-delay-ms".into(),
+            "150".into(),
+        ],
+    );
+    trainer.epochs = 20;
+    trainer.resources.gpus = 1;
+    trainer.priority = Priority::Background;
+    trainer.max_attempts = 1;
+    let victim = env
+        .queue
+        .enqueue_batch(vec![trainer])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let _w = env.worker(&["--gpus", "0"]);
+    let before: u32 = crate::support::wait_for("four epochs", Duration::from_secs(60), || async {
+        let p = env.record(&victim).await.progress?;
+        let done: u32 = p.strip_prefix("epoch ")?.split('/').next()?.parse().ok()?;
+        (done >= 4).then_some(done)
+    })
+    .await;
+    let mut urgent = crate::support::sh("incident", "echo fixed");
+    urgent.resources.gpus = 1;
+    urgent.priority = Priority::Urgent;
+    let preemptor = env.queue.enqueue_batch(vec![urgent]).await.unwrap().ids.remove(0);
+    env.wait_state(&preemptor, JobState::Succeeded, Duration::from_secs(30))
+        .await;
+    let done = env
+        .wait_state(&victim, JobState::Succeeded, Duration::from_secs(60))
+        .await;
+    // One attempt of one allowed: the preempted one did not count.
+    assert_eq!((done.attempt, done.attempt_limit), (1, 1));
+    let preempted = done
+        .events
+        .iter()
+        .find_map(|e| e.detail.as_deref().filter(|d| d.starts_with("preempted by ")))
+        .expect("a preempted transition");
+    assert!(
+        preempted.starts_with(&format!("preempted by {preemptor} (priority); ")),
+        "{preempted}"
+    );
+    // It checkpoints every epoch (150 ms apart): far less than the run is lost.
+    let lost = lost_gpu_secs(preempted);
+    assert!(lost < 5.0, "{lost} GPU-s lost with a checkpoint per epoch");
+    // The second attempt resumed after the epochs the first one had checkpointed.
+    let log = env.queue.logs(&victim, 1000).await.unwrap();
+    let resumed: u32 = log
+        .iter()
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["event"] == "resumed").then(|| v["from_epoch"].as_u64())?
+        })
+        .unwrap_or_else(|| panic!("no resume in the log: {log:?}")) as u32;
+    assert!(
+        resumed > before,
+        "resumed at epoch {resumed}, having seen {before} done"
+    );
+    assert!(resumed <= 20, "{resumed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_victims_worker_killed_in_its_grace_loses_nothing_and_leaves_usage_exact() {
+    let env = TestEnv::new().await;
+    env.queue.set_admission(&one_gpu(60)).await.unwrap();
+    let term = env.path("got-term");
+    let ran = env.path("ran-once");
+    // The first attempt ignores SIGTERM (it is in its grace until SIGKILL); the next one
+    // ends at once.
+    let mut stubborn = crate::support::sh(
+        "stubborn",
+        &format!(
+            "if [ -e {ran} ]; then exit 0; fi; touch {ran}; trap 'touch {term}' TERM; \
+             while true; do sleep 0.1; done",
+            ran = ran.display(),
+            term = term.display()
+        ),
+    );
+    stubborn.resources.gpus = 1;
+    stubborn.priority = Priority::Background;
+    let victim = env
+        .queue
+        .enqueue_batch(vec![stubborn])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let mut a = env.worker(&["--gpus", "0"]);
+    env.wait_state(&victim, JobState::Running, Duration::from_secs(30))
+        .await;
+    let mut urgent = crate::support::sh("incident", "echo fixed");
+    urgent.resources.gpus = 1;
+    urgent.priority = Priority::Urgent;
+    let preemptor = env.queue.enqueue_batch(vec![urgent]).await.unwrap().ids.remove(0);
+    crate::support::wait_for("the victim to get SIGTERM", Duration::from_secs(30), || async {
+        term.exists().then_some(())
+    })
+    .await;
+    a.kill();
+    // Another worker recovers the victim and runs the preemptor, then the victim.
+    let _b = env.worker(&["--gpus", "1"]);
+    env.wait_state(&preemptor, JobState::Succeeded, Duration::from_secs(60))
+        .await;
+    env.wait_state(&victim, JobState::Succeeded, Duration::from_secs(60))
+        .await;
+    let usage = env.queue.usage().await.unwrap();
+    assert_eq!(usage.running, 0, "{usage:?}");
+    assert!(
+        usage.pools.values().all(|h| h.gpus == 0 && h.jobs == 0),
+        "{usage:?}"
+    );
+    let drift = env.queue.recount_usage(false).await.unwrap();
+    assert!(drift.is_empty(), "{drift:?}");
+}

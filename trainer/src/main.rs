@@ -44,6 +44,10 @@ struct EpochLine {
     /// Wall time of this epoch's training and evaluation, excluding
     /// `--epoch-delay-ms`, so it reflects the real work done.
     elapsed_ms: u64,
+    /// The epoch just saved, when checkpointing: a gpuq worker counts what a preemption
+    /// would lose from the last such line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint: Option<u32>,
 }
 
 /// Lifecycle lines, tagged with an `"event"` field so consumers can tell
@@ -168,6 +172,7 @@ fn run(config: &Config, out: &mut impl Write) -> Result<Outcome, String> {
                 loss: round6(metrics.loss),
                 accuracy: round6(metrics.accuracy),
                 elapsed_ms,
+                checkpoint: config.checkpoint.is_some().then_some(epoch),
             },
         )?;
         if config.fail_at_epoch == Some(epoch) {

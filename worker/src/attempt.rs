@@ -24,6 +24,8 @@ pub(crate) enum StopReason {
     Fenced,
     /// The lease is gone: the job belongs to another attempt now; nothing is reported.
     LeaseLost,
+    /// A preemption victim: stopped with its grace, handed back uncounted.
+    Preempted,
 }
 
 /// What the attempt needs from its worker.
@@ -88,7 +90,9 @@ async fn supervise(
 ) -> AttemptEnd {
     let stop = CancellationToken::new();
     let detach = CancellationToken::new();
+    let preempt_grace = Arc::new(std::sync::Mutex::new(None));
     let ctx = AttemptContext {
+        preempt_grace: preempt_grace.clone(),
         job,
         checkpoint_dir: deps.settings.work_dir.join(job.id.as_str()).join("checkpoint"),
         output,
@@ -106,10 +110,16 @@ async fn supervise(
             Interruption::Cancelled => StopReason::Cancelled,
             Interruption::Fenced => StopReason::Fenced,
             Interruption::LeaseLost => StopReason::LeaseLost,
+            Interruption::Preempted => StopReason::Preempted,
         },
         _ = deps.hard_stop.cancelled() => StopReason::Shutdown,
     };
     tracing::info!(?reason, "stopping attempt");
+    if reason == StopReason::Preempted {
+        // The launcher gives the work this long to checkpoint and exit before SIGKILL.
+        let grace = tokens.preemption().map(|(_, g)| g);
+        *preempt_grace.lock().unwrap_or_else(|p| p.into_inner()) = grace;
+    }
     if detaches(reason, deps.launcher.adoptable()) {
         detach.cancel();
     }
@@ -154,6 +164,9 @@ impl AttemptEnd {
                 )
             }
             AttemptEnd::Stopped(StopReason::Cancelled, _) => Outcome::Cancelled,
+            // A victim that finished its work within the grace simply succeeded.
+            AttemptEnd::Stopped(StopReason::Preempted, LaunchResult::Exited(0)) => Outcome::Succeeded,
+            AttemptEnd::Stopped(StopReason::Preempted, _) => return None,
             AttemptEnd::Finished(LaunchResult::Requeue(_)) => return None,
             AttemptEnd::Stopped(StopReason::Shutdown | StopReason::Fenced | StopReason::LeaseLost, _) => {
                 return None
@@ -171,6 +184,8 @@ impl AttemptEnd {
             AttemptEnd::Finished(LaunchResult::Requeue(why)) => {
                 Some(format!("not started, handed back: {why}"))
             }
+            // release.lua writes the preemptor and the GPU time lost into the history.
+            AttemptEnd::Stopped(StopReason::Preempted, _) => Some(common::queue::PREEMPTED.into()),
             _ => None,
         }
     }

@@ -13,6 +13,7 @@
 
 use crate::running::{AttemptKey, RunningJobs};
 use crate::Settings;
+use common::preemption::Directive;
 use common::queue::{FinishState, Lease, RedisQueue};
 use common::{WorkerId, WorkerInfo};
 use std::collections::HashSet;
@@ -227,8 +228,9 @@ pub(crate) async fn fence_loop(
     }
 }
 
-/// Recovers the jobs of dead workers. Every worker runs it, so recovery does not depend
-/// on `scheduler serve` being up; the reap script is atomic and idempotent.
+/// Recovers the jobs of dead workers, and starts the preemptions the admission
+/// configuration calls for. Every worker runs it, so neither depends on `scheduler serve`
+/// being up; both scripts are atomic and idempotent.
 pub(crate) async fn reaper_loop(queue: RedisQueue, settings: Arc<Settings>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(settings.reap_interval);
     loop {
@@ -239,10 +241,22 @@ pub(crate) async fn reaper_loop(queue: RedisQueue, settings: Arc<Settings>, stop
         if let Err(e) = queue.reap().await {
             tracing::warn!(error = %e, "reaper pass failed; retrying at the next interval");
         }
+        // Preemption rides on the same tick, for the same reason: it must not depend on
+        // `scheduler serve`. The script is atomic; concurrent passes start one each.
+        match queue.preempt().await {
+            Ok(started) => {
+                for s in started {
+                    tracing::info!(pool = %s.pool, preemptor = %s.preemptor, victims = s.victims.len(), "preemption started");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "preemption pass failed; retrying at the next interval"),
+        }
     }
 }
 
-/// Checks the cancel flags of the running jobs and fires the tokens of those flagged.
+/// Asks, every cancel-check interval, what to do with the running jobs (`watch.lua`):
+/// fires the cancel token of those whose cancellation was requested, and the preemption
+/// token of those chosen as victims.
 pub(crate) async fn cancel_watch_loop(
     queue: RedisQueue,
     running: RunningJobs,
@@ -255,15 +269,24 @@ pub(crate) async fn cancel_watch_loop(
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let ids = running.ids();
-        match queue.cancel_requested(&ids).await {
-            Ok(flags) => {
-                for (id, _) in ids.iter().zip(flags).filter(|(_, f)| *f) {
-                    tracing::info!(job_id = %id, "cancellation requested");
-                    running.cancel(id);
+        let jobs = running.watched();
+        match queue.watch(&jobs).await {
+            Ok(directives) => {
+                for ((id, _), d) in jobs.iter().zip(directives) {
+                    match d {
+                        Directive::Run => {}
+                        Directive::Cancel => {
+                            tracing::info!(job_id = %id, "cancellation requested");
+                            running.cancel(id);
+                        }
+                        Directive::Preempt { by, grace } => {
+                            tracing::info!(job_id = %id, preemptor = %by, ?grace, "preempted");
+                            running.preempt(id, &by, grace);
+                        }
+                    }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot check for cancel requests"),
+            Err(e) => tracing::warn!(error = %e, "cannot check for cancel requests and preemptions"),
         }
     }
 }

@@ -47,6 +47,12 @@ async fn drain(queue: RedisQueue, id: JobId, secrets: Vec<String>, mut rx: mpsc:
             fit(line);
         }
         let progress = lines.iter().rev().find_map(|l| progress_of(l));
+        if lines.iter().any(|l| is_checkpoint(l)) {
+            // What a preemption would lose is counted from here (best effort, as output).
+            if let Err(e) = queue.checkpointed(&id).await {
+                tracing::warn!(error = %e, "could not record the job's checkpoint");
+            }
+        }
         for line in &lines {
             tracing::debug!(target: "job_output", "{line}");
         }
@@ -72,6 +78,17 @@ fn fit(line: &mut String) {
     }
     line.truncate(end);
     line.push_str(" [cut at 4 KiB]");
+}
+
+/// Whether a line reports a checkpoint: a JSON object with a `checkpoint` field (the
+/// bundled trainer's epoch lines carry `"checkpoint": EPOCH` once the epoch is saved).
+pub(crate) fn is_checkpoint(line: &str) -> bool {
+    line.trim_start().starts_with('{')
+        && line.contains("\"checkpoint\"")
+        && serde_json::from_str::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("checkpoint").map(|c| !c.is_null()))
+            .unwrap_or(false)
 }
 
 /// `epoch k/n` from a trainer's JSON progress line.
@@ -106,5 +123,9 @@ mod tests {
         );
         assert_eq!(super::progress_of("epoch 3"), None);
         assert_eq!(super::progress_of(r#"{"event":"done"}"#), None);
+        assert!(super::is_checkpoint(r#"{"epoch":3,"epochs":10,"checkpoint":3}"#));
+        assert!(!super::is_checkpoint(r#"{"epoch":3,"epochs":10}"#));
+        assert!(!super::is_checkpoint(r#"{"checkpoint":null}"#));
+        assert!(!super::is_checkpoint("saved \"checkpoint\" to disk"));
     }
 }

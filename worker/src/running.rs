@@ -9,6 +9,7 @@ use common::queue::ClaimedJob;
 use common::JobId;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// One attempt, as the registry knows it: the job, the attempt number and the token of the
@@ -28,6 +29,8 @@ pub(crate) enum Interruption {
     /// The lease is gone (the job was recovered while this worker could not heartbeat):
     /// another copy may already run.
     LeaseLost,
+    /// It was chosen as a preemption victim: it stops gently and goes back to the queue.
+    Preempted,
 }
 
 /// The tokens an attempt watches.
@@ -36,6 +39,12 @@ pub(crate) struct AttemptTokens {
     pub(crate) cancelled: CancellationToken,
     pub(crate) fenced: CancellationToken,
     pub(crate) lost: CancellationToken,
+    /// Fired when the job is a preemption victim; `preemption` then says for whom, and
+    /// the grace it gets.
+    pub(crate) preempted: CancellationToken,
+    pub(crate) preemption: Arc<Mutex<Option<(JobId, Duration)>>>,
+    /// The job's own preemption grace (its spec's `preempt_grace_secs`).
+    pub(crate) own_grace: Option<u64>,
     /// Fired when the attempt has ended and its end is being reported: its lease may be
     /// released at any moment, which is no sign of a lost lease.
     pub(crate) ended: CancellationToken,
@@ -48,7 +57,13 @@ impl AttemptTokens {
             _ = self.lost.cancelled() => Interruption::LeaseLost,
             _ = self.fenced.cancelled() => Interruption::Fenced,
             _ = self.cancelled.cancelled() => Interruption::Cancelled,
+            _ = self.preempted.cancelled() => Interruption::Preempted,
         }
+    }
+
+    /// For whom the job was preempted, and the grace it gets, once `preempted` fired.
+    pub(crate) fn preemption(&self) -> Option<(JobId, Duration)> {
+        self.preemption.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -85,7 +100,10 @@ impl RunningJobs {
 
     /// Registers a claimed attempt; returns the tokens that stop it.
     pub(crate) fn insert(&self, job: &ClaimedJob) -> AttemptTokens {
-        let tokens = AttemptTokens::default();
+        let tokens = AttemptTokens {
+            own_grace: job.spec.preempt_grace_secs,
+            ..AttemptTokens::default()
+        };
         let mut inner = self.lock();
         if inner.fenced {
             tokens.fenced.cancel();
@@ -118,6 +136,29 @@ impl RunningJobs {
         ids.sort();
         ids.dedup();
         ids
+    }
+
+    /// The jobs held, each with its own preemption grace, for the watch.
+    pub(crate) fn watched(&self) -> Vec<(JobId, Option<u64>)> {
+        let mut v: Vec<(JobId, Option<u64>)> = self
+            .lock()
+            .attempts
+            .iter()
+            .map(|((id, _, _), t)| (id.clone(), t.own_grace))
+            .collect();
+        v.sort();
+        v.dedup_by(|a, b| a.0 == b.0);
+        v
+    }
+
+    /// Stops every attempt of `id` as a preemption victim of `by`, with `grace`.
+    pub(crate) fn preempt(&self, id: &JobId, by: &JobId, grace: Duration) {
+        for (key, t) in self.lock().attempts.iter() {
+            if &key.0 == id && !t.preempted.is_cancelled() {
+                *t.preemption.lock().unwrap_or_else(|p| p.into_inner()) = Some((by.clone(), grace));
+                t.preempted.cancel();
+            }
+        }
     }
 
     /// The attempts held.

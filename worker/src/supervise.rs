@@ -10,6 +10,10 @@
 //! program ends by itself, the supervisor does the same to whatever it left behind, then
 //! ends the way the program did (its exit code, or its signal). Nothing of a job outlives
 //! its attempt, even when the worker is SIGKILLed.
+//!
+//! SIGUSR1 (a preemption) sends SIGTERM to every descendant and nothing more: the job gets
+//! the whole preemption grace to checkpoint and exit, and the worker follows with the
+//! usual SIGTERM (then this grace) if it has not.
 
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -36,7 +40,13 @@ pub fn main(args: Vec<OsString>) -> ! {
     let _ = nix::sys::prctl::set_child_subreaper(true);
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     let mut signals = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGCHLD, Signal::SIGALRM] {
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGCHLD,
+        Signal::SIGALRM,
+        Signal::SIGUSR1,
+    ] {
         signals.add(s);
     }
     let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signals), None);
@@ -85,6 +95,7 @@ pub fn main(args: Vec<OsString>) -> ! {
         }
         match signals.wait() {
             Ok(Signal::SIGALRM) => signal_descendants(Signal::SIGKILL),
+            Ok(Signal::SIGUSR1) if !stopping => signal_descendants(Signal::SIGTERM),
             Ok(Signal::SIGTERM | Signal::SIGINT) if !stopping => {
                 stopping = true;
                 stop_all(Signal::SIGTERM, grace);

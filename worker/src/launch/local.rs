@@ -132,7 +132,7 @@ impl LocalLauncher {
         ];
         let status = tokio::select! {
             status = child.wait() => status,
-            _ = ctx.stop.cancelled() => self.stop(&mut child).await,
+            _ = ctx.stop.cancelled() => self.stop(&mut child, ctx.preempt_grace()).await,
         };
         for r in readers.into_iter().flatten() {
             let _ = r.await;
@@ -152,7 +152,26 @@ impl LocalLauncher {
     }
 
     /// SIGTERM to the whole process group, SIGKILL if it has not exited after the grace.
-    async fn stop(&self, child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
+    /// A preemption victim first gets `preempt_grace` after a SIGTERM to the job alone
+    /// (through the supervisor's SIGUSR1, so the supervisor itself does not start its own
+    /// short kill grace), then the usual stop.
+    async fn stop(
+        &self,
+        child: &mut Child,
+        preempt_grace: Option<Duration>,
+    ) -> std::io::Result<std::process::ExitStatus> {
+        if let (Some(pid), Some(grace)) = (child.id(), preempt_grace) {
+            let pid = Pid::from_raw(pid as i32);
+            if self.supervisor.is_some() {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGUSR1);
+            } else {
+                let _ = killpg(pid, Signal::SIGTERM);
+            }
+            if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+                let _ = killpg(pid, Signal::SIGKILL);
+                return status;
+            }
+        }
         if let Some(pid) = child.id() {
             let group = Pid::from_raw(pid as i32);
             let _ = killpg(group, Signal::SIGTERM);

@@ -40,6 +40,17 @@ pub struct AttemptContext<'a> {
     /// exported as `CUDA_VISIBLE_DEVICES` and `NVIDIA_VISIBLE_DEVICES`. `None` leaves
     /// the job's view alone (a Kubernetes pod gets its GPUs from the cluster).
     pub devices: Option<&'a [String]>,
+    /// Set before `stop` fires when the attempt is a preemption victim: the work gets
+    /// this long after SIGTERM (a Kubernetes Job: this deletion grace) to checkpoint and
+    /// exit, instead of the launcher's usual kill grace.
+    pub preempt_grace: std::sync::Arc<std::sync::Mutex<Option<std::time::Duration>>>,
+}
+
+impl AttemptContext<'_> {
+    /// The preemption grace, when `stop` is a preemption.
+    pub fn preempt_grace(&self) -> Option<std::time::Duration> {
+        *self.preempt_grace.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// How an attempt ended, from the launcher's point of view.

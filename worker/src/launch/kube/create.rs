@@ -13,6 +13,7 @@ use k8s_openapi::api::batch::v1::Job;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::ResourceExt;
+use std::time::Duration;
 
 /// How creating the Job ended.
 #[derive(Debug)]
@@ -59,7 +60,7 @@ impl Attempt<'_> {
                 .await;
             tokio::select! {
                 _ = self.ctx.stop.cancelled() => return Ok(None),
-                _ = self.wait_gone(&name, old.metadata.uid.clone()) => {}
+                _ = self.wait_gone(&name, old.metadata.uid.clone(), Duration::ZERO) => {}
             }
         };
         let older = older
@@ -113,7 +114,7 @@ impl Attempt<'_> {
                     }
                     Ok(Existing::Gone) => {}
                     Ok(Existing::Deleting(uid)) => {
-                        self.wait_gone(&name, uid).await;
+                        self.wait_gone(&name, uid, Duration::ZERO).await;
                     }
                     Err(result) => return Created::Failed(result),
                 },
@@ -165,10 +166,21 @@ impl Attempt<'_> {
     /// Deletes the Job with foreground propagation and waits (within `delete_wait`) until
     /// it is gone, which is after its pods are. Returns whether it is known to be gone.
     pub(crate) async fn delete(&self, name: &str) -> bool {
-        match self.jobs.delete(name, &DeleteParams::foreground()).await {
+        self.delete_with_grace(name, None).await
+    }
+
+    /// Deletes the Job as [`delete`](Self::delete) does; with `grace`, its pods get that
+    /// long between SIGTERM and SIGKILL (`gracePeriodSeconds`, a preemption victim's time
+    /// to checkpoint), and the wait for it to be gone is that much longer.
+    pub(crate) async fn delete_with_grace(&self, name: &str, grace: Option<Duration>) -> bool {
+        let mut params = DeleteParams::foreground();
+        if let Some(g) = grace {
+            params = params.grace_period(u32::try_from(g.as_secs()).unwrap_or(u32::MAX));
+        }
+        match self.jobs.delete(name, &params).await {
             Ok(deleted) => {
                 let uid = deleted.either(|job| job.metadata.uid, |status| status.details.map(|d| d.uid));
-                self.wait_gone(name, uid).await
+                self.wait_gone(name, uid, grace.unwrap_or_default()).await
             }
             Err(kube::Error::Api(s)) if s.code == 404 => true,
             Err(e) => {
@@ -178,7 +190,7 @@ impl Attempt<'_> {
         }
     }
 
-    async fn wait_gone(&self, name: &str, uid: Option<String>) -> bool {
+    async fn wait_gone(&self, name: &str, uid: Option<String>, grace: Duration) -> bool {
         let wait = async {
             match uid.as_deref() {
                 // A Job recreated under the same name meanwhile has another uid.
@@ -186,7 +198,7 @@ impl Attempt<'_> {
                 None => await_condition(self.jobs.clone(), name, |j: Option<&Job>| j.is_none()).await,
             }
         };
-        match tokio::time::timeout(self.config.delete_wait, wait).await {
+        match tokio::time::timeout(self.config.delete_wait + grace, wait).await {
             Ok(Ok(_)) => true,
             Ok(Err(e)) => {
                 tracing::warn!(job = name, error = %e, "cannot watch the Job's deletion");

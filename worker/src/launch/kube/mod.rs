@@ -25,6 +25,7 @@
 //! | unschedulable pod, image registry trouble     | keep waiting, up to `start_timeout`, then `Error(..)`, Job deleted |
 //! | pod preempted, evicted, node lost             | Job deleted and created again within the same attempt (not counted), at most `max_replacements` times |
 //! | `stop` (cancel, timeout, worker shutdown)     | Job deleted (foreground, waited for), `Killed("deleted")` |
+//! | `stop` of a preemption victim                 | the same, with `gracePeriodSeconds` = the preemption grace |
 //! | `stop` with `detach` (lease lost, or the worker fenced itself) | Job left running for the next attempt to adopt |
 //! | API unreachable, RBAC refusal                 | `Error(..)`                                |
 //!
@@ -212,7 +213,7 @@ impl Attempt<'_> {
             .await;
             return LaunchResult::Killed(format!("detached from Job {name}"));
         }
-        if self.delete(name).await {
+        if self.delete_with_grace(name, self.ctx.preempt_grace()).await {
             LaunchResult::Killed("deleted".into())
         } else {
             tracing::error!(

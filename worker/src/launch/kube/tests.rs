@@ -24,6 +24,7 @@ struct Run {
     attempt: u32,
     stop: CancellationToken,
     detach: CancellationToken,
+    preempt_grace: std::sync::Arc<std::sync::Mutex<Option<std::time::Duration>>>,
     output: mpsc::Receiver<String>,
     task: JoinHandle<LaunchResult>,
 }
@@ -37,8 +38,11 @@ fn start(id: &str, attempt: u32, config: KubeConfig) -> Run {
     let stop_launcher = stop.clone();
     let detach = CancellationToken::new();
     let detach_launcher = detach.clone();
+    let preempt_grace = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let preempt_grace_launcher = preempt_grace.clone();
     let task = tokio::spawn(async move {
         let ctx = AttemptContext {
+            preempt_grace: preempt_grace_launcher,
             devices: None,
             job: &job,
             checkpoint_dir: PathBuf::from("/var/lib/gpuq/work")
@@ -56,6 +60,7 @@ fn start(id: &str, attempt: u32, config: KubeConfig) -> Run {
         attempt,
         stop,
         detach,
+        preempt_grace,
         output,
         task,
     }
@@ -519,6 +524,24 @@ async fn stop_deletes_the_job_in_the_foreground_and_waits() {
     run.stop.cancel();
     let delete = run.api.serve_delete(run.job(json!([]))).await;
     assert_eq!(delete, json!({"propagationPolicy": "Foreground"}));
+    assert_eq!(run.result().await, LaunchResult::Killed("deleted".into()));
+}
+
+#[tokio::test]
+async fn a_preemption_deletes_the_job_with_the_victims_grace_period() {
+    let mut run = start("victim", 1, fixtures::config());
+    run.created().await;
+    let name = run.name();
+    let (_jobs, pods) = run.api.serve_watchers(&name, run.job(json!([])), vec![]).await;
+    pods.event("ADDED", run.pod(running()));
+    let _log = run.log().await;
+    *run.preempt_grace.lock().unwrap() = Some(std::time::Duration::from_secs(45));
+    run.stop.cancel();
+    let delete = run.api.serve_delete(run.job(json!([]))).await;
+    assert_eq!(
+        delete,
+        json!({"propagationPolicy": "Foreground", "gracePeriodSeconds": 45})
+    );
     assert_eq!(run.result().await, LaunchResult::Killed("deleted".into()));
 }
 

@@ -43,6 +43,7 @@ pub(crate) fn claimed(id: &str, attempt: u32) -> ClaimedJob {
 pub(crate) fn context(job: &ClaimedJob) -> (AttemptContext<'_>, mpsc::Receiver<String>) {
     let (tx, rx) = mpsc::channel(1024);
     let ctx = AttemptContext {
+        preempt_grace: Default::default(),
         devices: None,
         job,
         checkpoint_dir: PathBuf::from("/var/lib/gpuq/work")
