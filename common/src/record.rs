@@ -59,6 +59,18 @@ pub struct JobRecord {
     /// A cancellation was requested while the job was running.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// While it is a preemption victim that has not stopped yet: the job it stops for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preempted_for: Option<String>,
+    /// The running jobs preempted to make room for this one (its latest preemption).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preempting: Vec<String>,
+    /// Times it was preempted.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub preemptions: u32,
+    /// GPU seconds its preemptions lost (since the last checkpoint before each).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub lost_gpu_secs: f64,
     /// Jobs ahead of this one across all priorities, when it is queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,
@@ -121,6 +133,18 @@ impl JobRecord {
             reason: h.remove("reason").filter(|r| !r.is_empty()),
             progress: h.remove("progress"),
             cancel_requested: h.get("cancel_requested").is_some_and(|v| v == "1"),
+            preempted_for: h.remove("preempt_by"),
+            preempting: h
+                .get("preempting")
+                .map(|v| {
+                    v.split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            preemptions: num(&h, "preemptions").unwrap_or(0) as u32,
+            lost_gpu_secs: num(&h, "lost_gpu_ms").unwrap_or(0) as f64 / 1000.0,
             position: None,
             waiting: None,
             spec,
@@ -128,6 +152,14 @@ impl JobRecord {
             id,
         })
     }
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// Milliseconds since the Unix epoch, for comparisons with Redis timestamps.

@@ -39,7 +39,7 @@ pub use pricing::{Pricing, Quote, Spot, Usage};
 pub use recommend::{
     recommend, EpochMetrics, FinishedRun, RecommendConfig, Recommendation, RecommendationKind, SimilarRun,
 };
-pub use report::{report, CostRow, GroupBy, Report, ReportLine};
+pub use report::{report, CostRow, GroupBy, PreemptionLosses, Report, ReportLine};
 pub use windows::OffPeak;
 
 /// Why a pricing file was refused. Both kinds are permanent: fix the file.

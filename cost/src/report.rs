@@ -29,6 +29,12 @@ pub struct CostRow {
     pub run_secs: u64,
     /// When it finished.
     pub finished_at: DateTime<Utc>,
+    /// Whether it ended as a preemption victim (handed back, not counted).
+    pub preempted: bool,
+    /// For a victim: GPU ms it lost since its last checkpoint.
+    pub lost_gpu_ms: u64,
+    /// What those cost (part of `cost`).
+    pub lost: Money,
 }
 
 /// What a report groups by.
@@ -112,6 +118,20 @@ pub struct Report {
     pub lines: Vec<ReportLine>,
     /// All groups together.
     pub total: ReportLine,
+    /// What preemptions cost in the period: work lost since the victims' last checkpoints
+    /// (already part of the lines above, which bill every attempt).
+    pub preemption: PreemptionLosses,
+}
+
+/// The period's preemption losses.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PreemptionLosses {
+    /// Attempts stopped as preemption victims.
+    pub attempts: u64,
+    /// GPU hours they lost since their last checkpoints.
+    pub lost_gpu_hours: f64,
+    /// What those hours cost.
+    pub cost: Money,
 }
 
 /// Totals being accumulated for one group.
@@ -172,10 +192,17 @@ pub fn report(rows: &[CostRow], from: DateTime<Utc>, to: DateTime<Utc>, group_by
         .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let mut groups: BTreeMap<String, Acc> = BTreeMap::new();
     let mut total = Acc::default();
+    let mut preemption = PreemptionLosses::default();
+    let mut lost_ms = 0u64;
     for row in rows {
         let current = (from..to).contains(&row.finished_at);
         if !current && !(previous_from..from).contains(&row.finished_at) {
             continue;
+        }
+        if current && row.preempted {
+            preemption.attempts += 1;
+            preemption.cost += row.lost;
+            lost_ms += row.lost_gpu_ms;
         }
         groups.entry(group_by.key(row)).or_default().add(row, current);
         total.add(row, current);
@@ -189,6 +216,10 @@ pub fn report(rows: &[CostRow], from: DateTime<Utc>, to: DateTime<Utc>, group_by
         previous_from,
         lines,
         total: total.line("(total)".into()),
+        preemption: PreemptionLosses {
+            lost_gpu_hours: (lost_ms as f64 / 3_600_000.0 * 1000.0).round() / 1000.0,
+            ..preemption
+        },
     }
 }
 
@@ -213,6 +244,11 @@ impl Report {
             out.push_str(&quoted.join(","));
             out.push_str("\r\n");
         }
+        // Its own line: part of the costs above, not added to them.
+        out.push_str(&format!(
+            "(preemption losses),{},{},,,,,\r\n",
+            self.preemption.cost, self.preemption.attempts
+        ));
         out
     }
 }
@@ -240,6 +276,9 @@ mod tests {
             cost: Money::parse(cost).unwrap(),
             run_secs: secs,
             finished_at: at(2024, 5, day, 12, 0),
+            preempted: false,
+            lost_gpu_ms: 0,
+            lost: Money::default(),
         }
     }
 
@@ -333,6 +372,36 @@ mod tests {
     }
 
     #[test]
+    fn preemption_losses_are_their_own_line_within_the_totals() {
+        let mut rs = rows();
+        let mut victim = row("v", "search", "bert", Priority::Background, "6", 600, 11);
+        victim.preempted = true;
+        victim.lost_gpu_ms = 2 * 1_800_000;
+        victim.lost = Money::parse("1.50").unwrap();
+        rs.push(victim);
+        // Outside the period: not counted.
+        let mut old = row("w", "search", "bert", Priority::Background, "6", 600, 2);
+        old.preempted = true;
+        old.lost = Money::parse("9").unwrap();
+        rs.push(old);
+        let r = report(&rs, at(2024, 5, 8, 0, 0), at(2024, 5, 15, 0, 0), GroupBy::Team);
+        assert_eq!(
+            r.total.cost,
+            Money::parse("78").unwrap(),
+            "the attempt is billed as any"
+        );
+        assert_eq!(
+            r.preemption,
+            PreemptionLosses {
+                attempts: 1,
+                lost_gpu_hours: 1.0,
+                cost: Money::parse("1.50").unwrap()
+            }
+        );
+        assert!(r.to_csv().ends_with("(preemption losses),1.50,1,,,,,\r\n"));
+    }
+
+    #[test]
     fn serializes_to_json_and_csv() {
         let r = by(GroupBy::Team);
         let json = serde_json::to_value(&r).unwrap();
@@ -348,6 +417,7 @@ mod tests {
         assert_eq!(lines[1], "vision,60.00,3,20.00,200,40.00,50.0,a");
         assert_eq!(lines[2], "nlp,7.00,1,7.00,70,0.00,,e");
         assert_eq!(lines[5], "(total),72.00,5,14.40,146,53.00,35.8,a");
+        assert_eq!(lines[6], "(preemption losses),0.00,0,,,,,");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");

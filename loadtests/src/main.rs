@@ -123,6 +123,15 @@ enum Bench {
         #[arg(long)]
         no_kueue: bool,
     },
+    /// Preemption: an urgent job onto a pool full of background jobs that exit within a
+    /// second of SIGTERM; its start against its enqueue and against the victims' exit
+    Preemption {
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+        /// How long a victim takes to exit after SIGTERM, in ms.
+        #[arg(long, default_value_t = 500)]
+        exit_ms: u64,
+    },
     /// Write a synthetic trace for `replay`.
     Trace {
         #[arg(long, default_value_t = 1000)]
@@ -206,6 +215,7 @@ async fn main() -> Result<()> {
             }
             rows
         }
+        Bench::Preemption { reps, exit_ms } => bench::preemption::run(url, reps, exit_ms).await?,
         Bench::Trace {
             jobs,
             teams,

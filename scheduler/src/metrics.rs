@@ -73,6 +73,13 @@ struct TeamLabel {
     team: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PreemptionLabels {
+    pool: String,
+    victim_priority: String,
+    reason: String,
+}
+
 /// Everything `serve` exports.
 pub struct ServeMetrics {
     registry: Registry,
@@ -101,6 +108,8 @@ pub struct ServeMetrics {
     waiting: Family<ReasonLabel, Gauge>,
     overrunning: Family<ModelLabel, Gauge>,
     budget_forecast: Family<TeamLabel, Gauge<f64, AtomicU64>>,
+    preemptions: Family<PreemptionLabels, Counter>,
+    preemption_lost: Family<PreemptionLabels, Counter<f64, AtomicU64>>,
 }
 
 impl Default for ServeMetrics {
@@ -140,7 +149,19 @@ impl ServeMetrics {
             waiting: Family::default(),
             overrunning: Family::default(),
             budget_forecast: Family::default(),
+            preemptions: Family::default(),
+            preemption_lost: Family::default(),
         };
+        r.register(
+            "preemptions",
+            "Jobs preempted and handed back, by pool, victim priority and reason (priority, reclaim)",
+            m.preemptions.clone(),
+        );
+        r.register(
+            "preemption_lost_gpu_seconds",
+            "GPU seconds preempted jobs lost (since their last checkpoint, or their start)",
+            m.preemption_lost.clone(),
+        );
         r.register(
             "pool_gpus",
             "GPUs of each pool by state (capacity, used, reserved, free)",
@@ -414,6 +435,24 @@ impl ServeMetrics {
         self.outbox.set(s.outbox as i64);
     }
 
+    /// Brings the preemption counters up to Redis's (which only grow).
+    fn set_preemptions(&self, counts: &[common::queue::PreemptionCount]) {
+        for c in counts {
+            let labels = PreemptionLabels {
+                pool: c.pool.clone(),
+                victim_priority: c.victim_priority.clone(),
+                reason: c.reason.clone(),
+            };
+            let n = self.preemptions.get_or_create(&labels);
+            n.inc_by(c.victims.saturating_sub(n.get()));
+            let lost = self.preemption_lost.get_or_create(&labels);
+            let secs = c.lost_gpu_ms as f64 / 1000.0;
+            if secs > lost.get() {
+                lost.inc_by(secs - lost.get());
+            }
+        }
+    }
+
     /// Reads the queue and renders everything; on a Redis failure the gauges keep their
     /// last values and the failure is logged (a scrape must still answer).
     pub async fn scrape(&self, queue: &RedisQueue) -> String {
@@ -426,6 +465,10 @@ impl ServeMetrics {
                 }
             }
             Err(e) => tracing::warn!(error = %e, "metrics scrape could not read the queue"),
+        }
+        match queue.preemption_counts().await {
+            Ok(counts) => self.set_preemptions(&counts),
+            Err(e) => tracing::warn!(error = %e, "metrics scrape could not read the preemption counts"),
         }
         self.outbox_limit.set(queue.outbox_limit() as i64);
         match queue.refused_len().await {

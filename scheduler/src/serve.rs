@@ -142,9 +142,19 @@ async fn housekeeping(queue: &RedisQueue, args: &ServeArgs, shutdown: &Cancellat
                 Ok(n) => tracing::info!(jobs = n, "promoted due retries"),
                 Err(e) => tracing::warn!(error = %e, "promoting retries failed; retrying next tick"),
             },
-            _ = reap.tick() => if let Err(e) = queue.reap().await {
-                tracing::warn!(error = %e, "reaper pass failed; retrying next tick");
-            },
+            _ = reap.tick() => {
+                if let Err(e) = queue.reap().await {
+                    tracing::warn!(error = %e, "reaper pass failed; retrying next tick");
+                }
+                match queue.preempt().await {
+                    Ok(started) => {
+                        for s in started {
+                            tracing::info!(pool = %s.pool, preemptor = %s.preemptor, victims = ?s.victims, "preemption started");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "preemption pass failed; retrying next tick"),
+                }
+            }
         }
     }
 }

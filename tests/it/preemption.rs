@@ -491,6 +491,11 @@ async fn a_p0_job_starts_once_exactly_enough_victims_have_stopped_and_nothing_el
         lost >= 600.0,
         "ran 10 minutes on 1 GPU without a checkpoint: {lost}"
     );
+    assert_eq!((rec.preemptions, rec.preempted_for.clone()), (1, None));
+    assert!(rec.lost_gpu_secs >= 600.0, "{}", rec.lost_gpu_secs);
+    let preemptor = env.queue.get(&j).await.unwrap().unwrap();
+    let named: Vec<JobId> = preemptor.preempting.iter().map(|d| d.parse().unwrap()).collect();
+    assert_eq!(sorted(named), v, "the preemptor names its victims");
     let waiting = env.queue.why_waiting(&filler).await.unwrap().unwrap();
     assert_eq!(waiting.position, Some(2), "both victims are ahead of the filler");
     let usage = env.queue.usage().await.unwrap();
@@ -642,6 +647,15 @@ async fn a_preempted_trainer_resumes_from_its_checkpoint_without_losing_an_attem
         "resumed at epoch {resumed}, having seen {before} done"
     );
     assert!(resumed <= 20, "{resumed}");
+    // `show` tells the story.
+    let show = crate::support::stdout(&env.scheduler(&["show", victim.as_str()]));
+    assert!(show.contains("preemptions 1, "), "{show}");
+    assert!(
+        show.contains(&format!("preempted by {preemptor} (priority); ")),
+        "{show}"
+    );
+    let show = crate::support::stdout(&env.scheduler(&["show", preemptor.as_str()]));
+    assert!(show.contains(&format!("preempting {victim}")), "{show}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -696,4 +710,58 @@ async fn a_victims_worker_killed_in_its_grace_loses_nothing_and_leaves_usage_exa
     );
     let drift = env.queue.recount_usage(false).await.unwrap();
     assert!(drift.is_empty(), "{drift:?}");
+}
+
+#[tokio::test]
+async fn quota_apply_loads_the_preemption_section_and_refuses_a_policy_that_preempts_upwards() {
+    let env = TestEnv::new().await;
+    let file = env.path("quotas.toml");
+    std::fs::write(
+        &file,
+        r#"
+[pools.a100]
+capacity = 16
+
+[preemption]
+grace_secs = 90
+min_runtime_secs = 600
+max_per_minute = 4
+max_preemptions = 2
+reclaim = false
+non_preemptible_teams = ["payments"]
+
+[preemption.policy]
+p0 = ["p2"]
+"#,
+    )
+    .unwrap();
+    let out = env.scheduler(&["quota", "apply", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    let c = env.queue.admission().await.unwrap().unwrap();
+    let p = &c.preemption;
+    assert_eq!(
+        (
+            p.grace_secs,
+            p.min_runtime_secs,
+            p.max_per_minute,
+            p.max_preemptions,
+            p.reclaim
+        ),
+        (Some(90), Some(600), Some(4), Some(2), Some(false))
+    );
+    assert_eq!(p.may_preempt(Priority::Urgent), vec![Priority::Background]);
+    assert_eq!(p.may_preempt(Priority::Normal), vec![Priority::Background]);
+    assert!(p.non_preemptible_teams.contains("payments"));
+
+    // Background preempting normal is refused, in one line, and nothing changes.
+    std::fs::write(&file, "[preemption.policy]\np2 = [\"p1\"]\n").unwrap();
+    let out = env.scheduler(&["quota", "apply", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", crate::support::stderr(&out));
+    let err = crate::support::stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("p2 may only preempt less urgent priorities, not p1"),
+        "{err}"
+    );
+    assert_eq!(env.queue.admission().await.unwrap().unwrap(), c);
 }

@@ -44,6 +44,7 @@ over_both_stores!(
     finished_jobs_leave_redis_but_not_the_store,
     budgets_warn_and_refuse_at_enqueue,
     cost_reports_total_recorded_attempts,
+    preempted_attempts_are_billed_and_their_losses_reported_apart,
     restored_jobs_keep_their_deferred_and_retrying_state,
     dead_jobs_leave_redis_after_their_own_retention,
 );
@@ -676,6 +677,81 @@ async fn cost_reports_total_recorded_attempts(url: &str) {
     assert_eq!(money(&r["total"]["cost"]), 5.25);
     let csv = stdout(&env.scheduler(&["cost", "report", "--from", "1h", "--csv"]));
     assert!(csv.lines().count() >= 4, "{csv}");
+}
+
+async fn preempted_attempts_are_billed_and_their_losses_reported_apart(url: &str) {
+    use common::admission::{AdmissionConfig, PoolConfig};
+    let env = TestEnv::with_store(url).await;
+    let store = JobStore::open(url).await.unwrap();
+    // One unit per second of an attempt.
+    let pricer: &common::store::Pricer =
+        &|_spec: &str, start: u64, end: u64| Some((end.saturating_sub(start) * 1000) as i64);
+    let mut config = AdmissionConfig {
+        pools: [(
+            "default".to_string(),
+            PoolConfig {
+                capacity: Some(1),
+                ..PoolConfig::default()
+            },
+        )]
+        .into(),
+        ..AdmissionConfig::default()
+    };
+    config.preemption.min_runtime_secs = Some(0);
+    env.queue.set_admission(&config).await.unwrap();
+    let w = live_worker(&env.queue).await;
+    let mut sweep = spec("sweep", Priority::Background);
+    sweep.resources.gpus = 1;
+    let victim = env.queue.enqueue_batch(vec![sweep]).await.unwrap().ids.remove(0);
+    // Preempted twice without a checkpoint: both attempts carry the same number, both
+    // are billed, and each lost all of its run.
+    for round in 0..2 {
+        let job = env.queue.claim(&w).await.unwrap().unwrap();
+        assert_eq!((job.id.clone(), job.attempt), (victim.clone(), 1));
+        let mut urgent = spec(&format!("urgent-{round}"), Priority::Urgent);
+        urgent.resources.gpus = 1;
+        let j = env.queue.enqueue_batch(vec![urgent]).await.unwrap().ids.remove(0);
+        assert!(env.queue.claim(&w).await.unwrap().is_none());
+        let started = env.queue.preempt().await.unwrap();
+        assert_eq!(started[0].victims, vec![victim.clone()]);
+        env.queue
+            .release(&w, &victim, common::queue::PREEMPTED)
+            .await
+            .unwrap();
+        let next = env.queue.claim(&w).await.unwrap().unwrap();
+        assert_eq!(next.id, j);
+        env.queue.finish(&w, &j, &Outcome::Succeeded).await.unwrap();
+    }
+    let last = env.queue.claim(&w).await.unwrap().unwrap();
+    env.queue.finish(&w, &last.id, &Outcome::Succeeded).await.unwrap();
+    drain_all(&env.queue, &store, None, Some(pricer)).await.unwrap();
+    let costs = store.attempt_costs(0, u64::MAX / 2).await.unwrap();
+    let victims: Vec<_> = costs.iter().filter(|c| c.job_id == victim.as_str()).collect();
+    assert_eq!(
+        victims.len(),
+        3,
+        "two preempted attempts and the last: {victims:?}"
+    );
+    assert_eq!(victims.iter().filter(|c| c.preempted).count(), 2);
+    let mut lost_ms = 0;
+    for v in victims.iter().filter(|c| c.preempted) {
+        // One GPU, no checkpoint: everything since the start (Redis's clock for both).
+        assert_eq!(v.lost_gpu_ms, v.run_ms, "{v:?}");
+        assert_eq!(v.lost_micros, v.cost_micros, "{v:?}");
+        lost_ms += v.lost_gpu_ms;
+    }
+    let out = env.scheduler(&["cost", "report", "--from", "1d", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["preemption"]["attempts"], 2, "{r}");
+    let hours = r["preemption"]["lost_gpu_hours"].as_f64().unwrap();
+    assert_eq!(
+        hours,
+        (lost_ms as f64 / 3_600_000.0 * 1000.0).round() / 1000.0,
+        "{r}"
+    );
+    let text = stdout(&env.scheduler(&["cost", "report", "--from", "1d"]));
+    assert!(text.contains("preemption losses"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

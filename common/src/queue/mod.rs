@@ -18,7 +18,7 @@ pub use enqueue::{assign_batch_ids, EnqueueReport, MAX_ATOMIC_BATCH};
 pub use keys::Keys;
 pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Room, Unreadable};
 pub use outbox::{OutboxEvent, RefusedEntry, RestoreItem};
-pub use preempt::PREEMPTED;
+pub use preempt::{PreemptionCount, PREEMPTED};
 pub use quota::{Drift, Held, PoolStatus, Usage, Waiting};
 
 use crate::{Error, Result};

@@ -38,6 +38,9 @@ pub struct OutboxEvent {
     pub limit: Option<u32>,
     /// Exit code (on the end of a failed attempt).
     pub code: Option<i32>,
+    /// GPU milliseconds a preempted attempt lost since its last checkpoint (on the
+    /// hand-back of a preemption victim only).
+    pub lost_gpu_ms: Option<u64>,
 }
 
 impl OutboxEvent {
@@ -76,6 +79,7 @@ impl OutboxEvent {
                 .map_err(|e: String| bad(&e))?,
             limit: num(take("limit")).map(|v| v as u32),
             code: take("code").and_then(|c| c.parse().ok()),
+            lost_gpu_ms: num(take("lost_ms")),
             event_id,
             ms,
             seq,

@@ -86,3 +86,52 @@ impl RedisQueue {
         Ok(())
     }
 }
+
+/// Preemptions so far, as `release.lua` counts them per pool, victim priority and reason.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PreemptionCount {
+    /// The pool.
+    pub pool: String,
+    /// The victims' priority (`p1`, `p2`).
+    pub victim_priority: String,
+    /// `priority` or `reclaim`.
+    pub reason: String,
+    /// Victims handed back.
+    pub victims: u64,
+    /// GPU milliseconds they lost (since their last checkpoint, or their start).
+    pub lost_gpu_ms: u64,
+}
+
+impl RedisQueue {
+    /// The preemption counters (monotonic; exported by `scheduler serve`).
+    pub async fn preemption_counts(&self) -> Result<Vec<PreemptionCount>> {
+        use redis::AsyncCommands;
+        let mut conn = self.conn().await?;
+        let flat: std::collections::HashMap<String, u64> = conn
+            .hgetall(format!("{}:preemption_stats", self.keys.prefix()))
+            .await?;
+        let mut by: std::collections::BTreeMap<(String, String, String), PreemptionCount> =
+            Default::default();
+        for (field, v) in flat {
+            let mut parts = field.splitn(4, '|');
+            let (Some(kind), Some(pool), Some(pri), Some(reason)) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let key = (pool.to_string(), pri.to_string(), reason.to_string());
+            let c = by.entry(key).or_insert_with(|| PreemptionCount {
+                pool: pool.into(),
+                victim_priority: pri.into(),
+                reason: reason.into(),
+                ..PreemptionCount::default()
+            });
+            match kind {
+                "n" => c.victims = v,
+                "lost" => c.lost_gpu_ms = v,
+                _ => {}
+            }
+        }
+        Ok(by.into_values().collect())
+    }
+}

@@ -188,6 +188,8 @@ struct EndedAttempt {
     spec: String,
     started_at: u64,
     ended_at: u64,
+    /// For a preemption victim, the GPU ms it lost since its last checkpoint.
+    preempted_loss_ms: Option<u64>,
 }
 
 impl AppliedTransition {
@@ -225,6 +227,9 @@ impl AppliedTransition {
                     spec: row.spec.clone(),
                     started_at: started as u64,
                     ended_at: e.at,
+                    // A victim handed back: billed like any attempt, and what it lost since its
+                    // last checkpoint is kept apart for the report.
+                    preempted_loss_ms: (e.to == JobState::Queued).then_some(e.lost_gpu_ms).flatten(),
                 }),
                 _ => None,
             },
@@ -318,7 +323,15 @@ impl JobStore {
             for t in &applied {
                 if let Some(a) = &t.ended {
                     if let Some(cost) = price(&a.spec, a.started_at, a.ended_at) {
-                        record_cost(&mut tx, t, a, cost).await?;
+                        // What a preemption lost: the last `lost / gpus` ms of the run.
+                        let lost = a.preempted_loss_ms.and_then(|gpu_ms| {
+                            let gpus = serde_json::from_str::<crate::JobSpec>(&a.spec)
+                                .map(|s| u64::from(s.resources.gpus.max(1)))
+                                .unwrap_or(1);
+                            let from = a.ended_at.saturating_sub(gpu_ms / gpus).max(a.started_at);
+                            price(&a.spec, from, a.ended_at)
+                        });
+                        record_cost(&mut tx, t, a, cost, lost.unwrap_or(0)).await?;
                     }
                 }
             }
@@ -348,6 +361,7 @@ impl JobStore {
                 priority: (n == 0).then_some(record.priority),
                 limit: None,
                 code: None,
+                lost_gpu_ms: None,
             });
         }
         if let Some(last) = events.last_mut() {
@@ -366,11 +380,13 @@ async fn record_cost(
     t: &AppliedTransition,
     a: &EndedAttempt,
     cost: i64,
+    lost_cost: i64,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO attempt_costs (job_id, attempt, team, experiment, model_type, priority, started_at, \
-         ended_at, outcome, cost_micros) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-         ON CONFLICT (job_id, attempt) DO NOTHING",
+         ended_at, outcome, cost_micros, lost_gpu_ms, lost_micros) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (job_id, attempt, started_at) DO NOTHING",
     )
     .bind(a.job_id.as_str())
     .bind(i64::from(t.attempt))
@@ -380,8 +396,14 @@ async fn record_cost(
     .bind(t.priority.as_str())
     .bind(a.started_at as i64)
     .bind(a.ended_at as i64)
-    .bind(t.to.as_str())
+    .bind(if a.preempted_loss_ms.is_some() {
+        "preempted"
+    } else {
+        t.to.as_str()
+    })
     .bind(cost)
+    .bind(a.preempted_loss_ms.unwrap_or(0) as i64)
+    .bind(lost_cost)
     .execute(&mut **tx)
     .await
     .map_err(store_err)?;

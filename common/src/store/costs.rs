@@ -114,14 +114,20 @@ pub struct AttemptCost {
     pub ended_at: u64,
     /// Cost in micro-units.
     pub cost_micros: i64,
+    /// Whether the attempt ended as a preemption victim.
+    pub preempted: bool,
+    /// GPU ms it lost since its last checkpoint (preempted attempts).
+    pub lost_gpu_ms: u64,
+    /// What that lost time cost, in micro-units (part of `cost_micros`).
+    pub lost_micros: i64,
 }
 
 impl JobStore {
     /// Attempt costs that ended in `[from_ms, to_ms)`.
     pub async fn attempt_costs(&self, from_ms: u64, to_ms: u64) -> Result<Vec<AttemptCost>> {
         let rows = sqlx::query(
-            "SELECT job_id, attempt, team, model_type, priority, started_at, ended_at, cost_micros \
-             FROM attempt_costs WHERE ended_at >= $1 AND ended_at < $2 ORDER BY ended_at",
+            "SELECT job_id, attempt, team, model_type, priority, started_at, ended_at, cost_micros, \
+             outcome, lost_gpu_ms, lost_micros FROM attempt_costs WHERE ended_at >= $1 AND ended_at < $2 ORDER BY ended_at",
         )
         .bind(from_ms as i64)
         .bind(to_ms as i64)
@@ -141,6 +147,9 @@ impl JobStore {
                     run_ms: (ended - started).max(0) as u64,
                     ended_at: ended.max(0) as u64,
                     cost_micros: r.try_get("cost_micros").map_err(store_err)?,
+                    preempted: r.try_get::<String, _>("outcome").map_err(store_err)? == "preempted",
+                    lost_gpu_ms: r.try_get::<i64, _>("lost_gpu_ms").map_err(store_err)?.max(0) as u64,
+                    lost_micros: r.try_get("lost_micros").map_err(store_err)?,
                 })
             })
             .collect()

@@ -159,7 +159,7 @@ fn the_hpa_owns_the_worker_replica_count() {
 #[test]
 fn priority_classes_follow_the_job_priorities() {
     let expected = [
-        ("gpuq-urgent", 1000, "PreemptLowerPriority"),
+        ("gpuq-urgent", 1000, "Never"),
         ("gpuq-normal", 100, "Never"),
         ("gpuq-background", 10, "Never"),
     ];

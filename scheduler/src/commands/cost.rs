@@ -258,6 +258,9 @@ pub(crate) async fn report_command(
                 cost: cost::Money::from_micros(c.cost_micros),
                 run_secs: c.run_ms / 1000,
                 finished_at: utc(c.ended_at),
+                preempted: c.preempted,
+                lost_gpu_ms: c.lost_gpu_ms,
+                lost: cost::Money::from_micros(c.lost_micros),
             })
         })
         .collect();
@@ -290,6 +293,16 @@ pub(crate) async fn report_command(
             c.format(report.total.cost),
             report.total.runs
         );
+        let p = &report.preemption;
+        if p.attempts > 0 {
+            println!(
+                "{:<20} {:>14} {:>6}  ({:.3} GPU-h lost since the victims' last checkpoints; part of the total)",
+                "preemption losses",
+                c.format(p.cost),
+                p.attempts,
+                p.lost_gpu_hours
+            );
+        }
     }
     Ok(())
 }

@@ -74,6 +74,18 @@ pub(crate) async fn show(queue: &RedisQueue, store_url: &str, a: ShowArgs) -> Cl
     if let Some(r) = &record.reason {
         println!("reason     {r}");
     }
+    if let Some(j) = &record.preempted_for {
+        println!("preempted  for {j}: stopping, then back to the head of its queue");
+    }
+    if !record.preempting.is_empty() {
+        println!("preempting {}", record.preempting.join(", "));
+    }
+    if record.preemptions > 0 {
+        println!(
+            "preemptions {}, {:.1} GPU-s lost (see the history)",
+            record.preemptions, record.lost_gpu_secs
+        );
+    }
     if let Some(c) = record.exit_code {
         println!("exit code  {c}");
     }

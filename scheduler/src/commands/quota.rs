@@ -31,6 +31,8 @@ pub(crate) struct PoolRow {
     pub(crate) max_running: Option<u32>,
     pub(crate) strategy: String,
     pub(crate) reserved_by: Option<String>,
+    /// Running jobs preempted for the reservation, still stopping.
+    pub(crate) draining: Vec<String>,
 }
 
 /// One team's use of one pool.
@@ -70,6 +72,7 @@ pub(crate) fn rows(
                 max_running: pc.and_then(|c| c.max_running),
                 strategy: pc.map(|c| c.strategy).unwrap_or_default().to_string(),
                 reserved_by: p.reserved_by.clone(),
+                draining: p.draining.clone(),
             }
         })
         .collect();
@@ -138,10 +141,14 @@ pub(crate) fn render_rows(o: &mut String, pools: &[PoolRow], teams: &[TeamRow]) 
                     None => p.running.to_string(),
                 },
                 p.strategy,
-                p.reserved_by
-                    .as_ref()
-                    .map(|j| format!("  (reserved for {j})"))
-                    .unwrap_or_default()
+                match (&p.reserved_by, p.draining.len()) {
+                    (Some(j), 0) => format!("  (reserved for {j})"),
+                    (Some(j), n) => format!(
+                        "  (reserved for {j}; {n} preempted, draining: {})",
+                        p.draining.join(", ")
+                    ),
+                    (None, _) => String::new(),
+                }
             );
         }
     }

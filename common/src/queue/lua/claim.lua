@@ -75,7 +75,7 @@ local more = false
 -- jobs just now (usage only grows within a claim, so nothing else it held up fits now).
 local borrowers = false
 local FIELDS = { 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit', 'charge', 'blocked_since',
-  'preempt_by', 'preempting' }
+  'preempt_by' }
 
 local function take(id, jk, f, pri, pool)
   local previous = tonumber(f[2]) or 0
@@ -87,9 +87,9 @@ local function take(id, jk, f, pri, pool)
   -- What an earlier attempt left; a job never started has none of it.
   if previous > 0 then redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at') end
   if f[7] then redis.call('HDEL', jk, 'blocked_since') end
-  -- A preemptor that starts, or a victim flagged before its worker died (preempt.lua).
-  if f[8] or f[9] then
-    redis.call('HDEL', jk, 'preempt_by', 'preempt_at', 'preempt_reason', 'preempting', 'checkpoint_at')
+  -- A victim flagged before its worker died (preempt.lua): the flag was for that attempt.
+  if f[8] then
+    redis.call('HDEL', jk, 'preempt_by', 'preempt_at', 'preempt_reason', 'checkpoint_at')
   end
   for _, v in ipairs({ id, f[3], attempt, pri, f[4], f[5] }) do out[#out + 1] = v end
   leased[#leased + 1] = id

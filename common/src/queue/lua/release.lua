@@ -58,7 +58,7 @@ for i = 0, n - 1 do
         attempt = int(math.max(0, (tonumber(attempt) or 1) - 1))
         redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'attempt', attempt)
         requeue(prefix, id, pri, charge, true)
-        local detail = reason
+        local detail, extra = reason, nil
         if reason == 'preempted' then
           local by, why, started, ckpt = unpack(redis.call('HMGET', jk, 'preempt_by', 'preempt_reason',
             'started_at', 'checkpoint_at'))
@@ -73,8 +73,9 @@ for i = 0, n - 1 do
           redis.call('SREM', prefix .. ':draining:' .. pool, id)
           redis.call('HINCRBY', prefix .. ':preemption_stats', 'n|' .. pool .. '|' .. pri .. '|' .. (why or 'priority'), 1)
           redis.call('HINCRBY', prefix .. ':preemption_stats', 'lost|' .. pool .. '|' .. pri .. '|' .. (why or 'priority'), int(lost))
+          extra = { lost_ms = int(lost) }
         end
-        event(prefix, id, 'running', 'queued', ms, attempt, worker, detail)
+        event(prefix, id, 'running', 'queued', ms, attempt, worker, detail, extra)
         woke = true
         out[i + 1] = 'queued'
       end
