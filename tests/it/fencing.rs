@@ -185,3 +185,71 @@ async fn a_report_redis_keeps_refusing_does_not_hold_up_the_others() {
     let status = worker.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{}", worker.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_preemption_victim_cut_off_in_its_grace_stops_before_another_copy_starts() {
+    use common::admission::{AdmissionConfig, PoolConfig};
+    let env = TestEnv::new().await;
+    let mut config = AdmissionConfig {
+        pools: [(
+            "default".to_string(),
+            PoolConfig {
+                capacity: Some(1),
+                ..PoolConfig::default()
+            },
+        )]
+        .into(),
+        ..AdmissionConfig::default()
+    };
+    config.preemption.min_runtime_secs = Some(0);
+    // A grace far longer than the lease.
+    config.preemption.grace_secs = Some(120);
+    env.queue.set_admission(&config).await.unwrap();
+    let target = redis_url().trim_start_matches("redis://").to_string();
+    let link = FaultyLink::to(&target).await;
+    let log = env.path("ticks");
+    let term = env.path("term");
+    let ran = env.path("ran");
+    // The first attempt ignores SIGTERM and keeps ticking (it is in its grace); the next
+    // ticks five times and succeeds.
+    let script = format!(
+        "n=5; if [ ! -e {ran} ]; then touch {ran}; n=600; trap 'touch {term}' TERM; fi; \
+         for i in $(seq 1 $n); do echo \"$$ $i\" >> {log}; sleep 0.1; done",
+        ran = ran.display(),
+        term = term.display(),
+        log = log.display()
+    );
+    let mut victim = sh("victim", &script);
+    victim.resources.gpus = 1;
+    victim.priority = common::Priority::Background;
+    let id: JobId = env.queue.enqueue_batch(vec![victim]).await.unwrap().ids.remove(0);
+    let _cut_off = env.worker_via(&link.redis_url(), &["--id", "cut-off", "--gpus", "0"]);
+    wait_for("the first copy to tick", LONG, || {
+        let log = log.clone();
+        async move { (lines(&log).await >= 2).then_some(()) }
+    })
+    .await;
+    let mut urgent = sh("urgent", "echo fixed");
+    urgent.resources.gpus = 1;
+    urgent.priority = common::Priority::Urgent;
+    let preemptor = env.queue.enqueue_batch(vec![urgent]).await.unwrap().ids.remove(0);
+    wait_for("the victim to get SIGTERM", LONG, || {
+        let term = term.clone();
+        async move { term.exists().then_some(()) }
+    })
+    .await;
+    // Cut off in its grace: the worker fences itself and must stop the victim now, not
+    // after the grace, because the reaper is about to hand the job to another worker.
+    link.cut();
+    let _other = env.worker(&["--id", "other", "--gpus", "1"]);
+    env.wait_state(&preemptor, JobState::Succeeded, LONG).await;
+    let done = env.wait_state(&id, JobState::Succeeded, LONG).await;
+    assert_eq!(done.worker.as_deref(), Some("other"));
+    let runs = runs(&log);
+    assert_eq!(
+        runs.len(),
+        2,
+        "two copies, one after the other, never interleaved: {runs:?}"
+    );
+    link.restore();
+}

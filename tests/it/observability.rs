@@ -8,7 +8,7 @@ use std::time::Duration;
 const LONG: Duration = Duration::from_secs(60);
 
 /// Scrapes until the exposition contains every `needle`; returns the last body.
-async fn scrape_until(port: u16, needles: &[&str]) -> String {
+pub(crate) async fn scrape_until(port: u16, needles: &[&str]) -> String {
     wait_for(
         &format!("metrics on :{port} to show {needles:?}"),
         LONG,
@@ -21,7 +21,7 @@ async fn scrape_until(port: u16, needles: &[&str]) -> String {
 }
 
 /// `promtool check metrics` accepts the exposition (naming, units, help text).
-fn promtool_accepts(exposition: &str) {
+pub(crate) fn promtool_accepts(exposition: &str) {
     use std::io::Write;
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])

@@ -603,6 +603,8 @@ async fn a_preempted_trainer_resumes_from_its_checkpoint_without_losing_an_attem
         .unwrap()
         .ids
         .remove(0);
+    let port = crate::support::free_port();
+    let _serve = env.serve_with(&["--listen", &format!("127.0.0.1:{port}")]);
     let _w = env.worker(&["--gpus", "0"]);
     let before: u32 = crate::support::wait_for("four epochs", Duration::from_secs(60), || async {
         let p = env.record(&victim).await.progress?;
@@ -647,6 +649,17 @@ async fn a_preempted_trainer_resumes_from_its_checkpoint_without_losing_an_attem
         "resumed at epoch {resumed}, having seen {before} done"
     );
     assert!(resumed <= 20, "{resumed}");
+    // serve counts it, with the GPU time lost.
+    let body = crate::observability::scrape_until(
+        port,
+        &["gpuq_preemptions_total{pool=\"default\",victim_priority=\"p2\",reason=\"priority\"} 1"],
+    )
+    .await;
+    assert!(
+        body.contains("gpuq_preemption_lost_gpu_seconds_total{pool=\"default\",victim_priority=\"p2\",reason=\"priority\"}"),
+        "{body}"
+    );
+    crate::observability::promtool_accepts(&body);
     // `show` tells the story.
     let show = crate::support::stdout(&env.scheduler(&["show", victim.as_str()]));
     assert!(show.contains("preemptions 1, "), "{show}");
@@ -764,4 +777,62 @@ p0 = ["p2"]
         "{err}"
     );
     assert_eq!(env.queue.admission().await.unwrap().unwrap(), c);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_replay_of_an_urgent_burst_over_a_background_backlog_preempts_for_it() {
+    // Pool a100, 4 GPUs. Four background jobs of 12 s fill it at 0; two urgent jobs of 2 s
+    // arrive at 2. With preemption they start within about two trace seconds (a reaper
+    // tick and a cancel check, accelerated 4x); in the baseline (isolated FIFO
+    // partitions, no preemption) they wait for the backlog, until 12.
+    let env = TestEnv::new().await;
+    let trace = env.path("trace.csv");
+    std::fs::write(
+        &trace,
+        "submit_s,duration_s,gpus,team,priority,gpu_type\n\
+         0,12,1,research,p2,a100\n0,12,1,research,p2,a100\n0,12,1,research,p2,a100\n0,12,1,research,p2,a100\n\
+         2,2,1,oncall,p0,a100\n2,2,1,oncall,p0,a100\n",
+    )
+    .unwrap();
+    let quotas = env.path("quotas.toml");
+    std::fs::write(
+        &quotas,
+        "[pools.a100]\ncapacity = 4\n[preemption]\nmin_runtime_secs = 0\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(crate::support::bin("loadtests"))
+        .args(["replay", "--speedup", "4", "--json"])
+        .arg("--trace")
+        .arg(&trace)
+        .arg("--quotas")
+        .arg(&quotas)
+        .env("REDIS_URL", crate::support::redis_url())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", crate::support::stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let value = |case: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["case"] == case)
+            .unwrap_or_else(|| panic!("no row {case}: {rows}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let urgent_wait = value("quotas priority p0 wait p99");
+    let baseline_wait = value("partitions priority p0 wait p99");
+    assert!(
+        urgent_wait < 5.0,
+        "urgent jobs waited {urgent_wait} trace s with preemption"
+    );
+    assert!(baseline_wait > 8.0, "and {baseline_wait} without");
+    assert_eq!(
+        value("quotas preemptions"),
+        2.0,
+        "two victims for two urgent GPUs"
+    );
+    assert_eq!(value("partitions preemptions"), 0.0);
+    // The victims start again (simulated jobs keep no checkpoint), so they lose what ran.
+    assert!(value("quotas GPU time preemptions lost") > 1.0);
 }

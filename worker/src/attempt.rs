@@ -61,6 +61,11 @@ pub(crate) async fn run(
         tracing::info!(priority = %job.priority, name = %job.spec.name, "attempt started");
         let (sink, output) = OutputSink::start(deps.queue.clone(), job.id.clone(), job.spec.secret_values());
         let result = supervise(&job, &deps, &tokens, output, grant.devices()).await;
+        // The process tree has ended: its devices are free. They go back before the end
+        // is reported, so the claim that the report's wake-up triggers (here or on
+        // another worker of this host) already counts them: a preemptor waiting for this
+        // victim's GPUs starts at once rather than at the next idle timeout.
+        drop(grant);
         if matches!(result, AttemptEnd::Finished(LaunchResult::Error(_))) {
             deps.metrics.launcher_errors.inc();
         }
@@ -68,8 +73,6 @@ pub(crate) async fn run(
         tokens.ended.cancel();
         report(&deps, &job, result).await;
         deps.running.remove(&job);
-        // The process tree has ended: its devices are free for the next claim.
-        drop(grant);
     }
     .instrument(span)
     .await
@@ -91,8 +94,10 @@ async fn supervise(
     let stop = CancellationToken::new();
     let detach = CancellationToken::new();
     let preempt_grace = Arc::new(std::sync::Mutex::new(None));
+    let hurry = CancellationToken::new();
     let ctx = AttemptContext {
         preempt_grace: preempt_grace.clone(),
+        hurry: hurry.clone(),
         job,
         checkpoint_dir: deps.settings.work_dir.join(job.id.as_str()).join("checkpoint"),
         output,
@@ -124,6 +129,25 @@ async fn supervise(
         detach.cancel();
     }
     stop.cancel();
+    if reason == StopReason::Preempted {
+        // The grace may outlast the lease: if the worker fences itself (or loses the
+        // lease, or must shut down now) meanwhile, the work stops at once, so it has
+        // ended before the reaper can hand the job to another worker.
+        let urgent = async {
+            tokio::select! {
+                _ = tokens.fenced.cancelled() => {}
+                _ = tokens.lost.cancelled() => {}
+                _ = deps.hard_stop.cancelled() => {}
+            }
+        };
+        tokio::select! {
+            result = &mut launched => return AttemptEnd::Stopped(reason, result),
+            _ = urgent => {
+                tracing::info!("preemption grace cut short: the lease is at stake");
+                hurry.cancel();
+            }
+        }
+    }
     AttemptEnd::Stopped(reason, launched.await)
 }
 
@@ -240,6 +264,22 @@ mod tests {
         );
         let failed = AttemptEnd::Finished(LaunchResult::Error("API down".into()));
         assert!(failed.outcome(&job, &settings).is_some());
+
+        // A preemption victim that finishes in its grace succeeds; one that stops is
+        // handed back uncounted, as a preemption.
+        let done = AttemptEnd::Stopped(StopReason::Preempted, LaunchResult::Exited(0));
+        assert_eq!(
+            done.outcome(&job, &settings),
+            Some(common::queue::Outcome::Succeeded)
+        );
+        let stopped = AttemptEnd::Stopped(StopReason::Preempted, LaunchResult::Killed("SIGTERM".into()));
+        assert_eq!(stopped.outcome(&job, &settings), None);
+        assert_eq!(
+            stopped.release_reason().as_deref(),
+            Some(common::queue::PREEMPTED)
+        );
+        let failed = AttemptEnd::Stopped(StopReason::Preempted, LaunchResult::Exited(143));
+        assert_eq!(failed.release_reason().as_deref(), Some(common::queue::PREEMPTED));
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub(crate) fn parse_trace(text: &str) -> Result<Vec<TraceJob>> {
 /// nominal quota (no borrowing, nothing lent), strictly in order.
 pub(crate) fn partitions(config: &AdmissionConfig) -> AdmissionConfig {
     let mut c = config.clone();
+    // Isolated FIFO partitions: nothing borrowed, nothing preempted.
+    c.preemption.enabled = Some(false);
     for pool in c.pools.values_mut() {
         pool.strategy = Strategy::Strict;
         for q in pool.quotas.values_mut() {
@@ -108,6 +110,10 @@ pub(crate) struct Replay {
     pub(crate) peak_admissions_per_s: f64,
     /// Jobs the queue refused at enqueue (they could never be admitted).
     pub(crate) refused: usize,
+    /// Running jobs preempted (and run again from their start: simulated jobs keep no
+    /// checkpoint), and the GPU seconds of work that lost, in trace seconds.
+    pub(crate) preemptions: u64,
+    pub(crate) preempted_gpu_s: f64,
 }
 
 /// Runs one replay of `trace` under `config` on `workers` simulated workers.
@@ -121,7 +127,20 @@ pub(crate) async fn replay(
     let mut b = Bench::new(url, "replay").await?;
     b.queue.set_admission(config).await?;
     for _ in 0..workers {
-        b.worker("sim", 512, &["--idle-timeout", "200ms"])?;
+        // Heartbeats (and with them reaping and the preemption pass) and the cancel watch
+        // at the pace of an accelerated trace.
+        b.worker(
+            "sim",
+            512,
+            &[
+                "--idle-timeout",
+                "200ms",
+                "--heartbeat-interval",
+                "300ms",
+                "--cancel-check-interval",
+                "100ms",
+            ],
+        )?;
     }
     b.wait_workers(workers as usize).await?;
     let capacity: u64 = config
@@ -240,6 +259,9 @@ pub(crate) async fn replay(
             .map(|s| s.submit_s)
             .fold(f64::MAX, f64::min)
             .min(f64::MAX);
+    let counts = b.queue.preemption_counts().await?;
+    let preemptions = counts.iter().map(|c| c.victims).sum();
+    let preempted_gpu_s = counts.iter().map(|c| c.lost_gpu_ms).sum::<u64>() as f64 / 1000.0 * speedup;
     b.cleanup().await?;
     Ok(Replay {
         utilization: if samples.is_empty() {
@@ -251,6 +273,8 @@ pub(crate) async fn replay(
         admissions_per_s: schedule.len() as f64 / span_s.max(1e-3),
         peak_admissions_per_s: peak as f64,
         refused,
+        preemptions,
+        preempted_gpu_s,
         schedule,
     })
 }
@@ -319,6 +343,18 @@ fn rows_of(label: &str, r: &Replay) -> Vec<Row> {
         format!("{label} GPU utilization"),
         r.utilization,
         "ratio",
+    ));
+    rows.push(Row::new(
+        "replay",
+        format!("{label} preemptions"),
+        r.preemptions as f64,
+        "jobs",
+    ));
+    rows.push(Row::new(
+        "replay",
+        format!("{label} GPU time preemptions lost"),
+        r.preempted_gpu_s,
+        "GPU trace s",
     ));
     rows.push(Row::new(
         "replay",

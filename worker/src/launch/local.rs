@@ -132,7 +132,7 @@ impl LocalLauncher {
         ];
         let status = tokio::select! {
             status = child.wait() => status,
-            _ = ctx.stop.cancelled() => self.stop(&mut child, ctx.preempt_grace()).await,
+            _ = ctx.stop.cancelled() => self.stop(&mut child, ctx.preempt_grace(), &ctx.hurry).await,
         };
         for r in readers.into_iter().flatten() {
             let _ = r.await;
@@ -159,6 +159,7 @@ impl LocalLauncher {
         &self,
         child: &mut Child,
         preempt_grace: Option<Duration>,
+        hurry: &tokio_util::sync::CancellationToken,
     ) -> std::io::Result<std::process::ExitStatus> {
         if let (Some(pid), Some(grace)) = (child.id(), preempt_grace) {
             let pid = Pid::from_raw(pid as i32);
@@ -167,9 +168,14 @@ impl LocalLauncher {
             } else {
                 let _ = killpg(pid, Signal::SIGTERM);
             }
-            if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
-                let _ = killpg(pid, Signal::SIGKILL);
-                return status;
+            tokio::select! {
+                ended = tokio::time::timeout(grace, child.wait()) => {
+                    if let Ok(status) = ended {
+                        let _ = killpg(pid, Signal::SIGKILL);
+                        return status;
+                    }
+                }
+                _ = hurry.cancelled() => {}
             }
         }
         if let Some(pid) = child.id() {

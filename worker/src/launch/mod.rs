@@ -44,6 +44,10 @@ pub struct AttemptContext<'a> {
     /// this long after SIGTERM (a Kubernetes Job: this deletion grace) to checkpoint and
     /// exit, instead of the launcher's usual kill grace.
     pub preempt_grace: std::sync::Arc<std::sync::Mutex<Option<std::time::Duration>>>,
+    /// Fired during a preemption's grace when the work must stop now after all (the
+    /// lease is at stake, or the shutdown grace is over): the launcher stops waiting for
+    /// the grace and stops the work as for any stop, within the worker's stop time.
+    pub hurry: CancellationToken,
 }
 
 impl AttemptContext<'_> {

@@ -43,6 +43,7 @@ fn start(id: &str, attempt: u32, config: KubeConfig) -> Run {
     let task = tokio::spawn(async move {
         let ctx = AttemptContext {
             preempt_grace: preempt_grace_launcher,
+            hurry: CancellationToken::new(),
             devices: None,
             job: &job,
             checkpoint_dir: PathBuf::from("/var/lib/gpuq/work")

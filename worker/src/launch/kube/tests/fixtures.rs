@@ -44,6 +44,7 @@ pub(crate) fn context(job: &ClaimedJob) -> (AttemptContext<'_>, mpsc::Receiver<S
     let (tx, rx) = mpsc::channel(1024);
     let ctx = AttemptContext {
         preempt_grace: Default::default(),
+        hurry: CancellationToken::new(),
         devices: None,
         job,
         checkpoint_dir: PathBuf::from("/var/lib/gpuq/work")
