@@ -158,6 +158,39 @@ pub struct TeamLimits {
     /// Most jobs of the team running at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_running: Option<u32>,
+    /// When not empty, the only container images the team's jobs may name: patterns in
+    /// which `*` stands for any run of characters (`registry.example/team-a/*`). A job
+    /// that names none runs the worker's default image and is not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+}
+
+impl TeamLimits {
+    /// Whether nothing is set, so the entry can go.
+    pub fn is_empty(&self) -> bool {
+        self.max_running.is_none() && self.images.is_empty()
+    }
+}
+
+/// Whether `image` matches `pattern`, where `*` matches any run of characters (including
+/// `/` and `:`): `registry.example/team-a/*` takes every image and tag under that path.
+pub fn image_matches(pattern: &str, image: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == image;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !image.starts_with(first) || image.len() < first.len() + last.len() || !image.ends_with(last) {
+        return false;
+    }
+    let mut rest = &image[first.len()..image.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    true
 }
 
 /// The whole admission configuration: what `scheduler quota apply` loads and
@@ -203,9 +236,16 @@ impl AdmissionConfig {
                 check_name("allowed team", t)?;
             }
         }
-        for team in self.teams.keys() {
+        for (team, limits) in &self.teams {
             check_name("team", team)?;
             self.check_team_allowed(team)?;
+            for p in &limits.images {
+                if p.trim().is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(Error::InvalidInput(format!(
+                        "team {team}: image pattern {p:?} must be non-empty, without spaces"
+                    )));
+                }
+            }
         }
         for (name, pool) in &self.pools {
             check_name("pool", name)?;
@@ -238,11 +278,27 @@ impl AdmissionConfig {
         }
     }
 
+    /// Refuses a job whose image its team's allow-list (when it has one) does not match.
+    pub fn check_image_allowed(&self, spec: &JobSpec) -> Result<()> {
+        let (Some(image), Some(limits)) = (&spec.image, self.teams.get(&spec.team)) else {
+            return Ok(());
+        };
+        if limits.images.is_empty() || limits.images.iter().any(|p| image_matches(p, image)) {
+            return Ok(());
+        }
+        Err(Error::InvalidInput(format!(
+            "image {image:?} is not allowed for team {:?} (allowed: {})",
+            spec.team,
+            limits.images.join(", ")
+        )))
+    }
+
     /// Refuses, at enqueue, a job that could never be admitted: an unknown team (with the
     /// allow-list on), a pool nobody defined (when pools are defined), more GPUs than its
     /// pool declares, or more than its team could ever hold there.
     pub fn check_admissible(&self, spec: &JobSpec) -> Result<()> {
         self.check_team_allowed(&spec.team)?;
+        self.check_image_allowed(spec)?;
         let pool = pool_of(spec);
         let gpus = spec.resources.gpus;
         let Some(pc) = self.pools.get(pool) else {
@@ -524,6 +580,62 @@ impl fmt::Display for WaitReason {
 }
 
 #[cfg(test)]
+mod image_tests {
+    use super::*;
+
+    #[test]
+    fn image_patterns_match_prefixes_suffixes_and_runs() {
+        assert!(image_matches(
+            "registry.example/team-a/*",
+            "registry.example/team-a/train:1.2"
+        ));
+        assert!(image_matches(
+            "registry.example/team-a/*",
+            "registry.example/team-a/x/y@sha256:ab"
+        ));
+        assert!(!image_matches(
+            "registry.example/team-a/*",
+            "registry.example/team-b/train:1"
+        ));
+        assert!(!image_matches(
+            "registry.example/team-a/*",
+            "evil.example/registry.example/team-a/x"
+        ));
+        assert!(image_matches("*/pytorch:*", "nvcr.io/nvidia/pytorch:24.01"));
+        assert!(image_matches("exact:1", "exact:1"));
+        assert!(!image_matches("exact:1", "exact:10"));
+    }
+
+    #[test]
+    fn a_team_with_an_allow_list_may_only_name_its_images() {
+        let mut c = AdmissionConfig::default();
+        c.teams.insert(
+            "a".into(),
+            TeamLimits {
+                images: vec!["registry.example/team-a/*".into()],
+                ..TeamLimits::default()
+            },
+        );
+        let mut spec = JobSpec::new("j", "a", vec![]);
+        spec.image = Some("registry.example/team-a/train:3".into());
+        assert!(c.check_admissible(&spec).is_ok());
+        spec.image = Some("docker.io/library/ubuntu".into());
+        let e = c.check_admissible(&spec).unwrap_err().to_string();
+        assert!(
+            e.contains("image \"docker.io/library/ubuntu\" is not allowed for team \"a\""),
+            "{e}"
+        );
+        // Another team, or no image at all, is not checked.
+        spec.team = "b".into();
+        assert!(c.check_admissible(&spec).is_ok());
+        spec.team = "a".into();
+        spec.image = None;
+        spec.command = vec!["true".into()];
+        assert!(c.check_admissible(&spec).is_ok());
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -610,8 +722,13 @@ mod tests {
         c.allowed_teams = Some(["vision".to_string(), "nlp".to_string()].into());
         assert!(c.validate().is_ok());
         assert!(c.check_admissible(&job("audio", None, 0)).is_err());
-        c.teams
-            .insert("audio".into(), TeamLimits { max_running: Some(1) });
+        c.teams.insert(
+            "audio".into(),
+            TeamLimits {
+                max_running: Some(1),
+                ..TeamLimits::default()
+            },
+        );
         let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("not in the team allow-list"), "{e}");
     }

@@ -163,6 +163,10 @@ pub struct QuotaSetArgs {
     /// any team).
     #[arg(long)]
     pub allowed_teams: Option<String>,
+    /// With --team: the only images its jobs may name, comma-separated patterns where `*`
+    /// matches anything (`registry.example/team-a/*`; `none`: any image).
+    #[arg(long)]
+    pub allowed_images: Option<String>,
     /// Print the resulting configuration as JSON.
     #[arg(long)]
     pub json: bool,

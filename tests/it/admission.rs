@@ -296,8 +296,13 @@ async fn caps_hold_jobs_and_say_so() {
     let env = TestEnv::new().await;
     let mut c = config(&[]);
     c.max_running = Some(3);
-    c.teams
-        .insert("vision".into(), TeamLimits { max_running: Some(1) });
+    c.teams.insert(
+        "vision".into(),
+        TeamLimits {
+            max_running: Some(1),
+            ..TeamLimits::default()
+        },
+    );
     env.queue.set_admission(&c).await.unwrap();
     let mut specs = vec![
         gpu_job("v1", "vision", "default", 0),
@@ -1018,4 +1023,63 @@ async fn jobs_no_rule_applies_to_are_not_counted_and_their_ends_return_nothing()
     succeed(&env, &w, &second.id).await;
     assert_eq!(env.queue.usage().await.unwrap(), common::queue::Usage::default());
     assert!(env.queue.recount_usage(false).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_team_image_allow_list_refuses_other_images_at_enqueue() {
+    let env = TestEnv::new().await;
+    let out = env.scheduler(&[
+        "quota",
+        "set",
+        "--team",
+        "vision",
+        "--allowed-images",
+        "registry.example/vision/*,nvcr.io/nvidia/pytorch:*",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let enqueue = |image: &str| {
+        env.scheduler(&[
+            "enqueue", "--name", "train", "--team", "vision", "--image", image, "--", "python", "train.py",
+        ])
+    };
+    for ok in [
+        "registry.example/vision/resnet:3",
+        "nvcr.io/nvidia/pytorch:24.01-py3",
+    ] {
+        let out = enqueue(ok);
+        assert!(out.status.success(), "{ok}: {}", stderr(&out));
+    }
+    let before = env.queue.status().await.unwrap().queued();
+    let out = enqueue("docker.io/library/ubuntu:latest");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("image \"docker.io/library/ubuntu:latest\" is not allowed for team \"vision\""),
+        "{err}"
+    );
+    assert_eq!(
+        env.queue.status().await.unwrap().queued(),
+        before,
+        "nothing was written"
+    );
+    // Another team has no list; `none` removes vision's.
+    let out = env.scheduler(&[
+        "enqueue",
+        "--name",
+        "t",
+        "--team",
+        "nlp",
+        "--image",
+        "docker.io/x:1",
+        "--",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = env.scheduler(&["quota", "set", "--team", "vision", "--allowed-images", "none"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(enqueue("docker.io/library/ubuntu:latest").status.success());
+    // Per team only.
+    let out = env.scheduler(&["quota", "set", "--pool", "a100", "--allowed-images", "x/*"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }

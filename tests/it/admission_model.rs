@@ -114,7 +114,15 @@ fn config() -> impl Strategy<Value = AdmissionConfig> {
             max_running,
             allowed_teams: None,
             teams: team_cap
-                .map(|(t, m)| (TEAMS[t].to_string(), TeamLimits { max_running: Some(m) }))
+                .map(|(t, m)| {
+                    (
+                        TEAMS[t].to_string(),
+                        TeamLimits {
+                            max_running: Some(m),
+                            ..TeamLimits::default()
+                        },
+                    )
+                })
                 .into_iter()
                 .collect(),
             pools: pools

@@ -230,6 +230,9 @@ fn describe(o: &mut String, c: &AdmissionConfig) {
         if let Some(m) = l.max_running {
             let _ = writeln!(o, "team {team}: at most {m} running");
         }
+        if !l.images.is_empty() {
+            let _ = writeln!(o, "team {team}: images {}", l.images.join(", "));
+        }
     }
     for (name, p) in &c.pools {
         let assigned: u32 = p.quotas.values().map(|q| q.nominal).sum();
@@ -283,7 +286,11 @@ async fn set(queue: &RedisQueue, a: QuotaSetArgs) -> CliResult<()> {
     let pool_fields = a.capacity.is_some() || a.strategy.is_some() || a.reserve_after.is_some();
     let quota_fields =
         a.nominal.is_some() || a.borrowing_limit.is_some() || a.lending_limit.is_some() || a.cohort.is_some();
-    let nothing = !pool_fields && !quota_fields && a.max_running.is_none() && a.allowed_teams.is_none();
+    let nothing = !pool_fields
+        && !quota_fields
+        && a.max_running.is_none()
+        && a.allowed_teams.is_none()
+        && a.allowed_images.is_none();
     if nothing {
         return Err(CliError::BadInput(
             "quota set: nothing to set (give --nominal, --capacity, --max-running, ...)".into(),
@@ -298,6 +305,9 @@ async fn set(queue: &RedisQueue, a: QuotaSetArgs) -> CliResult<()> {
                     }
                     if a.max_running.is_some() {
                         return Err(bad("--max-running is per pool (--pool), per team (--team) or for the queue, not per team in a pool"));
+                    }
+                    if a.allowed_images.is_some() {
+                        return Err(bad("--allowed-images is per team: drop --pool"));
                     }
                     let p = c.pools.entry(pool.clone()).or_default();
                     let q = match p.quotas.get_mut(team) {
@@ -326,6 +336,9 @@ async fn set(queue: &RedisQueue, a: QuotaSetArgs) -> CliResult<()> {
                     }
                 }
                 (Some(pool), None) => {
+                    if a.allowed_images.is_some() {
+                        return Err(bad("--allowed-images is per team: give --team, not --pool"));
+                    }
                     if quota_fields {
                         return Err(bad("--nominal, --borrowing-limit, --lending-limit and --cohort are a team's: give --team"));
                     }
@@ -347,15 +360,31 @@ async fn set(queue: &RedisQueue, a: QuotaSetArgs) -> CliResult<()> {
                     if quota_fields || pool_fields {
                         return Err(bad("a team's quota is per pool: give --pool"));
                     }
-                    let Some(m) = a.max_running else {
-                        return Err(bad("for a team alone only --max-running can be set"));
-                    };
-                    c.teams.insert(team.clone(), TeamLimits { max_running: m.get() });
-                    if m.get().is_none() {
+                    if a.max_running.is_none() && a.allowed_images.is_none() {
+                        return Err(bad("for a team alone only --max-running and --allowed-images can be set"));
+                    }
+                    let limits = c.teams.entry(team.clone()).or_insert_with(TeamLimits::default);
+                    if let Some(m) = a.max_running {
+                        limits.max_running = m.get();
+                    }
+                    if let Some(list) = &a.allowed_images {
+                        limits.images = if list == "none" {
+                            Vec::new()
+                        } else {
+                            list.split(',')
+                                .map(|p| p.trim().to_string())
+                                .filter(|p| !p.is_empty())
+                                .collect()
+                        };
+                    }
+                    if limits.is_empty() {
                         c.teams.remove(team);
                     }
                 }
                 (None, None) => {
+                    if a.allowed_images.is_some() {
+                        return Err(bad("--allowed-images is per team: give --team"));
+                    }
                     if quota_fields || pool_fields {
                         return Err(bad("give --pool (and --team for a team's quota)"));
                     }

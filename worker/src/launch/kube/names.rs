@@ -97,11 +97,16 @@ pub(crate) fn is_label_value(s: &str) -> bool {
 /// A directory name for the job's checkpoints inside the checkpoint volume. Ids are
 /// path-safe except `.` and `..`, which would escape the job's directory.
 pub(crate) fn checkpoint_dir_name(id: &JobId) -> String {
-    let id = id.as_str();
-    if id.chars().all(|c| c == '.') {
-        format!("id-{}", short_hash(id))
+    path_segment(id.as_str())
+}
+
+/// `s` as one safe path segment: names are already limited to letters, digits, `-`,
+/// `_` and `.`, so only a name made of dots (`.`, `..`) needs replacing.
+pub(crate) fn path_segment(s: &str) -> String {
+    if s.is_empty() || s.chars().all(|c| c == '.') || s.contains('/') {
+        format!("id-{}", short_hash(s))
     } else {
-        id.to_string()
+        s.to_string()
     }
 }
 

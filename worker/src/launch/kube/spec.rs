@@ -158,9 +158,12 @@ fn pod_spec(ctx: &AttemptContext<'_>, image: String, config: &KubeConfig) -> Pod
                 seccomp_profile: Some(runtime_default()),
                 ..SecurityContext::default()
             }),
+            // Only the job's own directory of the claim, under its team's: a pod can
+            // neither read nor overwrite another job's (or team's) checkpoints.
             volume_mounts: Some(vec![VolumeMount {
                 name: CHECKPOINT_VOLUME.into(),
                 mount_path: config.checkpoint_mount.clone(),
+                sub_path: Some(checkpoint_sub_path(ctx)),
                 ..VolumeMount::default()
             }]),
             ..Container::default()
@@ -177,14 +180,20 @@ fn runtime_default() -> SeccompProfile {
     }
 }
 
-/// The job's own variables, then gpuq's (which win on a clash, as with the local
-/// launcher), with the checkpoint directory moved into the checkpoint volume.
-fn environment(ctx: &AttemptContext<'_>, config: &KubeConfig) -> Vec<EnvVar> {
-    let checkpoint_dir = format!(
+/// Where the job's checkpoints live in the claim: `TEAM/JOB`, each made a safe path
+/// segment (never `..`). The same for every attempt, so a resumed job finds them.
+fn checkpoint_sub_path(ctx: &AttemptContext<'_>) -> String {
+    format!(
         "{}/{}",
-        config.checkpoint_mount.trim_end_matches('/'),
+        names::path_segment(&ctx.job.spec.team),
         names::checkpoint_dir_name(&ctx.job.id)
-    );
+    )
+}
+
+/// The job's own variables, then gpuq's (which win on a clash, as with the local
+/// launcher), with the checkpoint directory moved to the mount of its sub-path.
+fn environment(ctx: &AttemptContext<'_>, config: &KubeConfig) -> Vec<EnvVar> {
+    let checkpoint_dir = config.checkpoint_mount.trim_end_matches('/').to_string();
     let ours: Vec<(String, String)> = job_environment(ctx)
         .into_iter()
         .map(|(k, v)| {
@@ -310,7 +319,41 @@ mod tests {
         };
         assert_eq!(get("GPUQ_ATTEMPT"), "1");
         assert_eq!(get("LR"), "0.1");
-        assert_eq!(get("GPUQ_CHECKPOINT_DIR"), "/gpuq/checkpoints/env");
+        assert_eq!(get("GPUQ_CHECKPOINT_DIR"), "/gpuq/checkpoints");
+    }
+
+    #[test]
+    fn a_pod_mounts_only_its_own_checkpoint_directory_under_its_team() {
+        let mut claimed = fixtures::claimed("ckpt-job", 2);
+        claimed.spec.team = "vision".into();
+        let (ctx, _out) = fixtures::context(&claimed);
+        let mut config = fixtures::config();
+        config.checkpoint = CheckpointVolume::Claim("ckpt".into());
+        let pod = build_job(&ctx, "n", &config)
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let mount = pod.containers[0].volume_mounts.clone().unwrap().remove(0);
+        assert_eq!(mount.sub_path.as_deref(), Some("vision/ckpt-job"));
+        assert_eq!(mount.mount_path, "/gpuq/checkpoints");
+        // A team named like a path step cannot climb out of the claim.
+        claimed.spec.team = "..".into();
+        let (ctx, _out) = fixtures::context(&claimed);
+        let pod = build_job(&ctx, "n", &config)
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let sub = pod.containers[0].volume_mounts.clone().unwrap()[0]
+            .sub_path
+            .clone()
+            .unwrap();
+        assert!(!sub.split('/').any(|s| s == ".." || s == "."), "{sub}");
     }
 
     #[test]

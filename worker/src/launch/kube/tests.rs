@@ -213,7 +213,7 @@ async fn creates_the_specified_job_and_succeeds() {
         ("GPUQ_ATTEMPT", "1"),
         ("GPUQ_EPOCHS", "10"),
         ("GPUQ_BATCH_SIZE", "64"),
-        ("GPUQ_CHECKPOINT_DIR", "/gpuq/checkpoints/ft-3-seed1"),
+        ("GPUQ_CHECKPOINT_DIR", "/gpuq/checkpoints"),
         ("GPUQ_PRIORITY", "p0"),
         ("GPUQ_TEAM", "vision"),
     ]
@@ -223,7 +223,7 @@ async fn creates_the_specified_job_and_succeeds() {
     assert_eq!(env, expected);
     assert_eq!(
         c["volumeMounts"],
-        json!([{"name": "checkpoints", "mountPath": "/gpuq/checkpoints"}])
+        json!([{"name": "checkpoints", "mountPath": "/gpuq/checkpoints", "subPath": "vision/ft-3-seed1"}])
     );
     assert_eq!(pod["volumes"], json!([{"name": "checkpoints", "emptyDir": {}}]));
 
