@@ -251,7 +251,15 @@ async fn jobs_on_borrowed_quota_go_first_and_a_team_reclaims_its_nominal_quota()
         .ids
         .remove(0);
     let started = env.queue.preempt().await.unwrap();
-    assert_eq!(victims_of(&started, &r).len(), 2, "{started:?}");
+    let v = victims_of(&started, &r);
+    assert_eq!(v.len(), 2, "{started:?}");
+    // The victims' GPUs are a's, although b's jobs are more urgent than its own: once they
+    // are handed back, the claim starts a's job, not b's again.
+    for id in &v {
+        env.queue.release(&w, id, PREEMPTED).await.unwrap();
+    }
+    assert_eq!(claim(&env, &w).await, vec![r.clone()]);
+    assert!(env.queue.preempt().await.unwrap().is_empty(), "no second round");
     // Nothing more than its nominal: a job of a that would put it over gets nothing.
     let env = TestEnv::new().await;
     env.queue
@@ -835,4 +843,118 @@ async fn the_replay_of_an_urgent_burst_over_a_background_backlog_preempts_for_it
     assert_eq!(value("partitions preemptions"), 0.0);
     // The victims start again (simulated jobs keep no checkpoint), so they lose what ran.
     assert!(value("quotas GPU time preemptions lost") > 1.0);
+}
+
+/// A live worker that holds `devices` GPUs of pool a100 (a local worker with `--gpus`).
+async fn device_worker(env: &TestEnv, name: &str, devices: usize) -> WorkerId {
+    let w = WorkerId::generate(name);
+    let mut info = WorkerInfo::starting(&w, "test", "local", 8);
+    info.pools = vec!["a100".into()];
+    info.gpus = (0..devices).map(|d| d.to_string()).collect();
+    env.queue.heartbeat(&info, Duration::from_secs(60)).await.unwrap();
+    w
+}
+
+async fn claim_on(env: &TestEnv, w: &WorkerId, free: u32) -> Vec<JobId> {
+    let room = Room {
+        pools: vec!["a100".into()],
+        free_gpus: Some(free),
+    };
+    env.queue
+        .claim_within(w, 10, "t", &room)
+        .await
+        .unwrap()
+        .jobs
+        .into_iter()
+        .map(|j| j.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn on_workers_with_devices_the_victims_are_all_on_one_worker() {
+    // Two local workers with 4 GPUs each, each running two 2-GPU background jobs. The
+    // pool's capacity comes from their devices. A 4-GPU urgent job can only start on one
+    // worker's free devices, so both victims must be on the same worker, whatever the
+    // work the others would lose.
+    let env = TestEnv::new().await;
+    let mut c = config(0, &[]);
+    c.pools.get_mut("a100").unwrap().capacity = None;
+    env.queue.set_admission(&c).await.unwrap();
+    let a = device_worker(&env, "box-a", 4).await;
+    let b = device_worker(&env, "box-b", 4).await;
+    let mut on = Vec::new();
+    for (w, i) in [(&a, 0), (&a, 1), (&b, 2), (&b, 3)] {
+        let id = env
+            .queue
+            .enqueue_batch(vec![job(&format!("bg{i}"), "t", Priority::Background, 2)])
+            .await
+            .unwrap()
+            .ids
+            .remove(0);
+        let free = 4 - 2 * (i % 2) as u32;
+        assert_eq!(claim_on(&env, w, free).await, vec![id.clone()]);
+        on.push((w.clone(), id));
+    }
+    // By work lost alone the choice would be bg1 (on a) and bg3 (on b).
+    for ((_, id), secs) in on.iter().zip([1000, 600, 1000, 600]) {
+        age(&env, id, secs).await;
+    }
+    let j = env
+        .queue
+        .enqueue_batch(vec![job("urgent", "u", Priority::Urgent, 4)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    let v = victims_of(&env.queue.preempt().await.unwrap(), &j);
+    assert_eq!(v.len(), 2, "{v:?}");
+    let hosts: Vec<&WorkerId> = on
+        .iter()
+        .filter(|(_, id)| v.contains(id))
+        .map(|(w, _)| w)
+        .collect();
+    assert_eq!(hosts[0], hosts[1], "victims on two workers: {v:?}");
+    let host = hosts[0].clone();
+    for id in &v {
+        env.queue.release(&host, id, PREEMPTED).await.unwrap();
+    }
+    assert_eq!(claim_on(&env, &host, 4).await, vec![j]);
+}
+
+#[tokio::test]
+async fn a_victim_that_ends_by_itself_leaves_no_draining_mark() {
+    let env = TestEnv::new().await;
+    env.queue.set_admission(&config(1, &[])).await.unwrap();
+    let w = live_worker(&env).await;
+    let ids = run_all(&env, &w, vec![job("bg", "t", Priority::Background, 1)]).await;
+    age(&env, &ids[0], 600).await;
+    let j = env
+        .queue
+        .enqueue_batch(vec![job("urgent", "u", Priority::Urgent, 1)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    assert_eq!(victims_of(&env.queue.preempt().await.unwrap(), &j), ids);
+    // It finishes in its grace: it succeeded, and nothing drains any more.
+    env.queue
+        .finish_many(
+            &w,
+            &[EndedAttempt {
+                id: ids[0].clone(),
+                attempt: None,
+                claim_token: None,
+                outcome: Outcome::Succeeded,
+            }],
+        )
+        .await
+        .unwrap();
+    let status = env.queue.status().await.unwrap();
+    let pool = status.pools.iter().find(|p| p.pool == "a100").unwrap();
+    assert!(pool.draining.is_empty(), "{:?}", pool.draining);
+    assert_eq!(
+        env.queue.get(&ids[0]).await.unwrap().unwrap().state,
+        JobState::Succeeded
+    );
+    assert_eq!(claim(&env, &w).await, vec![j]);
 }

@@ -258,9 +258,13 @@ local function reservation(ctx, pool)
   local rk = ctx.prefix .. ':reserve:' .. pool
   local v = redis.call('GET', rk)
   if v then
-    local id, pri = string.match(v, '^(.*)|(p%d)$')
+    -- 'ID|PRI', or 'ID|PRI|all' for a preemption's, which holds the victims' GPUs
+    -- against every priority (preempt.lua).
+    local all = false
+    local id, pri = string.match(v, '^([^|]*)|(p%d)|all$')
+    if id then all = true else id, pri = string.match(v, '^(.*)|(p%d)$') end
     if id and redis.call('HGET', ctx.prefix .. ':job:' .. id, 'state') == 'queued' then
-      r = { id = id, pri = pri }
+      r = { id = id, pri = pri, all = all }
     else
       redis.call('DEL', rk)
     end
@@ -269,9 +273,11 @@ local function reservation(ctx, pool)
   return r
 end
 
-local function reserve(ctx, pool, id, pri)
-  redis.call('SET', ctx.prefix .. ':reserve:' .. pool, id .. '|' .. pri)
-  ctx.reservation[pool] = { id = id, pri = pri }
+local function reserve(ctx, pool, id, pri, all)
+  local v = id .. '|' .. pri
+  if all then v = v .. '|all' end
+  redis.call('SET', ctx.prefix .. ':reserve:' .. pool, v)
+  ctx.reservation[pool] = { id = id, pri = pri, all = all == true }
 end
 
 local function unreserve(ctx, pool, id)
@@ -387,7 +393,7 @@ local function admit_parts(ctx, id, pri, pool, team, gpus, group, no_borrow)
   end
   if gpus == 0 then return nil end
   local r = reservation(ctx, pool)
-  if r and r.id ~= id and r.pri <= pri then
+  if r and r.id ~= id and (r.pri <= pri or r.all) then
     return { 'reserved', pool, r.id }
   end
   local q = quota_reason(ctx, id, pc, pool, team, gpus, no_borrow)

@@ -74,7 +74,8 @@ for _, pool in ipairs(pools) do
   local draining = {}
   if r then
     for _, v in ipairs(redis.call('SMEMBERS', prefix .. ':draining:' .. pool)) do
-      if redis.call('HGET', prefix .. ':job:' .. v, 'preempt_by') == r.id then draining[#draining + 1] = v end
+      local st, by = unpack(redis.call('HMGET', prefix .. ':job:' .. v, 'state', 'preempt_by'))
+      if st == 'running' and by == r.id then draining[#draining + 1] = v end
     end
     table.sort(draining)
   end

@@ -26,9 +26,12 @@
 --   3. taken in that order until they free `need`; if they cannot, nothing happens;
 --   4. then, in reverse order of choice, each victim the others make unnecessary is
 --      dropped (as Kueue does).
--- The pool's reservation ({ns}:reserve:POOL) then names J: nothing of J's priority or
--- lower that needs GPUs is admitted in the pool until J is, and the claim admits J as
--- soon as the victims' GPUs are back. Cancelling J, or J starting, drops the reservation
+-- On a pool whose workers hold devices, the victims are all on one worker (the one
+-- needing the fewest, then losing the least), since J can only start on one worker's
+-- free devices.
+-- The pool's reservation ({ns}:reserve:POOL) then names J, marked 'all': nothing else
+-- that needs GPUs, of any priority, is admitted in the pool until J is, and the claim
+-- admits J as soon as the victims' GPUs are back. Cancelling J, or J starting, drops the reservation
 -- (admission.lua); a victim whose worker has not stopped it yet then keeps running.
 -- One preemption per pool at a time: a pool with flagged victims of a live reservation
 -- is left alone.
@@ -133,6 +136,39 @@ local function preemptible(v)
   return true
 end
 
+-- The victims among `candidates` (in order) that free `need` GPUs, or nil: taken in
+-- order until they do (a reclaim takes only what a team holds over its nominal quota),
+-- then, in reverse order, each one the others make unnecessary is dropped.
+local function plan(candidates, need)
+  local left = {}
+  local chosen, freed = {}, 0
+  for _, v in ipairs(candidates) do
+    if freed >= need then break end
+    local e = v.entry
+    local ok = v.by_priority
+    if not ok and e then ok = (left[e] or e.used) > e.nominal end
+    if ok then
+      chosen[#chosen + 1] = v
+      freed = freed + v.gpus
+      if e then left[e] = (left[e] or e.used) - v.gpus end
+    end
+  end
+  if freed < need or #chosen == 0 then return nil end
+  for i = #chosen, 1, -1 do
+    if freed - chosen[i].gpus >= need then
+      freed = freed - chosen[i].gpus
+      table.remove(chosen, i)
+    end
+  end
+  return chosen
+end
+
+local function lost_of(victims)
+  local n = 0
+  for _, v in ipairs(victims) do n = n + v.lost end
+  return n
+end
+
 local out = {}
 local pool_names = {}
 for p in pairs(ctx.cfg.pools) do pool_names[#pool_names + 1] = p end
@@ -142,9 +178,11 @@ for _, pool in ipairs(pool_names) do
   local r = reservation(ctx, pool)
   local busy = false
   if r then
-    -- A reservation with victims still flagged for it is a preemption in progress.
+    -- A reservation with victims still running under its flag is a preemption in
+    -- progress; a victim that has ended (or whose flag moved on) leaves the set.
     for _, v in ipairs(redis.call('SMEMBERS', prefix .. ':draining:' .. pool)) do
-      if redis.call('HGET', prefix .. ':job:' .. v, 'preempt_by') == r.id then
+      local st, by = unpack(redis.call('HMGET', prefix .. ':job:' .. v, 'state', 'preempt_by'))
+      if st == 'running' and by == r.id then
         busy = true
       else
         redis.call('SREM', prefix .. ':draining:' .. pool, v)
@@ -160,7 +198,7 @@ for _, pool in ipairs(pool_names) do
     local need = j.gpus - (capacity(ctx, pool) - used(ctx, 'g|' .. pool))
     local j_nominal, j_used = team_quota(pcfg, pool, j.team)
     local reclaims = reclaim_on and j_nominal ~= nil and j_used + j.gpus <= j_nominal
-    -- Per quota entry, its nominal and use, as the victims chosen so far leave them.
+    -- Per quota entry, its nominal and use now.
     local entries = {}
     local function entry(team)
       local nominal, use, key = team_quota(pcfg, pool, team)
@@ -168,12 +206,14 @@ for _, pool in ipairs(pool_names) do
       if not entries[key] then entries[key] = { nominal = nominal, used = use } end
       return entries[key]
     end
+    local running = {}
     local candidates = {}
     if allowance > 0 and need > 0 then
-      for _, v in ipairs(running_in(pool)) do
+      running = running_in(pool)
+      for _, v in ipairs(running) do
         if v.id ~= j.id and preemptible(v) then
-          local e = entry(v.team)
-          v.borrowed = e ~= nil and e.used > e.nominal
+          v.entry = entry(v.team)
+          v.borrowed = v.entry ~= nil and v.entry.used > v.entry.nominal
           v.by_priority = policy[j.pri][v.pri] == true
           v.reclaim = reclaims and v.borrowed and v.team ~= j.team
           if v.by_priority or v.reclaim then candidates[#candidates + 1] = v end
@@ -186,28 +226,47 @@ for _, pool in ipairs(pool_names) do
       if a.lost ~= b.lost then return a.lost < b.lost end
       return a.id < b.id
     end)
-    local chosen, freed = {}, 0
-    for _, v in ipairs(candidates) do
-      if freed >= need then break end
-      local e = entry(v.team)
-      -- A reclaim takes only what a team holds over its nominal quota.
-      local ok = v.by_priority or (e ~= nil and e.used > e.nominal)
-      if ok then
-        chosen[#chosen + 1] = v
-        freed = freed + v.gpus
-        if e then e.used = e.used - v.gpus end
-      end
-    end
-    if freed >= need and #chosen > 0 then
-      for i = #chosen, 1, -1 do
-        if freed - chosen[i].gpus >= need then
-          freed = freed - chosen[i].gpus
-          table.remove(chosen, i)
+    local chosen = nil
+    if #candidates > 0 then
+      -- A worker that holds devices runs a job only on its own free ones, so the victims
+      -- must be on one such worker, and free what it lacks as well as what the pool
+      -- lacks. Workers without devices (Kubernetes) share the pool's capacity.
+      local devices = redis.call('HGETALL', prefix .. ':devices:' .. pool)
+      if #devices == 0 then
+        chosen = plan(candidates, need)
+      else
+        local held = {}
+        for _, v in ipairs(running) do held[v.worker] = (held[v.worker] or 0) + v.gpus end
+        local plans = {}
+        local has_devices = {}
+        for i = 1, #devices, 2 do
+          local w, count = devices[i], tonumber(devices[i + 1]) or 0
+          has_devices[w] = true
+          if count >= j.gpus then
+            local mine = {}
+            for _, v in ipairs(candidates) do
+              if v.worker == w then mine[#mine + 1] = v end
+            end
+            local lacks = j.gpus - (count - (held[w] or 0))
+            plans[#plans + 1] = plan(mine, math.max(need, lacks))
+          end
+        end
+        local shared = {}
+        for _, v in ipairs(candidates) do
+          if not has_devices[v.worker] then shared[#shared + 1] = v end
+        end
+        if #shared > 0 then plans[#plans + 1] = plan(shared, need) end
+        -- The fewest victims, then the least work lost.
+        for _, p in pairs(plans) do
+          if p and (not chosen or #p < #chosen or (#p == #chosen and lost_of(p) < lost_of(chosen))) then
+            chosen = p
+          end
         end
       end
     end
-    if freed >= need and #chosen > 0 and #chosen <= allowance then
-      reserve(ctx, pool, j.id, j.pri)
+    if chosen and #chosen <= allowance then
+      -- Held against every priority: the victims' GPUs are the preemptor's alone.
+      reserve(ctx, pool, j.id, j.pri, true)
       local ids = {}
       for _, v in ipairs(chosen) do
         local why = 'priority'
