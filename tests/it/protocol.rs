@@ -741,3 +741,42 @@ async fn an_unreadable_job_is_set_aside_without_losing_its_neighbours() {
     let leases: Vec<String> = con.hkeys(env.queue.keys().inflight(&w)).await.unwrap();
     assert_eq!(leases, [ids[0].to_string()]);
 }
+
+#[tokio::test]
+async fn index_trimming_goes_past_an_old_job_that_is_still_kept() {
+    let env = TestEnv::new().await;
+    // The oldest job stays for a day (deferred); five after it run and end.
+    let mut kept = spec("kept", Priority::Normal);
+    kept.not_before = Some(common::now_ms() + 86_400_000);
+    let kept = env.queue.enqueue_batch(vec![kept]).await.unwrap().ids.remove(0);
+    let done = env
+        .queue
+        .enqueue_batch((0..5).map(|i| spec(&format!("d{i}"), Priority::Normal)).collect())
+        .await
+        .unwrap()
+        .ids;
+    let w = live_worker(&env).await;
+    let mut ended_at = Vec::new();
+    for _ in 0..5 {
+        let job = env.queue.claim(&w).await.unwrap().unwrap();
+        env.queue.finish(&w, &job.id, &Outcome::Succeeded).await.unwrap();
+        let rec = env.queue.get(&job.id).await.unwrap().unwrap();
+        ended_at.push((job.id.to_string(), rec.finished_at.unwrap()));
+    }
+    let fresh = env
+        .queue
+        .enqueue_batch(vec![spec("fresh", Priority::Normal)])
+        .await
+        .unwrap()
+        .ids
+        .remove(0);
+    assert_eq!(env.queue.expire_recorded(&ended_at).await.unwrap(), 5);
+    for id in &done {
+        assert!(env.queue.get(id).await.unwrap().is_none());
+    }
+    assert_eq!(
+        env.queue.job_ids().await.unwrap(),
+        vec![kept.to_string(), fresh.to_string()],
+        "the index keeps the live jobs, in order, and nothing else"
+    );
+}

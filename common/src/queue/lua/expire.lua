@@ -29,13 +29,27 @@ for i = 0, n - 1 do
     end
   end
 end
--- The index ({ns}:jobs, in enqueue order) drops removed jobs from its head: the oldest
--- usually end first. An id whose job is gone but sits behind a live one stays until it
--- reaches the head; readers skip it.
+-- The index ({ns}:jobs, in enqueue order) loses the ids of removed jobs among its first
+-- WINDOW entries, where the oldest are: jobs usually end roughly in enqueue order, and a
+-- job still kept there (running for days, queued behind a quota, dead and kept longer)
+-- does not hold up the trimming of those behind it. The ids kept go back to the head in
+-- their order. Past WINDOW kept jobs at the head, the rest waits until some of them go;
+-- readers skip ids whose job is gone.
+local WINDOW = 1000
 local index = prefix .. ':jobs'
-for _ = 1, math.max(n, 1) * 2 do
-  local head = redis.call('LINDEX', index, '0')
-  if not head or redis.call('EXISTS', prefix .. ':job:' .. head) == 1 then break end
-  redis.call('LPOP', index)
+local ids = redis.call('LRANGE', index, 0, WINDOW - 1)
+local keep, dropped = {}, 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', prefix .. ':job:' .. id) == 1 then
+    keep[#keep + 1] = id
+  else
+    dropped = dropped + 1
+  end
+end
+if dropped > 0 then
+  redis.call('LTRIM', index, #ids, -1)
+  local back = {}
+  for i = #keep, 1, -1 do back[#back + 1] = keep[i] end
+  if #back > 0 then redis.call('LPUSH', index, unpack(back)) end
 end
 return removed
