@@ -75,3 +75,8 @@ ensure_postgres() {
 ensure_promtool() {
   command -v promtool >/dev/null || apt_install prometheus
 }
+
+# The TLS tests make their certificates with openssl.
+ensure_openssl() {
+  command -v openssl >/dev/null || apt_install openssl
+}

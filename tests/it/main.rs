@@ -5,6 +5,7 @@ mod admission;
 mod admission_model;
 mod chaos;
 mod cli;
+mod connections;
 mod fencing;
 mod leases;
 mod observability;

@@ -111,6 +111,21 @@ impl TestEnv {
         child.wait_with_output().unwrap()
     }
 
+    /// Runs `scheduler ARGS` against this namespace on the Redis at `url`, with more
+    /// variables in its environment.
+    pub(crate) fn scheduler_via(&self, url: &str, envs: &[(&str, &str)], args: &[&str]) -> Output {
+        Command::new(bin("scheduler"))
+            .args(args)
+            .env("REDIS_URL", url)
+            .env("GPUQ_NAMESPACE", &self.ns)
+            .env("DATABASE_URL", &self.database_url)
+            .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("scheduler binary runs")
+    }
+
     /// Starts a worker process on this namespace with fast heartbeats.
     pub(crate) fn worker(&self, extra: &[&str]) -> WorkerProcess {
         self.worker_via(&redis_url(), extra)
@@ -393,6 +408,9 @@ pub(crate) struct PrivateRedis {
     child: Option<Child>,
     port: u16,
     aof_dir: Option<PathBuf>,
+    /// Arguments that replace `--port PORT` (TLS), and more (ACL users).
+    listen: Option<Vec<String>>,
+    extra: Vec<String>,
     pub(crate) url: String,
 }
 
@@ -412,7 +430,41 @@ impl PrivateRedis {
             child: None,
             port,
             aof_dir,
+            listen: None,
+            extra: Vec::new(),
             url: format!("redis://127.0.0.1:{port}"),
+        };
+        r.boot().await;
+        r
+    }
+
+    /// A server with these extra arguments, reached at the URL `url(port)` gives; `tls`
+    /// serves TLS only, on that port, with the certificate and key of `certs`.
+    pub(crate) async fn with(extra: &[&str], tls: Option<&TestCerts>, url: impl Fn(u16) -> String) -> Self {
+        let port = free_port();
+        let listen = tls.map(|c| {
+            vec![
+                "--port".to_string(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                c.cert.display().to_string(),
+                "--tls-key-file".into(),
+                c.key.display().to_string(),
+                "--tls-ca-cert-file".into(),
+                c.ca.display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        });
+        let mut r = PrivateRedis {
+            child: None,
+            port,
+            aof_dir: None,
+            listen,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            url: url(port),
         };
         r.boot().await;
         r
@@ -421,14 +473,11 @@ impl PrivateRedis {
     /// Starts the server (again), and waits until it answers (after loading its AOF).
     pub(crate) async fn boot(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &self.port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ]);
+        match &self.listen {
+            Some(args) => cmd.args(args),
+            None => cmd.args(["--port", &self.port.to_string()]),
+        };
+        cmd.args(["--bind", "127.0.0.1", "--save", ""]).args(&self.extra);
         match &self.aof_dir {
             Some(dir) => {
                 cmd.args(["--appendonly", "yes", "--appendfsync", "always"])
@@ -441,9 +490,21 @@ impl PrivateRedis {
         }
         self.child = Some(cmd.stdout(Stdio::null()).spawn().expect("redis-server on PATH"));
         let u = self.url.clone();
+        let tls = self.listen.is_some();
+        let port = self.port;
         wait_for("the private redis-server", Duration::from_secs(20), || {
             let u = u.clone();
-            async move { RedisQueue::connect(&u, "probe").await.ok().map(|_| ()) }
+            async move {
+                if tls {
+                    // This process does not trust the test CA: the port answering will do.
+                    tokio::net::TcpStream::connect(("127.0.0.1", port))
+                        .await
+                        .ok()
+                        .map(|_| ())
+                } else {
+                    RedisQueue::connect(&u, "probe").await.ok().map(|_| ())
+                }
+            }
         })
         .await;
     }
@@ -453,6 +514,83 @@ impl PrivateRedis {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// A certificate authority and a server certificate it signed, for `localhost` and
+/// 127.0.0.1, made with openssl in `dir`.
+pub(crate) struct TestCerts {
+    pub(crate) ca: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+}
+
+impl TestCerts {
+    pub(crate) fn make(dir: &std::path::Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let p = |n: &str| dir.join(n);
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl on PATH");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gpuq test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(p("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        TestCerts {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
         }
     }
 }

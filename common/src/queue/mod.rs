@@ -73,6 +73,9 @@ impl RedisQueue {
     /// Checks the arguments without contacting Redis (the connection is made on first use).
     pub fn open(url: &str, namespace: &str) -> Result<Self> {
         let keys = Keys::new(namespace)?;
+        // rediss:// needs a crypto provider; the first caller in the process installs
+        // ring's (one installed already, by kube's client say, is kept).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = redis::Client::open(url)
             .map_err(|e| Error::InvalidInput(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
         Ok(RedisQueue {
