@@ -13,6 +13,8 @@ const DEFAULT_TIMEOUT_SECS: u64 = 24 * 3600;
 pub const MAX_NAME_CHARS: usize = 256;
 /// Most environment entries a spec may carry.
 pub const MAX_ENV_ENTRIES: usize = 1024;
+/// Most secret references one job may hold.
+pub const MAX_SECRET_ENV: usize = 64;
 /// Largest spec, as JSON: specs live in Redis and are read on every claim.
 pub const MAX_SPEC_BYTES: usize = 64 * 1024;
 
@@ -45,6 +47,10 @@ pub struct JobSpec {
     /// Extra environment for the job's process.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Variables whose values are secrets of the job's team, named `SECRET/KEY` rather
+    /// than written into the spec (see [`SecretRef`]): the launcher fills them in.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, SecretRef>,
     /// What the job needs to run.
     #[serde(default)]
     pub resources: Resources,
@@ -83,6 +89,67 @@ pub struct JobSpec {
     /// (default: the configuration's `preemption.grace_secs`, 60).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preempt_grace_secs: Option<u64>,
+}
+
+/// A secret of the job's team, `SECRET/KEY`: on Kubernetes the key `KEY` of the Secret
+/// `gpuq.TEAM.SECRET` in the worker's namespace, locally the file
+/// `SECRETS_DIR/TEAM/SECRET/KEY` on the worker (`--secrets-dir`). A job can only name its
+/// own team's secrets, and their values never enter the spec, Redis or the store.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SecretRef {
+    /// The secret: lowercase letters, digits and `-`, 1 to 63 of them.
+    pub secret: String,
+    /// The key within it: letters, digits, `-`, `_` and `.`, not only dots.
+    pub key: String,
+}
+
+impl TryFrom<String> for SecretRef {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let Some((secret, key)) = s.split_once('/') else {
+            return Err(format!("secret reference {s:?} must be SECRET/KEY"));
+        };
+        let secret_ok = !secret.is_empty()
+            && secret.len() <= 63
+            && secret
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !secret.starts_with('-')
+            && !secret.ends_with('-');
+        if !secret_ok {
+            return Err(format!(
+                "secret {secret:?} in {s:?} must be 1 to 63 lowercase letters, digits or '-'"
+            ));
+        }
+        let key_ok = !key.is_empty()
+            && key.len() <= 253
+            && key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !key.chars().all(|c| c == '.');
+        if !key_ok {
+            return Err(format!(
+                "key {key:?} in {s:?} must be letters, digits, '-', '_' or '.' (not only dots)"
+            ));
+        }
+        Ok(SecretRef {
+            secret: secret.to_string(),
+            key: key.to_string(),
+        })
+    }
+}
+
+impl From<SecretRef> for String {
+    fn from(r: SecretRef) -> String {
+        format!("{}/{}", r.secret, r.key)
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.secret, self.key)
+    }
 }
 
 fn default_team() -> String {
@@ -230,6 +297,7 @@ impl JobSpec {
             group_max_running: None,
             preemptible: None,
             preempt_grace_secs: None,
+            secret_env: BTreeMap::new(),
         }
     }
 
@@ -327,6 +395,29 @@ impl JobSpec {
         }
         if let Some(k) = self.env.iter().find(|(_, v)| v.contains('\0')).map(|(k, _)| k) {
             return bad(&format!("env.{k}"), "must not contain a NUL byte".into());
+        }
+        if self.secret_env.len() > MAX_SECRET_ENV {
+            return bad(
+                "secret_env",
+                format!(
+                    "must have at most {MAX_SECRET_ENV} entries, got {}",
+                    self.secret_env.len()
+                ),
+            );
+        }
+        for k in self.secret_env.keys() {
+            let ok = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return bad(
+                    &format!("secret_env.{k}"),
+                    "must be a variable name (letters, digits, '_')".into(),
+                );
+            }
+            if self.env.contains_key(k) {
+                return bad(&format!("secret_env.{k}"), "is also in env: give it once".into());
+            }
         }
         check_name("team", &self.team)?;
         check_name("model_type", &self.model_type)?;

@@ -450,6 +450,10 @@ pub struct EnqueueArgs {
     /// Environment variable for the job, KEY=VALUE (repeatable).
     #[arg(long = "env", value_parser = parse_pair)]
     pub env: Vec<(String, String)>,
+    /// Environment variable from a secret of the job's team, VAR=SECRET/KEY (repeatable):
+    /// the value never enters the spec.
+    #[arg(long = "secret-env", value_parser = parse_secret_ref)]
+    pub secret_env: Vec<(String, common::SecretRef)>,
     /// Number of GPUs.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub gpus: u32,
@@ -616,4 +620,11 @@ mod tests {
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
     }
+}
+
+fn parse_secret_ref(s: &str) -> Result<(String, common::SecretRef), String> {
+    let (var, r) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected VAR=SECRET/KEY, got {s:?}"))?;
+    Ok((var.to_string(), common::SecretRef::try_from(r.to_string())?))
 }

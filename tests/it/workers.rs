@@ -403,3 +403,63 @@ async fn two_workers_on_one_host_need_no_port_flags() {
     assert_eq!(addrs.len(), 2, "{workers:?}");
     assert_ne!(addrs[0], addrs[1], "each serves its metrics on its own port");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_job_gets_its_teams_secrets_by_reference_masked_in_its_output_and_no_other_teams() {
+    let env = TestEnv::new().await;
+    let secrets = env.path("secrets");
+    for (team, value) in [
+        ("research", "rs-topsecret-123"),
+        ("payments", "pay-topsecret-456"),
+    ] {
+        let dir = secrets.join(team).join("wandb");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("api-key"), value).unwrap();
+    }
+    let secrets_arg = secrets.display().to_string();
+    let _w = env.worker(&["--secrets-dir", &secrets_arg]);
+    let mut own = sh("own", "echo \"key=$WANDB_KEY\"; test \"${#WANDB_KEY}\" = 16");
+    own.team = "research".into();
+    own.secret_env.insert(
+        "WANDB_KEY".into(),
+        "wandb/api-key".to_string().try_into().unwrap(),
+    );
+    let own = env.queue.enqueue_batch(vec![own]).await.unwrap().ids.remove(0);
+    let done = env
+        .wait_state(&own, JobState::Succeeded, Duration::from_secs(30))
+        .await;
+    // The spec holds the reference, not the value; the output has it masked.
+    let shown = serde_json::to_string(&done.spec).unwrap();
+    assert!(
+        shown.contains("wandb/api-key") && !shown.contains("topsecret"),
+        "{shown}"
+    );
+    let log = env.queue.logs(&own, 100).await.unwrap().join("\n");
+    assert!(log.contains("key=") && !log.contains("rs-topsecret-123"), "{log}");
+    // A team without that secret cannot reach another team's: the attempt is refused.
+    let mut other = sh("other", "echo \"key=$WANDB_KEY\"");
+    other.team = "vision".into();
+    other.max_attempts = 1;
+    other.secret_env.insert(
+        "WANDB_KEY".into(),
+        "wandb/api-key".to_string().try_into().unwrap(),
+    );
+    let other = env.queue.enqueue_batch(vec![other]).await.unwrap().ids.remove(0);
+    let dead = env
+        .wait_state(&other, JobState::Dead, Duration::from_secs(30))
+        .await;
+    let why = dead.reason.unwrap_or_default();
+    assert!(why.contains("secret wandb/api-key of team vision"), "{why}");
+    // A malformed reference is bad input at enqueue.
+    let out = env.scheduler(&[
+        "enqueue",
+        "--name",
+        "bad",
+        "--secret-env",
+        "K=Wandb/key",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lowercase letters"), "{}", stderr(&out));
+}

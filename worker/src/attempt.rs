@@ -59,7 +59,9 @@ pub(crate) async fn run(
     let span = tracing::info_span!("attempt", job_id = %job.id, attempt = job.attempt, worker = %deps.worker);
     async move {
         tracing::info!(priority = %job.priority, name = %job.spec.name, "attempt started");
-        let (sink, output) = OutputSink::start(deps.queue.clone(), job.id.clone(), job.spec.secret_values());
+        let mut secrets = job.spec.secret_values();
+        secrets.extend(deps.launcher.secret_values(&job));
+        let (sink, output) = OutputSink::start(deps.queue.clone(), job.id.clone(), secrets);
         let result = supervise(&job, &deps, &tokens, output, grant.devices()).await;
         // The process tree has ended: its devices are free. They go back before the end
         // is reported, so the claim that the report's wake-up triggers (here or on

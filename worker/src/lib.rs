@@ -99,6 +99,10 @@ pub struct Config {
     /// CUDA_* and NVIDIA_* are passed; REDIS_URL, DATABASE_URL and the rest are not.
     #[arg(long = "pass-env", value_name = "NAME")]
     pub pass_env: Vec<String>,
+    /// Where local jobs' secret references are read: `SECRET/KEY` of team T is the file
+    /// DIR/T/SECRET/KEY (a job reads only its own team's).
+    #[arg(long, env = "GPUQ_SECRETS_DIR")]
+    pub secrets_dir: Option<std::path::PathBuf>,
     /// GPU devices this worker gives to its jobs: a list (`0,1,2,3`, or GPU UUIDs), `all`
     /// (from CUDA_VISIBLE_DEVICES or NVIDIA_VISIBLE_DEVICES when set, else `nvidia-smi
     /// -L`), or `none`. It claims only jobs whose GPUs fit its free devices, and gives
@@ -253,6 +257,7 @@ impl Config {
                 kill_grace: self.kill_grace,
                 pass_env: self.pass_env.clone(),
                 supervisor: std::env::current_exe().ok(),
+                secrets_dir: self.secrets_dir.clone(),
             }),
             LauncherKind::Kube => Arc::new(
                 launch::KubeLauncher::connect(self.kube.to_config())

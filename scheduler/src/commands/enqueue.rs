@@ -27,6 +27,7 @@ pub(crate) async fn enqueue(
         image: a.image,
         command: a.command,
         env: a.env.into_iter().collect(),
+        secret_env: a.secret_env.into_iter().collect(),
         resources: Resources {
             gpus: a.gpus,
             gpu_type: a.gpu_type,

@@ -39,6 +39,33 @@ pub struct LocalLauncher {
     /// kills the attempt's whole process tree when it is stopped or the worker dies; `None`
     /// runs the program directly (only its process group is reached then).
     pub supervisor: Option<std::path::PathBuf>,
+    /// Where the teams' secrets are (`--secrets-dir`): a job's `SECRET/KEY` is the file
+    /// `DIR/TEAM/SECRET/KEY`, the layout of a Kubernetes Secret mounted per team.
+    pub secrets_dir: Option<std::path::PathBuf>,
+}
+
+impl LocalLauncher {
+    /// The job's secret variables, read from its own team's directory only.
+    fn secrets(&self, spec: &common::JobSpec) -> Result<Vec<(String, String)>, String> {
+        if spec.secret_env.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(dir) = &self.secrets_dir else {
+            return Err("the job names secrets, and this worker has no --secrets-dir".into());
+        };
+        if spec.team.chars().all(|c| c == '.') {
+            return Err(format!("team {:?} cannot hold secrets", spec.team));
+        }
+        spec.secret_env
+            .iter()
+            .map(|(var, r)| {
+                let path = dir.join(&spec.team).join(&r.secret).join(&r.key);
+                std::fs::read_to_string(&path)
+                    .map(|v| (var.clone(), v))
+                    .map_err(|e| format!("secret {r} of team {} (for {var}): {e}", spec.team))
+            })
+            .collect()
+    }
 }
 
 impl LocalLauncher {
@@ -63,6 +90,17 @@ impl Launcher for LocalLauncher {
     fn run<'a>(&'a self, ctx: AttemptContext<'a>) -> BoxFuture<'a, LaunchResult> {
         Box::pin(self.run_process(ctx))
     }
+
+    fn secret_values(&self, job: &common::queue::ClaimedJob) -> Vec<String> {
+        self.secrets(&job.spec)
+            .map(|s| {
+                s.into_iter()
+                    .map(|(_, v)| v)
+                    .filter(|v| !v.trim().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl LocalLauncher {
@@ -74,10 +112,15 @@ impl LocalLauncher {
         if let Err(e) = private_dirs(&ctx.checkpoint_dir) {
             return LaunchResult::Error(format!("cannot create {}: {e}", ctx.checkpoint_dir.display()));
         }
+        let secrets = match self.secrets(spec) {
+            Ok(s) => s,
+            Err(why) => return LaunchResult::Invalid(why),
+        };
         let inherited = self.inherited();
         let env: Vec<(std::ffi::OsString, std::ffi::OsString)> = inherited
             .into_iter()
             .chain(spec.env.iter().map(|(k, v)| (k.into(), v.into())))
+            .chain(secrets.into_iter().map(|(k, v)| (k.into(), v.into())))
             .chain(
                 job_environment(&ctx)
                     .into_iter()

@@ -87,6 +87,12 @@ pub trait Launcher: Send + Sync + 'static {
     }
     /// Runs one attempt to its end.
     fn run<'a>(&'a self, ctx: AttemptContext<'a>) -> BoxFuture<'a, LaunchResult>;
+    /// The values of the job's secret references this launcher resolves itself (local
+    /// files), so that the job's output is masked where it repeats them. A launcher that
+    /// never sees them (Kubernetes resolves `secretKeyRef` in the pod) has none.
+    fn secret_values(&self, _job: &ClaimedJob) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The environment every job gets on top of its own, so training code can find its

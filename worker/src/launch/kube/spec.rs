@@ -12,9 +12,9 @@ use crate::launch::{job_environment, AttemptContext};
 use common::{Priority, Resources};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, PersistentVolumeClaimVolumeSource,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext,
-    Toleration, Volume, VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PersistentVolumeClaimVolumeSource,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -44,6 +44,16 @@ pub(crate) fn build_job(ctx: &AttemptContext<'_>, name: &str, config: &KubeConfi
         .clone()
         .or_else(|| config.default_image.clone())
         .ok_or("the job names no image and the worker has no default image (--kube-default-image)")?;
+    let team_ok = spec
+        .team
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !spec.secret_env.is_empty() && !team_ok {
+        return Err(format!(
+            "team {:?} cannot name Kubernetes secrets: their names (gpuq.TEAM.SECRET) take lowercase letters, digits and '-'",
+            spec.team
+        ));
+    }
     let labels = labels(ctx, name);
     let annotations = BTreeMap::from([
         (annotations::JOB_ID.to_string(), job.id.to_string()),
@@ -213,15 +223,47 @@ fn environment(ctx: &AttemptContext<'_>, config: &KubeConfig) -> Vec<EnvVar> {
         .filter(|(k, _)| !ours.iter().any(|(o, _)| o == *k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let team = &ctx.job.spec.team;
+    let secrets: Vec<EnvVar> = ctx
+        .job
+        .spec
+        .secret_env
+        .iter()
+        .filter(|(k, _)| !ours.iter().any(|(o, _)| o == *k))
+        .map(|(name, r)| EnvVar {
+            name: name.clone(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret_name(team, r),
+                    key: r.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+        })
+        .collect();
     theirs
         .into_iter()
-        .chain(ours)
         .map(|(name, value)| EnvVar {
             name,
             value: Some(value),
             value_from: None,
         })
+        .chain(secrets)
+        .chain(ours.into_iter().map(|(name, value)| EnvVar {
+            name,
+            value: Some(value),
+            value_from: None,
+        }))
         .collect()
+}
+
+/// The Secret a job's reference names: `gpuq.TEAM.SECRET`, so a job can only reach its own
+/// team's secrets (neither a usable team nor a secret has a dot, so the name is never
+/// ambiguous; `build_job` refuses a team whose name a Secret's cannot hold).
+pub(crate) fn secret_name(team: &str, r: &common::SecretRef) -> String {
+    format!("gpuq.{team}.{}", r.secret)
 }
 
 /// CPU and memory as both requests and limits; GPUs as a limit (the request of an
@@ -320,6 +362,30 @@ mod tests {
         assert_eq!(get("GPUQ_ATTEMPT"), "1");
         assert_eq!(get("LR"), "0.1");
         assert_eq!(get("GPUQ_CHECKPOINT_DIR"), "/gpuq/checkpoints");
+    }
+
+    #[test]
+    fn secret_references_become_secret_key_refs_of_the_teams_own_secrets() {
+        let mut claimed = fixtures::claimed("sec", 1);
+        claimed.spec.team = "vision".into();
+        claimed.spec.secret_env.insert(
+            "WANDB_API_KEY".into(),
+            "wandb/api-key".to_string().try_into().unwrap(),
+        );
+        let (ctx, _out) = fixtures::context(&claimed);
+        let env = environment(&ctx, &fixtures::config());
+        let var = env.iter().find(|e| e.name == "WANDB_API_KEY").unwrap();
+        assert_eq!(var.value, None, "the value never enters the Job");
+        let r = var.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str(), r.optional),
+            ("gpuq.vision.wandb", "api-key", Some(false))
+        );
+        // A team a Secret's name cannot hold is refused, not folded into another's.
+        claimed.spec.team = "Vision".into();
+        let (ctx, _out) = fixtures::context(&claimed);
+        let e = build_job(&ctx, "n", &fixtures::config()).unwrap_err();
+        assert!(e.contains("cannot name Kubernetes secrets"), "{e}");
     }
 
     #[test]
