@@ -605,6 +605,13 @@ fn parse_time(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s:?} is neither a time like 2026-11-01T12:00:00Z nor an age like 7d"))
 }
 
+fn parse_secret_ref(s: &str) -> Result<(String, common::SecretRef), String> {
+    let (var, r) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected VAR=SECRET/KEY, got {s:?}"))?;
+    Ok((var.to_string(), common::SecretRef::try_from(r.to_string())?))
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -620,11 +627,4 @@ mod tests {
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
     }
-}
-
-fn parse_secret_ref(s: &str) -> Result<(String, common::SecretRef), String> {
-    let (var, r) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected VAR=SECRET/KEY, got {s:?}"))?;
-    Ok((var.to_string(), common::SecretRef::try_from(r.to_string())?))
 }
