@@ -56,6 +56,11 @@ impl Bench {
 
     /// Starts `scheduler serve` with the given job store.
     pub(crate) fn serve(&mut self, database_url: &str) -> Result<usize> {
+        self.serve_with(database_url, &[])
+    }
+
+    /// The same, with more variables in its environment.
+    pub(crate) fn serve_with(&mut self, database_url: &str, envs: &[(&str, &str)]) -> Result<usize> {
         let log = std::fs::File::create(self.dir.join("serve.log"))?;
         let child = Command::new(bin("scheduler")?)
             .args(["serve", "--listen", "127.0.0.1:0", "--drain-interval", "20ms"])
@@ -63,6 +68,7 @@ impl Bench {
             .env("GPUQ_NAMESPACE", &self.ns)
             .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;

@@ -69,6 +69,12 @@ enum Bench {
     },
     /// Resident memory of an idle worker and of `scheduler serve`.
     Footprint,
+    /// Redis memory while N jobs pass through (worker, SQLite store, 1 s retention), and
+    /// what is left once retention has removed them.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        jobs: usize,
+    },
     /// What Redis itself does: redis-benchmark LPUSH/RPOP with and without pipelining.
     Ceiling {
         #[arg(long, default_value_t = 200_000)]
@@ -166,6 +172,7 @@ async fn main() -> Result<()> {
         Bench::Latency { samples, background } => bench::latency::run(url, samples, background).await?,
         Bench::Depth { depths, samples } => bench::depth::run(url, &depths, samples).await?,
         Bench::Footprint => bench::footprint::run(url).await?,
+        Bench::Memory { jobs } => bench::memory::run(url, jobs).await?,
         Bench::Ceiling { requests } => bench::ceiling::run(url, requests)?.0,
         Bench::Chaos {
             jobs,

@@ -8,6 +8,7 @@ pub(crate) mod drain;
 pub(crate) mod enqueue;
 pub(crate) mod footprint;
 pub(crate) mod latency;
+pub(crate) mod memory;
 pub(crate) mod preemption;
 pub(crate) mod replay;
 
