@@ -72,7 +72,7 @@ enum Bench {
     /// Redis memory while N jobs pass through (worker, SQLite store, 1 s retention), and
     /// what is left once retention has removed them.
     Memory {
-        #[arg(long, default_value_t = 1_000_000)]
+        #[arg(long, default_value_t = 100_000)]
         jobs: usize,
     },
     /// What Redis itself does: redis-benchmark LPUSH/RPOP with and without pipelining.
