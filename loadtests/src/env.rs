@@ -14,6 +14,10 @@ pub(crate) struct Bench {
     pub(crate) queue: RedisQueue,
     pub(crate) dir: PathBuf,
     children: Vec<Child>,
+    /// Set once `cleanup` has removed the namespace; a bench dropped before that (it
+    /// failed part-way) removes it in `drop`, so no failed run leaves a million keys
+    /// behind to slow the next.
+    cleaned: bool,
 }
 
 impl Bench {
@@ -32,6 +36,7 @@ impl Bench {
             queue,
             dir,
             children: Vec::new(),
+            cleaned: false,
         })
     }
 
@@ -102,6 +107,7 @@ impl Bench {
             let _ = c.wait();
         }
         self.queue.purge().await?;
+        self.cleaned = true;
         let _ = std::fs::remove_dir_all(&self.dir);
         // UNLINK frees in Redis's background thread; the next case must not share the
         // two cores with it, or it measures the previous case's cleanup.
@@ -121,13 +127,43 @@ impl Bench {
     }
 }
 
-/// A bench that fails part-way still stops the processes it started.
+/// A bench that fails part-way still stops the processes it started, and removes its
+/// namespace (a blocking connection: there may be no runtime left to drive an async one).
 impl Drop for Bench {
     fn drop(&mut self) {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
+        if !self.cleaned {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            let _ = purge_blocking(&self.url, &self.ns);
+        }
+    }
+}
+
+/// Removes every key of namespace `ns` with a synchronous connection.
+fn purge_blocking(url: &str, ns: &str) -> redis::RedisResult<usize> {
+    let mut con = redis::Client::open(url)?.get_connection()?;
+    let pattern = format!("\\{{{ns}\\}}:*");
+    let mut cursor: u64 = 0;
+    let mut removed = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(10_000)
+            .query(&mut con)?;
+        if !keys.is_empty() {
+            removed += keys.len();
+            let _: () = redis::cmd("UNLINK").arg(&keys).query(&mut con)?;
+        }
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
     }
 }
 
