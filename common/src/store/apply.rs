@@ -186,6 +186,8 @@ struct EndedAttempt {
     team: String,
     experiment: String,
     spec: String,
+    /// GPUs it held (at least 1), to turn lost GPU time back into wall time.
+    gpus: u64,
     started_at: u64,
     ended_at: u64,
     /// For a preemption victim, the GPU ms it lost since its last checkpoint.
@@ -217,19 +219,23 @@ impl AppliedTransition {
             wait_ms,
             run_ms,
             ended: match (run_ms, row.started_at) {
-                (Some(_), Some(started)) => Some(EndedAttempt {
-                    job_id: row.id.clone(),
-                    team: row.team.clone(),
-                    experiment: serde_json::from_str::<crate::JobSpec>(&row.spec)
-                        .ok()
-                        .and_then(|s| s.labels.get("experiment").cloned())
-                        .unwrap_or_default(),
-                    spec: row.spec.clone(),
-                    started_at: started as u64,
-                    ended_at: e.at,
-                    // A victim handed back: billed like any attempt, and what it lost since its
-                    // last checkpoint is kept apart for the report.
-                    preempted_loss_ms: (e.to == JobState::Queued).then_some(e.lost_gpu_ms).flatten(),
+                (Some(_), Some(started)) => Some({
+                    let parsed = serde_json::from_str::<crate::JobSpec>(&row.spec).ok();
+                    EndedAttempt {
+                        job_id: row.id.clone(),
+                        team: row.team.clone(),
+                        experiment: parsed
+                            .as_ref()
+                            .and_then(|s| s.labels.get("experiment").cloned())
+                            .unwrap_or_default(),
+                        gpus: parsed.map_or(1, |s| u64::from(s.resources.gpus.max(1))),
+                        spec: row.spec.clone(),
+                        started_at: started as u64,
+                        ended_at: e.at,
+                        // A victim handed back: billed like any attempt, and what it lost since its
+                        // last checkpoint is kept apart for the report.
+                        preempted_loss_ms: (e.to == JobState::Queued).then_some(e.lost_gpu_ms).flatten(),
+                    }
                 }),
                 _ => None,
             },
@@ -325,10 +331,7 @@ impl JobStore {
                     if let Some(cost) = price(&a.spec, a.started_at, a.ended_at) {
                         // What a preemption lost: the last `lost / gpus` ms of the run.
                         let lost = a.preempted_loss_ms.and_then(|gpu_ms| {
-                            let gpus = serde_json::from_str::<crate::JobSpec>(&a.spec)
-                                .map(|s| u64::from(s.resources.gpus.max(1)))
-                                .unwrap_or(1);
-                            let from = a.ended_at.saturating_sub(gpu_ms / gpus).max(a.started_at);
+                            let from = a.ended_at.saturating_sub(gpu_ms / a.gpus).max(a.started_at);
                             price(&a.spec, from, a.ended_at)
                         });
                         record_cost(&mut tx, t, a, cost, lost.unwrap_or(0)).await?;

@@ -65,14 +65,16 @@ for i = 0, n - 1 do
           local pool, _, gpus = parse_charge(charge)
           local since = math.max(tonumber(started) or tonumber(ms), tonumber(ckpt) or 0)
           local lost = gpus * math.max(0, tonumber(ms) - since)
-          detail = 'preempted by ' .. (by or '?') .. ' (' .. (why or 'priority') .. '); '
+          why = why or 'priority'
+          detail = 'preempted by ' .. (by or '?') .. ' (' .. why .. '); '
             .. string.format('%.1f', lost / 1000) .. ' GPU-s lost'
           redis.call('HINCRBY', jk, 'preemptions', 1)
           redis.call('HINCRBY', jk, 'lost_gpu_ms', int(lost))
           redis.call('HDEL', jk, 'preempt_by', 'preempt_at', 'preempt_reason', 'checkpoint_at')
           redis.call('SREM', prefix .. ':draining:' .. pool, id)
-          redis.call('HINCRBY', prefix .. ':preemption_stats', 'n|' .. pool .. '|' .. pri .. '|' .. (why or 'priority'), 1)
-          redis.call('HINCRBY', prefix .. ':preemption_stats', 'lost|' .. pool .. '|' .. pri .. '|' .. (why or 'priority'), int(lost))
+          local stat = pool .. '|' .. pri .. '|' .. why
+          redis.call('HINCRBY', prefix .. ':preemption_stats', 'n|' .. stat, 1)
+          redis.call('HINCRBY', prefix .. ':preemption_stats', 'lost|' .. stat, int(lost))
           extra = { lost_ms = int(lost) }
         end
         event(prefix, id, 'running', 'queued', ms, attempt, worker, detail, extra)
