@@ -904,18 +904,7 @@ async fn the_replay_of_a_small_trace_gives_the_schedule_worked_out_by_hand() {
     )
     .unwrap();
     let schedule = env.path("schedule.csv");
-    let out = std::process::Command::new(crate::support::bin("loadtests"))
-        .args(["replay", "--speedup", "10", "--json"])
-        .arg("--trace")
-        .arg(&trace)
-        .arg("--quotas")
-        .arg(&quotas)
-        .arg("--schedule")
-        .arg(&schedule)
-        .env("REDIS_URL", crate::support::redis_url())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = crate::support::replay_rows(&trace, &quotas, "10", Some(&schedule));
     let csv = std::fs::read_to_string(&schedule).unwrap();
     let mut got: HashMap<(String, usize), (f64, f64)> = HashMap::new();
     for line in csv.lines().skip(1) {
@@ -941,16 +930,7 @@ async fn the_replay_of_a_small_trace_gives_the_schedule_worked_out_by_hand() {
             );
         }
     }
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let value = |case: &str| {
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["case"] == case)
-            .unwrap_or_else(|| panic!("no row {case}: {rows}"))["value"]
-            .as_f64()
-            .unwrap()
-    };
+    let value = |case: &str| crate::support::row_value(&rows, case);
     // Mean wait: (0 + 0 + 9 + 8) / 4 with borrowing, (0 + 10 + 0 + 18) / 4 without.
     assert!((value("quotas all wait mean") - 4.25).abs() < 1.0);
     assert!((value("partitions all wait mean") - 7.0).abs() < 1.0);

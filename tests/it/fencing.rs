@@ -188,20 +188,8 @@ async fn a_report_redis_keeps_refusing_does_not_hold_up_the_others() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_preemption_victim_cut_off_in_its_grace_stops_before_another_copy_starts() {
-    use common::admission::{AdmissionConfig, PoolConfig};
     let env = TestEnv::new().await;
-    let mut config = AdmissionConfig {
-        pools: [(
-            "default".to_string(),
-            PoolConfig {
-                capacity: Some(1),
-                ..PoolConfig::default()
-            },
-        )]
-        .into(),
-        ..AdmissionConfig::default()
-    };
-    config.preemption.min_runtime_secs = Some(0);
+    let mut config = crate::preemption::one_gpu();
     // A grace far longer than the lease.
     config.preemption.grace_secs = Some(120);
     env.queue.set_admission(&config).await.unwrap();

@@ -57,11 +57,30 @@ fn config(capacity: u32, quotas: &[(&str, u32)]) -> AdmissionConfig {
     }
 }
 
+async fn enqueue_one(env: &TestEnv, spec: JobSpec) -> JobId {
+    env.queue.enqueue_batch(vec![spec]).await.unwrap().ids.remove(0)
+}
+
+async fn succeed(env: &TestEnv, w: &WorkerId, id: &JobId) {
+    env.queue
+        .finish_many(
+            w,
+            &[EndedAttempt {
+                id: id.clone(),
+                attempt: None,
+                claim_token: None,
+                outcome: Outcome::Succeeded,
+            }],
+        )
+        .await
+        .unwrap();
+}
+
 /// Enqueues the jobs one at a time and claims each, so they run in this order.
 async fn run_all(env: &TestEnv, w: &WorkerId, specs: Vec<JobSpec>) -> Vec<JobId> {
     let mut ids = Vec::new();
     for s in specs {
-        let id = env.queue.enqueue_batch(vec![s]).await.unwrap().ids.remove(0);
+        let id = enqueue_one(env, s).await;
         let got = claim(env, w).await;
         assert_eq!(got, vec![id.clone()], "the job should start at once");
         ids.push(id);
@@ -144,13 +163,7 @@ async fn victims_are_the_lowest_priority_then_least_work_lost_and_unneeded_ones_
     env.queue.checkpointed(v4).await.unwrap();
 
     // Two GPUs: v1 (1 GPU, least lost) then v2 free three; v1 is then not needed.
-    let j = env
-        .queue
-        .enqueue_batch(vec![job("urgent-2", "u", Priority::Urgent, 2)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let j = enqueue_one(&env, job("urgent-2", "u", Priority::Urgent, 2)).await;
     assert!(claim(&env, &w).await.is_empty(), "the pool is full");
     let started = env.queue.preempt().await.unwrap();
     assert_eq!(victims_of(&started, &j), vec![v2.clone()], "{started:?}");
@@ -168,13 +181,7 @@ async fn victims_are_the_lowest_priority_then_least_work_lost_and_unneeded_ones_
 
     // Three GPUs more (v2 is queued again, j took its GPUs): every background job goes
     // before the normal one, whatever it loses: v1 and v3, not v4.
-    let k = env
-        .queue
-        .enqueue_batch(vec![job("urgent-3", "u", Priority::Urgent, 3)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let k = enqueue_one(&env, job("urgent-3", "u", Priority::Urgent, 3)).await;
     let started = env.queue.preempt().await.unwrap();
     assert_eq!(
         victims_of(&started, &k),
@@ -209,13 +216,7 @@ async fn jobs_on_borrowed_quota_go_first_and_a_team_reclaims_its_nominal_quota()
     }
     // An urgent job of a, within a's quota: b's borrowed jobs go before a's own
     // background job, although that one has the lower priority.
-    let j = env
-        .queue
-        .enqueue_batch(vec![job("a-urgent", "a", Priority::Urgent, 2)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let j = enqueue_one(&env, job("a-urgent", "a", Priority::Urgent, 2)).await;
     let started = env.queue.preempt().await.unwrap();
     let v = victims_of(&started, &j);
     assert_eq!(v.len(), 1, "{started:?}");
@@ -243,13 +244,7 @@ async fn jobs_on_borrowed_quota_go_first_and_a_team_reclaims_its_nominal_quota()
     for id in &ids {
         age(&env, id, 600).await;
     }
-    let r = env
-        .queue
-        .enqueue_batch(vec![job("a-bg", "a", Priority::Background, 4)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let r = enqueue_one(&env, job("a-bg", "a", Priority::Background, 4)).await;
     let started = env.queue.preempt().await.unwrap();
     let v = victims_of(&started, &r);
     assert_eq!(v.len(), 2, "{started:?}");
@@ -360,23 +355,11 @@ async fn a_pool_preempts_at_most_its_rate_and_a_job_at_most_max_preemptions_time
         age(&env, id, 600 + i as u64).await;
     }
     // Three victims would be over the rate: nothing (a preemption is all or nothing).
-    let big = env
-        .queue
-        .enqueue_batch(vec![job("u3", "t", Priority::Urgent, 3)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let big = enqueue_one(&env, job("u3", "t", Priority::Urgent, 3)).await;
     assert!(env.queue.preempt().await.unwrap().is_empty());
     env.queue.cancel(&big, "test").await.unwrap();
     // Two are within it.
-    let j = env
-        .queue
-        .enqueue_batch(vec![job("u2", "t", Priority::Urgent, 2)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let j = enqueue_one(&env, job("u2", "t", Priority::Urgent, 2)).await;
     let v = victims_of(&env.queue.preempt().await.unwrap(), &j);
     assert_eq!(v.len(), 2);
     for id in &v {
@@ -384,13 +367,7 @@ async fn a_pool_preempts_at_most_its_rate_and_a_job_at_most_max_preemptions_time
     }
     assert_eq!(claim(&env, &w).await, vec![j.clone()]);
     // The minute's two are used: another urgent job waits.
-    let k = env
-        .queue
-        .enqueue_batch(vec![job("u1", "t", Priority::Urgent, 1)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let k = enqueue_one(&env, job("u1", "t", Priority::Urgent, 1)).await;
     assert!(env.queue.preempt().await.unwrap().is_empty());
     // With the rate raised and room made, the two victims (preempted once, the cap)
     // are claimed again from the head of their queue, with the preempted attempt not
@@ -398,18 +375,7 @@ async fn a_pool_preempts_at_most_its_rate_and_a_job_at_most_max_preemptions_time
     c.preemption.max_per_minute = Some(100);
     env.queue.set_admission(&c).await.unwrap();
     env.queue.cancel(&k, "test").await.unwrap();
-    env.queue
-        .finish_many(
-            &w,
-            &[EndedAttempt {
-                id: j.clone(),
-                attempt: None,
-                claim_token: None,
-                outcome: Outcome::Succeeded,
-            }],
-        )
-        .await
-        .unwrap();
+    succeed(&env, &w, &j.clone()).await;
     let again = claim(&env, &w).await;
     assert_eq!(sorted(again.clone()), v, "the victims were queued at the head");
     let rec = env.queue.get(&v[0]).await.unwrap().unwrap();
@@ -417,13 +383,7 @@ async fn a_pool_preempts_at_most_its_rate_and_a_job_at_most_max_preemptions_time
     for id in &again {
         age(&env, id, 7200).await;
     }
-    let l = env
-        .queue
-        .enqueue_batch(vec![job("u1b", "t", Priority::Urgent, 2)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let l = enqueue_one(&env, job("u1b", "t", Priority::Urgent, 2)).await;
     let chosen = victims_of(&env.queue.preempt().await.unwrap(), &l);
     assert_eq!(
         chosen,
@@ -448,13 +408,7 @@ async fn a_p0_job_starts_once_exactly_enough_victims_have_stopped_and_nothing_el
     for (i, id) in ids.iter().enumerate() {
         age(&env, id, 600 + i as u64).await;
     }
-    let j = env
-        .queue
-        .enqueue_batch(vec![job("urgent", "u", Priority::Urgent, 2)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let j = enqueue_one(&env, job("urgent", "u", Priority::Urgent, 2)).await;
     let v = victims_of(&env.queue.preempt().await.unwrap(), &j);
     assert_eq!(v.len(), 2);
     let status = env.queue.status().await.unwrap();
@@ -466,13 +420,7 @@ async fn a_p0_job_starts_once_exactly_enough_victims_have_stopped_and_nothing_el
     // One victim stops: one GPU is free, which neither j (needs 2) nor a background job
     // may take.
     env.queue.release(&w, &v[0], PREEMPTED).await.unwrap();
-    let filler = env
-        .queue
-        .enqueue_batch(vec![job("filler", "t", Priority::Background, 1)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let filler = enqueue_one(&env, job("filler", "t", Priority::Background, 1)).await;
     let got = claim(&env, &w).await;
     assert!(got.is_empty(), "nothing may take the reserved GPU: {got:?}");
     // The second stops: j starts.
@@ -526,13 +474,7 @@ async fn cancelling_the_preemptor_drops_the_reservation_and_the_victims_keep_run
     for id in &ids {
         age(&env, id, 600).await;
     }
-    let j = env
-        .queue
-        .enqueue_batch(vec![job("urgent", "u", Priority::Urgent, 2)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let j = enqueue_one(&env, job("urgent", "u", Priority::Urgent, 2)).await;
     let v = victims_of(&env.queue.preempt().await.unwrap(), &j);
     assert_eq!(v, sorted(ids.clone()));
     env.queue.cancel(&j, "changed my mind").await.unwrap();
@@ -560,8 +502,8 @@ async fn cancelling_the_preemptor_drops_the_reservation_and_the_victims_keep_run
     );
 }
 
-/// One GPU in the default pool, preemption without a minimum run time, and `grace_secs`.
-fn one_gpu(grace_secs: u64) -> AdmissionConfig {
+/// One GPU in the default pool, and preemption without a minimum run time.
+pub(crate) fn one_gpu() -> AdmissionConfig {
     let mut c = AdmissionConfig {
         pools: [(
             "default".to_string(),
@@ -574,6 +516,12 @@ fn one_gpu(grace_secs: u64) -> AdmissionConfig {
         ..AdmissionConfig::default()
     };
     c.preemption.min_runtime_secs = Some(0);
+    c
+}
+
+/// The same, with `grace_secs` for the victims.
+fn one_gpu_with_grace(grace_secs: u64) -> AdmissionConfig {
+    let mut c = one_gpu();
     c.preemption.grace_secs = Some(grace_secs);
     c
 }
@@ -590,7 +538,7 @@ fn lost_gpu_secs(detail: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_preempted_trainer_resumes_from_its_checkpoint_without_losing_an_attempt() {
     let env = TestEnv::new().await;
-    env.queue.set_admission(&one_gpu(30)).await.unwrap();
+    env.queue.set_admission(&one_gpu_with_grace(30)).await.unwrap();
     let mut trainer = JobSpec::new(
         "sweep",
         "research",
@@ -604,13 +552,7 @@ async fn a_preempted_trainer_resumes_from_its_checkpoint_without_losing_an_attem
     trainer.resources.gpus = 1;
     trainer.priority = Priority::Background;
     trainer.max_attempts = 1;
-    let victim = env
-        .queue
-        .enqueue_batch(vec![trainer])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let victim = enqueue_one(&env, trainer).await;
     let port = crate::support::free_port();
     let _serve = env.serve_with(&["--listen", &format!("127.0.0.1:{port}")]);
     let _w = env.worker(&["--gpus", "0"]);
@@ -623,7 +565,7 @@ async fn a_preempted_trainer_resumes_from_its_checkpoint_without_losing_an_attem
     let mut urgent = crate::support::sh("incident", "echo fixed");
     urgent.resources.gpus = 1;
     urgent.priority = Priority::Urgent;
-    let preemptor = env.queue.enqueue_batch(vec![urgent]).await.unwrap().ids.remove(0);
+    let preemptor = enqueue_one(&env, urgent).await;
     env.wait_state(&preemptor, JobState::Succeeded, Duration::from_secs(30))
         .await;
     let done = env
@@ -682,7 +624,7 @@ async fn a_preempted_trainer_resumes_from_its_checkpoint_without_losing_an_attem
 #[tokio::test(flavor = "multi_thread")]
 async fn a_victims_worker_killed_in_its_grace_loses_nothing_and_leaves_usage_exact() {
     let env = TestEnv::new().await;
-    env.queue.set_admission(&one_gpu(60)).await.unwrap();
+    env.queue.set_admission(&one_gpu_with_grace(60)).await.unwrap();
     let term = env.path("got-term");
     let ran = env.path("ran-once");
     // The first attempt ignores SIGTERM (it is in its grace until SIGKILL); the next one
@@ -698,20 +640,14 @@ async fn a_victims_worker_killed_in_its_grace_loses_nothing_and_leaves_usage_exa
     );
     stubborn.resources.gpus = 1;
     stubborn.priority = Priority::Background;
-    let victim = env
-        .queue
-        .enqueue_batch(vec![stubborn])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let victim = enqueue_one(&env, stubborn).await;
     let mut a = env.worker(&["--gpus", "0"]);
     env.wait_state(&victim, JobState::Running, Duration::from_secs(30))
         .await;
     let mut urgent = crate::support::sh("incident", "echo fixed");
     urgent.resources.gpus = 1;
     urgent.priority = Priority::Urgent;
-    let preemptor = env.queue.enqueue_batch(vec![urgent]).await.unwrap().ids.remove(0);
+    let preemptor = enqueue_one(&env, urgent).await;
     crate::support::wait_for("the victim to get SIGTERM", Duration::from_secs(30), || async {
         term.exists().then_some(())
     })
@@ -808,26 +744,8 @@ async fn the_replay_of_an_urgent_burst_over_a_background_backlog_preempts_for_it
         "[pools.a100]\ncapacity = 4\n[preemption]\nmin_runtime_secs = 0\n",
     )
     .unwrap();
-    let out = std::process::Command::new(crate::support::bin("loadtests"))
-        .args(["replay", "--speedup", "4", "--json"])
-        .arg("--trace")
-        .arg(&trace)
-        .arg("--quotas")
-        .arg(&quotas)
-        .env("REDIS_URL", crate::support::redis_url())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", crate::support::stderr(&out));
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let value = |case: &str| {
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["case"] == case)
-            .unwrap_or_else(|| panic!("no row {case}: {rows}"))["value"]
-            .as_f64()
-            .unwrap()
-    };
+    let rows = crate::support::replay_rows(&trace, &quotas, "4", None);
+    let value = |case: &str| crate::support::row_value(&rows, case);
     let urgent_wait = value("quotas priority p0 wait p99");
     let baseline_wait = value("partitions priority p0 wait p99");
     assert!(
@@ -884,13 +802,7 @@ async fn on_workers_with_devices_the_victims_are_all_on_one_worker() {
     let b = device_worker(&env, "box-b", 4).await;
     let mut on = Vec::new();
     for (w, i) in [(&a, 0), (&a, 1), (&b, 2), (&b, 3)] {
-        let id = env
-            .queue
-            .enqueue_batch(vec![job(&format!("bg{i}"), "t", Priority::Background, 2)])
-            .await
-            .unwrap()
-            .ids
-            .remove(0);
+        let id = enqueue_one(&env, job(&format!("bg{i}"), "t", Priority::Background, 2)).await;
         let free = 4 - 2 * (i % 2) as u32;
         assert_eq!(claim_on(&env, w, free).await, vec![id.clone()]);
         on.push((w.clone(), id));
@@ -899,13 +811,7 @@ async fn on_workers_with_devices_the_victims_are_all_on_one_worker() {
     for ((_, id), secs) in on.iter().zip([1000, 600, 1000, 600]) {
         age(&env, id, secs).await;
     }
-    let j = env
-        .queue
-        .enqueue_batch(vec![job("urgent", "u", Priority::Urgent, 4)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let j = enqueue_one(&env, job("urgent", "u", Priority::Urgent, 4)).await;
     let v = victims_of(&env.queue.preempt().await.unwrap(), &j);
     assert_eq!(v.len(), 2, "{v:?}");
     let hosts: Vec<&WorkerId> = on
@@ -928,27 +834,10 @@ async fn a_victim_that_ends_by_itself_leaves_no_draining_mark() {
     let w = live_worker(&env).await;
     let ids = run_all(&env, &w, vec![job("bg", "t", Priority::Background, 1)]).await;
     age(&env, &ids[0], 600).await;
-    let j = env
-        .queue
-        .enqueue_batch(vec![job("urgent", "u", Priority::Urgent, 1)])
-        .await
-        .unwrap()
-        .ids
-        .remove(0);
+    let j = enqueue_one(&env, job("urgent", "u", Priority::Urgent, 1)).await;
     assert_eq!(victims_of(&env.queue.preempt().await.unwrap(), &j), ids);
     // It finishes in its grace: it succeeded, and nothing drains any more.
-    env.queue
-        .finish_many(
-            &w,
-            &[EndedAttempt {
-                id: ids[0].clone(),
-                attempt: None,
-                claim_token: None,
-                outcome: Outcome::Succeeded,
-            }],
-        )
-        .await
-        .unwrap();
+    succeed(&env, &w, &ids[0].clone()).await;
     let status = env.queue.status().await.unwrap();
     let pool = status.pools.iter().find(|p| p.pool == "a100").unwrap();
     assert!(pool.draining.is_empty(), "{:?}", pool.draining);

@@ -680,25 +680,15 @@ async fn cost_reports_total_recorded_attempts(url: &str) {
 }
 
 async fn preempted_attempts_are_billed_and_their_losses_reported_apart(url: &str) {
-    use common::admission::{AdmissionConfig, PoolConfig};
     let env = TestEnv::with_store(url).await;
     let store = JobStore::open(url).await.unwrap();
     // One unit per second of an attempt.
     let pricer: &common::store::Pricer =
         &|_spec: &str, start: u64, end: u64| Some((end.saturating_sub(start) * 1000) as i64);
-    let mut config = AdmissionConfig {
-        pools: [(
-            "default".to_string(),
-            PoolConfig {
-                capacity: Some(1),
-                ..PoolConfig::default()
-            },
-        )]
-        .into(),
-        ..AdmissionConfig::default()
-    };
-    config.preemption.min_runtime_secs = Some(0);
-    env.queue.set_admission(&config).await.unwrap();
+    env.queue
+        .set_admission(&crate::preemption::one_gpu())
+        .await
+        .unwrap();
     let w = live_worker(&env.queue).await;
     let mut sweep = spec("sweep", Priority::Background);
     sweep.resources.gpus = 1;

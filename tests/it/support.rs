@@ -754,3 +754,36 @@ async fn http_get_inner(port: u16, path: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// Runs `loadtests replay --json` of `trace` under `quotas` at `speedup` (writing the
+/// schedule to `schedule` when given), asserts it succeeded, and returns its rows.
+pub(crate) fn replay_rows(
+    trace: &Path,
+    quotas: &Path,
+    speedup: &str,
+    schedule: Option<&Path>,
+) -> serde_json::Value {
+    let mut cmd = Command::new(bin("loadtests"));
+    cmd.args(["replay", "--speedup", speedup, "--json"])
+        .arg("--trace")
+        .arg(trace)
+        .arg("--quotas")
+        .arg(quotas);
+    if let Some(s) = schedule {
+        cmd.arg("--schedule").arg(s);
+    }
+    let out = cmd.env("REDIS_URL", redis_url()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The value of the bench row `case` among `rows` (a `--json` report).
+pub(crate) fn row_value(rows: &serde_json::Value, case: &str) -> f64 {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["case"] == case)
+        .unwrap_or_else(|| panic!("no row {case}: {rows}"))["value"]
+        .as_f64()
+        .unwrap()
+}

@@ -388,6 +388,17 @@ mod tests {
         assert!(e.contains("cannot name Kubernetes secrets"), "{e}");
     }
 
+    /// The pod spec of the Job built for `ctx`.
+    fn pod_of(ctx: &AttemptContext<'_>, config: &KubeConfig) -> k8s_openapi::api::core::v1::PodSpec {
+        build_job(ctx, "n", config)
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+    }
+
     #[test]
     fn a_pod_mounts_only_its_own_checkpoint_directory_under_its_team() {
         let mut claimed = fixtures::claimed("ckpt-job", 2);
@@ -395,26 +406,14 @@ mod tests {
         let (ctx, _out) = fixtures::context(&claimed);
         let mut config = fixtures::config();
         config.checkpoint = CheckpointVolume::Claim("ckpt".into());
-        let pod = build_job(&ctx, "n", &config)
-            .unwrap()
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod = pod_of(&ctx, &config);
         let mount = pod.containers[0].volume_mounts.clone().unwrap().remove(0);
         assert_eq!(mount.sub_path.as_deref(), Some("vision/ckpt-job"));
         assert_eq!(mount.mount_path, "/gpuq/checkpoints");
         // A team named like a path step cannot climb out of the claim.
         claimed.spec.team = "..".into();
         let (ctx, _out) = fixtures::context(&claimed);
-        let pod = build_job(&ctx, "n", &config)
-            .unwrap()
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod = pod_of(&ctx, &config);
         let sub = pod.containers[0].volume_mounts.clone().unwrap()[0]
             .sub_path
             .clone()
@@ -429,13 +428,7 @@ mod tests {
         let mut config = fixtures::config();
         config.service_account = Some("trainer".into());
         config.checkpoint = CheckpointVolume::Claim("ckpt".into());
-        let pod = build_job(&ctx, "n", &config)
-            .unwrap()
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap();
+        let pod = pod_of(&ctx, &config);
         assert_eq!(pod.service_account_name.as_deref(), Some("trainer"));
         assert_eq!(pod.automount_service_account_token, None);
         let claim = pod.volumes.unwrap()[0].persistent_volume_claim.clone().unwrap();

@@ -514,36 +514,36 @@ async fn a_still_running_job_of_an_earlier_attempt_is_adopted() {
     run.api.assert_none(&[Kind::CreateJob]);
 }
 
-#[tokio::test]
-async fn stop_deletes_the_job_in_the_foreground_and_waits() {
-    let mut run = start("cancelled", 1, fixtures::config());
+/// Starts `id`, lets its pod run, stops it (as a preemption victim with `grace`), and
+/// returns the delete request's options and how the attempt ended.
+async fn stop_a_running_job(id: &str, grace: Option<Duration>) -> (Value, LaunchResult) {
+    let mut run = start(id, 1, fixtures::config());
     run.created().await;
     let name = run.name();
     let (_jobs, pods) = run.api.serve_watchers(&name, run.job(json!([])), vec![]).await;
     pods.event("ADDED", run.pod(running()));
     let _log = run.log().await;
+    *run.preempt_grace.lock().unwrap() = grace;
     run.stop.cancel();
     let delete = run.api.serve_delete(run.job(json!([]))).await;
+    (delete, run.result().await)
+}
+
+#[tokio::test]
+async fn stop_deletes_the_job_in_the_foreground_and_waits() {
+    let (delete, result) = stop_a_running_job("cancelled", None).await;
     assert_eq!(delete, json!({"propagationPolicy": "Foreground"}));
-    assert_eq!(run.result().await, LaunchResult::Killed("deleted".into()));
+    assert_eq!(result, LaunchResult::Killed("deleted".into()));
 }
 
 #[tokio::test]
 async fn a_preemption_deletes_the_job_with_the_victims_grace_period() {
-    let mut run = start("victim", 1, fixtures::config());
-    run.created().await;
-    let name = run.name();
-    let (_jobs, pods) = run.api.serve_watchers(&name, run.job(json!([])), vec![]).await;
-    pods.event("ADDED", run.pod(running()));
-    let _log = run.log().await;
-    *run.preempt_grace.lock().unwrap() = Some(std::time::Duration::from_secs(45));
-    run.stop.cancel();
-    let delete = run.api.serve_delete(run.job(json!([]))).await;
+    let (delete, result) = stop_a_running_job("victim", Some(Duration::from_secs(45))).await;
     assert_eq!(
         delete,
         json!({"propagationPolicy": "Foreground", "gracePeriodSeconds": 45})
     );
-    assert_eq!(run.result().await, LaunchResult::Killed("deleted".into()));
+    assert_eq!(result, LaunchResult::Killed("deleted".into()));
 }
 
 #[tokio::test]
