@@ -58,6 +58,18 @@ pub enum Error {
         /// The bound.
         limit: u64,
     },
+    /// The primary took the enqueue but too few replicas acknowledged it in time, so a
+    /// failover could still lose it. Enqueue is idempotent: retry with the same ids.
+    #[error(
+        "enqueue not confirmed: {acked} of {wanted} Redis replicas acknowledged it, so a failover could lose it; \
+         enqueue again with the same ids (--id, or the same `batch` input), which adds only what is missing"
+    )]
+    Unreplicated {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
 }
 
 impl Error {
@@ -78,6 +90,7 @@ impl Error {
                 | Error::Fenced(_)
                 | Error::RestartHold(_)
                 | Error::OutboxFull { .. }
+                | Error::Unreplicated { .. }
         )
     }
 
@@ -95,6 +108,7 @@ impl Error {
             Error::Fenced(_) => "fenced",
             Error::RestartHold(_) => "restart_hold",
             Error::OutboxFull { .. } => "outbox_full",
+            Error::Unreplicated { .. } => "unreplicated",
         }
     }
 }

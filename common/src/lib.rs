@@ -38,7 +38,7 @@ pub use client::{Client, Enqueued};
 pub use error::{Error, Result, SpecError};
 pub use id::{JobId, WorkerId};
 pub use priority::Priority;
-pub use record::{now_ms, JobEvent, JobRecord, ListFilter};
+pub use record::{listing_order, now_ms, JobEvent, JobRecord, ListCursor, ListFilter};
 pub use spec::{
     is_safe_name, parse_batch, JobSpec, Memory, Resources, SecretRef, MAX_ENV_ENTRIES, MAX_NAME_CHARS,
     MAX_SECRET_ENV, MAX_SPEC_BYTES,

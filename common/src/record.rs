@@ -185,10 +185,63 @@ pub struct ListFilter {
     pub since_ms: Option<u64>,
     /// Only jobs enqueued before this time (ms).
     pub until_ms: Option<u64>,
+    /// Only jobs after this cursor in the listing's order (the previous page's last job):
+    /// a page that starts there, found without reading what comes before it.
+    pub before: Option<ListCursor>,
     /// Skip this many (paging).
     pub offset: usize,
     /// Return at most this many.
     pub limit: usize,
+}
+
+/// A place in the listing's order, which is newest enqueue time first, then id
+/// descending: `list` returns the jobs strictly after it. Written `MS:ID` (`:` is not
+/// allowed in ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListCursor {
+    /// The enqueue time (ms) of the last job of the previous page.
+    pub enqueued_at: u64,
+    /// Its id.
+    pub id: JobId,
+}
+
+impl ListCursor {
+    /// The cursor of the page that follows `r`.
+    pub fn after(r: &JobRecord) -> Self {
+        ListCursor {
+            enqueued_at: r.enqueued_at,
+            id: r.id.clone(),
+        }
+    }
+
+    /// Whether `r` comes after the cursor in the listing's order.
+    pub fn precedes(&self, r: &JobRecord) -> bool {
+        (r.enqueued_at, &r.id) < (self.enqueued_at, &self.id)
+    }
+}
+
+impl std::fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.enqueued_at, self.id.as_str())
+    }
+}
+
+impl std::str::FromStr for ListCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid cursor {s:?}: expected MS:ID, as the previous page printed it");
+        let (ms, id) = s.split_once(':').ok_or_else(bad)?;
+        Ok(ListCursor {
+            enqueued_at: ms.parse().map_err(|_| bad())?,
+            id: id.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Orders records as `list` does: newest enqueue time first, then id descending.
+pub fn listing_order(a: &JobRecord, b: &JobRecord) -> std::cmp::Ordering {
+    (b.enqueued_at, &b.id).cmp(&(a.enqueued_at, &a.id))
 }
 
 impl ListFilter {
@@ -200,5 +253,6 @@ impl ListFilter {
             && self.model_type.as_ref().is_none_or(|m| *m == r.spec.model_type)
             && self.since_ms.is_none_or(|t| r.enqueued_at >= t)
             && self.until_ms.is_none_or(|t| r.enqueued_at < t)
+            && self.before.as_ref().is_none_or(|c| c.precedes(r))
     }
 }

@@ -1,7 +1,7 @@
 //! Command-line arguments. Every flag can also come from the environment.
 
 use common::cli::{LogFormat, RedisArgs};
-use common::{JobId, JobState, Memory, Priority};
+use common::{JobId, JobState, ListCursor, Memory, Priority};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -415,6 +415,10 @@ pub struct ListArgs {
     /// Only jobs enqueued before then: a time or an age.
     #[arg(long, value_parser = parse_time)]
     pub until: Option<u64>,
+    /// Only jobs after this cursor: the `--before` a full page prints at its end. Unlike
+    /// `--offset`, a page found this way costs the same however deep it is.
+    #[arg(long)]
+    pub before: Option<ListCursor>,
     /// Skip this many (paging).
     #[arg(long, default_value_t = 0)]
     pub offset: usize,

@@ -71,6 +71,12 @@ ensure_postgres() {
   as_root su postgres -c "createdb test" 2>/dev/null || true
 }
 
+# The TLS store test starts a PostgreSQL of its own (initdb, postgres), even when the
+# shared one is elsewhere (TEST_DATABASE_URL).
+ensure_postgres_programs() {
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || apt_install postgresql
+}
+
 # promtool checks the metrics exposition and the alert rules (Debian's prometheus package).
 ensure_promtool() {
   command -v promtool >/dev/null || apt_install prometheus

@@ -1063,3 +1063,34 @@ async fn a_team_image_allow_list_refuses_other_images_at_enqueue() {
     let out = env.scheduler(&["quota", "set", "--pool", "a100", "--allowed-images", "x/*"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn in_a_strict_pool_a_teams_small_job_does_not_pass_its_held_up_larger_one() {
+    let env = TestEnv::new().await;
+    let strict = PoolConfig {
+        strategy: Strategy::Strict,
+        ..pool(3, &[("vision", quota(2, Some(0)))])
+    };
+    env.queue
+        .set_admission(&config(&[("a100", strict)]))
+        .await
+        .unwrap();
+    // vision's 1-GPU job fits, its 2-GPU job then does not (quota 2): in a strict pool
+    // the second 1-GPU job, which would fit, waits behind it in the team's lane (FIFO
+    // within a team), though a job of its own size was taken just before in the same
+    // claim. (A best-effort pool lets it pass.)
+    enqueue(
+        &env,
+        vec![
+            gpu_job("one", "vision", "a100", 1),
+            gpu_job("two", "vision", "a100", 2),
+            gpu_job("one-more", "vision", "a100", 1),
+        ],
+    )
+    .await;
+    let w = live_worker(&env).await;
+    let got = claim(&env, &w, 3).await;
+    assert_eq!(names(&got), ["one"]);
+    let status = env.queue.status().await.unwrap();
+    assert_eq!(status.priorities[1].parked, 2, "both wait in vision's lane");
+}

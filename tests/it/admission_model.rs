@@ -266,6 +266,11 @@ impl Model {
 
     /// The reservation of a pool, dropping one whose job is no longer queued.
     fn reservation(&mut self, pool: &str) -> Option<(String, usize)> {
+        // Only a configured pool has reservations; one made while it was configured
+        // stays stored, and counts again if the pool is configured again.
+        if !self.config.pools.contains_key(pool) {
+            return None;
+        }
         let r = self.reservation.get(pool).cloned()?;
         if self.jobs.get(&r.0).is_some_and(|j| j.state == State::Queued) {
             Some(r)
@@ -510,6 +515,10 @@ struct Claiming<'m> {
     leased: Vec<String>,
     stopped: BTreeSet<String>,
     all_stopped: bool,
+    /// What makes the claim run its second pass over a pool's lanes (claim.lua): a job
+    /// that would borrow, a reservation that ended, or a lane that moved.
+    borrowers: bool,
+    moved: bool,
 }
 
 impl Claiming<'_> {
@@ -546,7 +555,10 @@ impl Claiming<'_> {
             return Decision::Skip;
         };
         let code = match &why {
-            Reason::Borrowing => return Decision::Skip,
+            Reason::Borrowing => {
+                self.borrowers = true;
+                return Decision::Skip;
+            }
             Reason::Wait(w) => w.code(),
         };
         match code {
@@ -573,6 +585,7 @@ impl Claiming<'_> {
         }
         if self.m.reservation(pool).is_some_and(|(r, _)| r == id) {
             self.m.reservation.remove(pool);
+            self.borrowers = true;
         }
         self.leased.push(id.to_string());
     }
@@ -600,6 +613,9 @@ impl Claiming<'_> {
                 Reason::Borrowing => "borrowing",
             });
             let only_head = matches!(code, Some("pool_full" | "reserved"));
+            if code == Some("borrowing") {
+                self.borrowers = true;
+            }
             match code {
                 Some("global_cap") => {
                     self.all_stopped = true;
@@ -653,13 +669,15 @@ impl Claiming<'_> {
                 }
             }
             let lane = self.m.lanes.get_mut(&key).unwrap();
-            for id in gone {
-                if let Some(i) = lane.iter().position(|x| *x == id) {
+            for id in &gone {
+                if let Some(i) = lane.iter().position(|x| x == id) {
                     lane.remove(i);
                 }
             }
             if lane.is_empty() {
                 self.m.lanes.remove(&key);
+            } else if !gone.is_empty() {
+                self.moved = true;
             }
         }
     }
@@ -677,10 +695,12 @@ impl Claiming<'_> {
         }
     }
 
-    fn take_from_queue(&mut self, pri: usize, pool: &str) {
+    /// Returns how many jobs it parked.
+    fn take_from_queue(&mut self, pri: usize, pool: &str) -> usize {
         let qk = (pri, pool.to_string());
         let mut back = Vec::new();
         let mut skipped = 0;
+        let mut parked = 0;
         while self.leased.len() < self.want && !self.stopped.contains(pool) && !self.all_stopped {
             let n = (self.want - self.leased.len()).min(100);
             let q = self.m.queues.entry(qk.clone()).or_default();
@@ -704,6 +724,7 @@ impl Claiming<'_> {
                     };
                     if what == Decision::Park {
                         self.m.lanes.entry(key).or_default().push(id.clone());
+                        parked += 1;
                     }
                 }
                 match what {
@@ -731,6 +752,7 @@ impl Claiming<'_> {
         let rest = std::mem::take(q);
         back.extend(rest);
         *q = back;
+        parked
     }
 }
 
@@ -754,22 +776,26 @@ impl Model {
             leased: Vec::new(),
             stopped: BTreeSet::new(),
             all_stopped: false,
+            borrowers: false,
+            moved: false,
         };
         'all: for pri in 0..3 {
             for pool in &pools {
                 if c.leased.len() >= c.want || c.all_stopped {
                     break 'all;
                 }
+                (c.borrowers, c.moved) = (false, false);
                 if !c.stopped.contains(pool) {
                     c.reserved_first(pri, pool);
                 }
                 if !c.stopped.contains(pool) {
                     c.take_from_lanes(pri, pool, true);
                 }
+                let mut parked = 0;
                 if !c.stopped.contains(pool) {
-                    c.take_from_queue(pri, pool);
+                    parked = c.take_from_queue(pri, pool);
                 }
-                if !c.stopped.contains(pool) {
+                if !c.stopped.contains(pool) && (c.borrowers || c.moved || parked > 0) {
                     c.take_from_lanes(pri, pool, false);
                 }
             }
@@ -898,6 +924,9 @@ async fn check_agreement(
     for id in queued {
         let want = model.waiting(&id);
         let got = env.queue.why_waiting(&id.parse().unwrap()).await.unwrap();
+        if got.as_ref() != Some(&want) {
+            dump_lists(env, model).await;
+        }
         prop_assert_eq!(
             got.as_ref(),
             Some(&want),
@@ -908,6 +937,32 @@ async fn check_agreement(
         );
     }
     Ok(())
+}
+
+/// Prints the namespace's lists and sets and the model's queues and lanes, for a
+/// disagreement (CI shows the shrunk case's output only in part).
+async fn dump_lists(env: &TestEnv, model: &Model) {
+    let mut conn = env.raw_redis().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{{{}}}:*", env.ns))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for k in keys {
+        let kind: String = redis::cmd("TYPE").arg(&k).query_async(&mut conn).await.unwrap();
+        let mut cmd = match kind.as_str() {
+            "list" => redis::cmd("LRANGE"),
+            "set" => redis::cmd("SMEMBERS"),
+            _ => continue,
+        };
+        cmd.arg(&k);
+        if kind == "list" {
+            cmd.arg(0).arg(-1);
+        }
+        let items: Vec<String> = cmd.query_async(&mut conn).await.unwrap();
+        eprintln!("redis {k} {items:?}");
+    }
+    eprintln!("model queues {:?} lanes {:?}", model.queues, model.lanes);
 }
 
 async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -985,6 +1040,9 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .map(|j| j.id.to_string())
                     .collect();
                 let want = model.claim(*worker, *max, &room);
+                if got != want {
+                    dump_lists(&env, &model).await;
+                }
                 prop_assert_eq!(&got, &want, "claim at step {} {:?}", step, op);
             }
             Op::Finish { worker, pick, ok } => {
@@ -1077,8 +1135,9 @@ async fn run_case(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
+    // PROPTEST_CASES raises the case count for a deeper run than CI's.
     #![proptest_config(ProptestConfig {
-        cases: 128,
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128),
         max_shrink_iters: 200,
         ..ProptestConfig::default()
     })]

@@ -1,7 +1,9 @@
-//! Connections as production has them: Redis ACL users and TLS (`rediss://`), against
-//! private redis-servers the tests start and stop.
+//! Connections as production has them, against private servers the tests start and stop:
+//! Redis ACL users and TLS (`rediss://`), PostgreSQL over TLS, and a Sentinel failover.
 
-use crate::support::{stderr, stdout, wait_for, PrivateRedis, TestCerts, TestEnv};
+use crate::servers::{PrivatePostgres, PrivateRedis, SentinelSet, TestCerts};
+use crate::support::{sh, stderr, stdout, wait_for, TestEnv};
+use common::JobState;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -86,4 +88,108 @@ async fn rediss_with_a_trusted_certificate_runs_jobs_and_an_untrusted_one_is_ref
     let plain = redis.url.replace("rediss://", "redis://");
     let out = env.scheduler_via(&plain, &[], &["status"]);
     assert!(!out.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_postgres_store_over_verified_tls_records_jobs_and_an_untrusted_or_plain_one_is_refused() {
+    use common::store::JobStore;
+    let mut env = TestEnv::new().await;
+    let certs = TestCerts::make(&env.path("certs"));
+    let pg = PrivatePostgres::tls(env.path("pg"), &certs).await;
+    let ca = certs.ca.display().to_string();
+    env.database_url = pg.url(&format!("sslmode=verify-full&sslrootcert={ca}"));
+    let _serve = env.serve();
+    a_job_runs_through(&env, &crate::support::redis_url(), &[]).await;
+    // `serve` recorded it in the store over the verified connection.
+    let store = JobStore::open(&env.database_url).await.unwrap();
+    wait_for("the store to record the success", LONG, || async {
+        let rec = store.get(&"wire-1".parse().unwrap()).await.ok()??;
+        (rec.state == common::JobState::Succeeded).then_some(())
+    })
+    .await;
+    // Encrypted without verifying the server: works too.
+    JobStore::open(&pg.url("sslmode=require"))
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    // A certificate from a CA the client does not trust: refused, naming why.
+    let other = TestCerts::make(&env.path("other-ca"));
+    let untrusted = pg.url(&format!("sslmode=verify-full&sslrootcert={}", other.ca.display()));
+    let err = JobStore::open(&untrusted).await.unwrap_err().to_string();
+    assert!(
+        err.contains("cannot open job store") && err.contains("certificate"),
+        "{err}"
+    );
+    // Without TLS the server (hostssl only) refuses the connection.
+    let err = JobStore::open(&pg.url("sslmode=disable"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no encryption"), "{err}");
+}
+
+/// Two workers drain a queue they reach through three Sentinels. Mid-drain the Sentinels
+/// fail over to the replica: the workers and the client follow it, the jobs enqueued
+/// after it run too, and every job ends succeeded, having run at least once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pool_keeps_draining_across_a_sentinel_failover_and_loses_nothing() {
+    use common::queue::RedisQueue;
+    const HALF: usize = 150;
+    let env = TestEnv::new().await;
+    let set = SentinelSet::start(env.path("sentinel")).await;
+    let q = RedisQueue::connect(&set.url, &env.ns).await.unwrap();
+    let ran = env.path("ran");
+    let spec = |i: usize| {
+        let mut s = sh("failover", &format!("echo \"$GPUQ_JOB_ID\" >> {}", ran.display()));
+        s.id = Some(format!("f-{i}").parse().unwrap());
+        s
+    };
+    q.enqueue_batch((0..HALF).map(spec).collect()).await.unwrap();
+    let _w1 = env.worker_with(&set.url, &["--concurrency", "4"], &[]);
+    let _w2 = env.worker_with(&set.url, &["--concurrency", "4"], &[]);
+    let succeeded = |q: RedisQueue| async move {
+        let mut n = 0;
+        for i in 0..2 * HALF {
+            let id = format!("f-{i}").parse().unwrap();
+            if let Ok(Some(r)) = q.get(&id).await {
+                n += usize::from(r.state == JobState::Succeeded);
+            }
+        }
+        n
+    };
+    wait_for("a quarter of the jobs to succeed", LONG, || {
+        let q = q.clone();
+        async move { (succeeded(q).await >= HALF / 4).then_some(()) }
+    })
+    .await;
+    set.fail_over().await;
+    // The same handle follows the new primary. Calls fail while it moves, and enqueue
+    // until the new primary has a replica again to acknowledge it: until then it reports
+    // that it is not confirmed, and retrying with the same ids adds only what is missing.
+    wait_for("the second half to be enqueued on the new primary", LONG, || {
+        let q = q.clone();
+        async move { q.enqueue_batch((HALF..2 * HALF).map(spec).collect()).await.ok() }
+    })
+    .await;
+    wait_for("every job to succeed", Duration::from_secs(120), || {
+        let q = q.clone();
+        async move { (succeeded(q).await == 2 * HALF).then_some(()) }
+    })
+    .await;
+    // Each ran (at least once), and the workers heartbeat to the new primary.
+    let lines = std::fs::read_to_string(&ran).unwrap();
+    let seen: std::collections::BTreeSet<&str> = lines.lines().collect();
+    for i in 0..2 * HALF {
+        assert!(seen.contains(format!("f-{i}").as_str()), "f-{i} never ran");
+    }
+    let direct = RedisQueue::connect(&set.replica.url, &env.ns).await.unwrap();
+    assert_eq!(direct.workers().await.unwrap().len(), 2);
+    let role: Vec<redis::Value> = {
+        let client = redis::Client::open(set.replica.url.clone()).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("ROLE").query_async(&mut c).await.unwrap()
+    };
+    assert_eq!(role.first(), Some(&redis::Value::BulkString(b"master".to_vec())));
 }

@@ -188,7 +188,7 @@ async fn the_outbox_at_its_bound_refuses_enqueue_but_keeps_every_transition() {
 #[tokio::test(flavor = "multi_thread")]
 async fn after_a_redis_restart_the_reaper_waits_for_workers_to_come_back() {
     let env = TestEnv::new().await;
-    let mut redis = crate::support::PrivateRedis::durable(env.path("aof")).await;
+    let mut redis = crate::servers::PrivateRedis::durable(env.path("aof")).await;
     let queue = RedisQueue::connect(&redis.url, "restart").await.unwrap();
     let ids = queue.enqueue_batch(vec![spec("long")]).await.unwrap().ids;
     let w = WorkerId::generate("survivor");

@@ -1,6 +1,7 @@
 //! Metrics, health endpoints and logs of the running binaries.
 
-use crate::support::{bin, free_port, http_get, sh, wait_for, PrivateRedis, TestEnv};
+use crate::servers::PrivateRedis;
+use crate::support::{bin, free_port, http_get, sh, wait_for, TestEnv};
 use common::{JobSpec, JobState, Priority};
 use std::process::{Command, Stdio};
 use std::time::Duration;

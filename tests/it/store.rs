@@ -1,7 +1,8 @@
 //! The job store, over both backends: every test runs once on SQLite and once on
 //! PostgreSQL (a fresh database each).
 
-use crate::support::{sh, stderr, stdout, wait_for, PrivateRedis, TestEnv};
+use crate::servers::PrivateRedis;
+use crate::support::{sh, stderr, stdout, wait_for, TestEnv};
 use common::queue::{Outcome, RedisQueue};
 use common::store::JobStore;
 use common::{JobId, JobSpec, JobState, ListFilter, Priority, WorkerId, WorkerInfo};

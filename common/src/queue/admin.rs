@@ -161,18 +161,33 @@ impl RedisQueue {
     }
 
     /// Newest jobs first that match `filter` (its offset and limit are not applied here:
-    /// at most `filter.offset + filter.limit` are returned, for the caller to page).
+    /// at most `filter.offset + filter.limit` are returned, for the caller to page). With
+    /// a cursor (`filter.before`), the walk starts where the cursor is, found by a binary
+    /// search of the index (`seek.lua`), however deep that is.
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<JobRecord>> {
         const PAGE: usize = 200;
         let want = filter.offset + filter.limit;
         let mut conn = self.conn().await?;
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        // The index is in enqueue order: walk it from the tail, newest first. Positions
-        // are fixed from its length now; a concurrent trim of the head can shift them by
-        // a few, so ids are de-duplicated.
-        let mut end: isize = conn.llen::<_, isize>(self.keys.jobs()).await? - 1;
-        'pages: while end >= 0 && out.len() < want {
+        // The index is in enqueue order: walk it from the tail (or the cursor), newest
+        // first. Positions are fixed from its length now; a concurrent trim of the head
+        // can shift them by a few, so ids are de-duplicated.
+        let mut end: isize = match &filter.before {
+            Some(c) => {
+                scripts::SEEK
+                    .prepare_invoke()
+                    .arg(self.keys.prefix())
+                    .arg(c.enqueued_at)
+                    .invoke_async(&mut conn)
+                    .await?
+            }
+            None => conn.llen::<_, isize>(self.keys.jobs()).await? - 1,
+        };
+        // Once the page is full, jobs enqueued in the same millisecond as its last one
+        // are read too: the listing orders them by id, the index by enqueue.
+        let mut full_at: Option<u64> = None;
+        'pages: while end >= 0 {
             let start = (end - PAGE as isize + 1).max(0);
             let mut ids: Vec<String> = conn.lrange(self.keys.jobs(), start, end).await?;
             end = start - 1;
@@ -189,18 +204,23 @@ impl RedisQueue {
                 }
                 let id: JobId = id.parse().map_err(Error::Corrupt)?;
                 let rec = JobRecord::from_hash(id, hash)?;
-                if filter.since_ms.is_some_and(|t| rec.enqueued_at < t) {
+                if full_at.is_some_and(|t| rec.enqueued_at != t)
+                    || filter.since_ms.is_some_and(|t| rec.enqueued_at < t)
+                {
                     // Everything further is older still.
                     break 'pages;
                 }
                 if filter.matches(&rec) {
+                    let at = rec.enqueued_at;
                     out.push(rec);
-                    if out.len() == want {
-                        break 'pages;
+                    if out.len() >= want && full_at.is_none() {
+                        full_at = Some(at);
                     }
                 }
             }
         }
+        out.sort_by(crate::record::listing_order);
+        out.truncate(want);
         Ok(out)
     }
 

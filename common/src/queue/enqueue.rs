@@ -138,6 +138,7 @@ impl RedisQueue {
                 limit: self.outbox_limit,
             });
         }
+        self.replicated(&mut conn).await?;
         let created = created as usize;
         let existing = reply[1..]
             .iter()
@@ -153,6 +154,31 @@ impl RedisQueue {
         })
     }
 }
+
+impl RedisQueue {
+    /// Waits until [`replica_acks`](Self::replica_acks) replicas have every write made so
+    /// far on this connection (`WAIT`), for at most [`REPLICA_ACK_TIMEOUT`]. Redis
+    /// replicates asynchronously: without this, an enqueue the primary acknowledged in
+    /// the second before a failover is gone from the promoted replica.
+    async fn replicated(&self, conn: &mut redis::aio::ConnectionManager) -> Result<()> {
+        let wanted = self.replica_acks();
+        if wanted == 0 {
+            return Ok(());
+        }
+        let acked: u32 = redis::cmd("WAIT")
+            .arg(wanted)
+            .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64)
+            .query_async(conn)
+            .await?;
+        if acked < wanted {
+            return Err(crate::Error::Unreplicated { acked, wanted });
+        }
+        Ok(())
+    }
+}
+
+/// How long an enqueue waits for its replicas' acknowledgement.
+pub const REPLICA_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Gives every spec without an id one derived from the whole batch's text and the spec's
 /// place in it, so that enqueueing the same input again, in chunks, after a failure part-way,

@@ -12,9 +12,10 @@ mod outbox;
 mod preempt;
 mod quota;
 mod scripts;
+mod sentinel;
 
 pub use admin::{PriorityStatus, QueueStatus};
-pub use enqueue::{assign_batch_ids, EnqueueReport, MAX_ATOMIC_BATCH};
+pub use enqueue::{assign_batch_ids, EnqueueReport, MAX_ATOMIC_BATCH, REPLICA_ACK_TIMEOUT};
 pub use keys::Keys;
 pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Room, Unreadable};
 pub use outbox::{OutboxEvent, RefusedEntry, RestoreItem};
@@ -42,11 +43,22 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// down fail with a retryable [`Error::Redis`].
 #[derive(Clone)]
 pub struct RedisQueue {
-    shared: Arc<OnceCell<ConnectionManager>>,
-    client: redis::Client,
+    target: Target,
     keys: Keys,
     url: String,
     outbox_limit: u64,
+}
+
+/// Where the queue's Redis is.
+#[derive(Clone)]
+enum Target {
+    /// One server at a fixed address, reconnected to after it restarts.
+    Direct {
+        client: Box<redis::Client>,
+        shared: Arc<OnceCell<ConnectionManager>>,
+    },
+    /// The primary that a set of Sentinels names, followed through failovers.
+    Sentinel(Arc<sentinel::Primary>),
 }
 
 /// Default bound of the outbox: past it, enqueue is refused (see [`RedisQueue::with_outbox_limit`]).
@@ -76,11 +88,18 @@ impl RedisQueue {
         // rediss:// needs a crypto provider; the first caller in the process installs
         // ring's (one installed already, by kube's client say, is kept).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = redis::Client::open(url)
-            .map_err(|e| Error::InvalidInput(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
+        let target = if sentinel::is_sentinel_url(url) {
+            Target::Sentinel(Arc::new(sentinel::Primary::parse(url, mask_url(url))?))
+        } else {
+            let client = redis::Client::open(url)
+                .map_err(|e| Error::InvalidInput(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
+            Target::Direct {
+                client: Box::new(client),
+                shared: Arc::new(OnceCell::new()),
+            }
+        };
         Ok(RedisQueue {
-            shared: Arc::new(OnceCell::new()),
-            client,
+            target,
             keys,
             url: url.to_string(),
             outbox_limit: DEFAULT_OUTBOX_LIMIT,
@@ -95,6 +114,15 @@ impl RedisQueue {
     pub fn with_outbox_limit(mut self, limit: u64) -> Self {
         self.outbox_limit = limit;
         self
+    }
+
+    /// How many replicas must acknowledge an enqueue before it is reported done: the
+    /// Sentinel URL's `replicas` (default 1), and 0 for a single server.
+    pub fn replica_acks(&self) -> u32 {
+        match &self.target {
+            Target::Direct { .. } => 0,
+            Target::Sentinel(primary) => primary.replicas(),
+        }
     }
 
     /// The outbox bound (see [`with_outbox_limit`](Self::with_outbox_limit)).
@@ -121,20 +149,17 @@ impl RedisQueue {
 
     /// The shared connection (a cheap handle; clones pipeline on one socket).
     pub(crate) async fn conn(&self) -> Result<ConnectionManager> {
-        let manager = self
-            .shared
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
-                    // Reconnection is retried briefly; callers retry their own calls with
-                    // backoff, and each failed call starts a new reconnection.
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_millis(500));
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            })
-            .await?;
-        Ok(manager.clone())
+        match &self.target {
+            Target::Direct { client, shared } => {
+                let manager = shared
+                    .get_or_try_init(|| async {
+                        ConnectionManager::new_lazy_with_config((**client).clone(), manager_config())
+                    })
+                    .await?;
+                Ok(manager.clone())
+            }
+            Target::Sentinel(primary) => primary.conn(&manager_config()).await,
+        }
     }
 
     /// A dedicated connection without a response timeout, for blocking commands
@@ -143,8 +168,11 @@ impl RedisQueue {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(None);
-        Ok(self
-            .client
+        let client = match &self.target {
+            Target::Direct { client, .. } => (**client).clone(),
+            Target::Sentinel(primary) => primary.client(&manager_config()).await?,
+        };
+        Ok(client
             .get_multiplexed_async_connection_with_config(&config)
             .await?)
     }
@@ -159,6 +187,17 @@ impl RedisQueue {
             .await?;
         Ok(woke.is_some())
     }
+}
+
+/// How the shared connection connects and reconnects.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        // Reconnection is retried briefly; callers retry their own calls with backoff,
+        // and each failed call starts a new reconnection.
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
 }
 
 /// Replaces the password in a URL with `***` so it can be logged.

@@ -34,3 +34,4 @@ script!(RECOUNT, "lua/recount.lua");
 script!(CONFIGURE, "lua/configure.lua");
 script!(PREEMPT, "lua/preempt.lua");
 script!(WATCH, "lua/watch.lua");
+script!(SEEK, "lua/seek.lua");

@@ -101,9 +101,27 @@ impl JobStore {
                 clauses.push(format!("enqueued_at {op} ${}", texts.len() + numbers.len()));
             }
         }
-        let base = texts.len() + numbers.len();
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs {} ORDER BY enqueue_ms DESC, enqueue_seq DESC LIMIT ${} OFFSET ${}",
+        // After a cursor, in the listing's order (enqueue time, then id, descending), with
+        // ids compared bytewise as Rust does (PostgreSQL's default collation would not).
+        let id_col = if self.backend == super::Backend::Postgres {
+            "id COLLATE \"C\""
+        } else {
+            "id"
+        };
+        let mut cursor_id = None;
+        if let Some(c) = &filter.before {
+            numbers.push(c.enqueued_at as i64);
+            let t = texts.len() + numbers.len();
+            clauses.push(format!(
+                "(enqueued_at < ${t} OR (enqueued_at = ${t} AND {id_col} < ${}))",
+                t + 1
+            ));
+            cursor_id = Some(c.id.as_str().to_string());
+        }
+        let base = texts.len() + numbers.len() + usize::from(cursor_id.is_some());
+        let sql =
+            format!(
+            "SELECT {JOB_COLUMNS} FROM jobs {} ORDER BY enqueued_at DESC, {id_col} DESC LIMIT ${} OFFSET ${}",
             if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) },
             base + 1,
             base + 2
@@ -114,6 +132,9 @@ impl JobStore {
         }
         for v in &numbers {
             q = q.bind(*v);
+        }
+        if let Some(id) = &cursor_id {
+            q = q.bind(id.as_str());
         }
         q = q.bind(filter.limit as i64).bind(filter.offset as i64);
         let rows = q.fetch_all(&self.pool).await.map_err(store_err)?;

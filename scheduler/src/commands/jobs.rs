@@ -132,6 +132,7 @@ pub(crate) async fn list(queue: &RedisQueue, store_url: &str, a: ListArgs) -> Cl
         model_type: a.model_type,
         since_ms: a.since,
         until_ms: a.until,
+        before: a.before,
         offset: a.offset,
         limit: a.limit,
     };
@@ -151,13 +152,20 @@ pub(crate) async fn list(queue: &RedisQueue, store_url: &str, a: ListArgs) -> Cl
         by_id.insert(r.id.clone(), r);
     }
     let mut jobs: Vec<JobRecord> = by_id.into_values().filter(|r| filter.matches(r)).collect();
-    jobs.sort_by(|a, b| (b.enqueued_at, &b.id).cmp(&(a.enqueued_at, &a.id)));
+    jobs.sort_by(common::listing_order);
     let jobs: Vec<JobRecord> = jobs
         .into_iter()
         .skip(filter.offset)
         .take(filter.limit)
         .map(JobRecord::redacted)
         .collect();
+    // A full page may have more after it: say how to get the next one (on stderr, so
+    // that --json output stays one document).
+    if jobs.len() == filter.limit && filter.limit > 0 {
+        if let Some(last) = jobs.last() {
+            eprintln!("more: add --before {}", common::ListCursor::after(last));
+        }
+    }
     if a.json {
         print_json(&jobs);
         return Ok(());

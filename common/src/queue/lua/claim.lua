@@ -71,9 +71,12 @@ local stopped = {}
 local all_stopped = false
 local more = false
 -- Whether the first pass over the lanes left something that would borrow, or a
--- reservation ended: the second pass can admit more only then, or when the queue parked
--- jobs just now (usage only grows within a claim, so nothing else it held up fits now).
+-- reservation ended: the second pass can admit more only then, when the queue parked
+-- jobs just now, or when the first pass took or dropped jobs from a lane that still has
+-- more (they were beyond what it looked at: one job in a strict pool). Usage only grows
+-- within a claim, so nothing else it held up fits now.
 local borrowers = false
+local moved = false
 local FIELDS = { 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit', 'charge', 'blocked_since',
   'preempt_by' }
 
@@ -230,7 +233,11 @@ local function from_lanes(pri, pool, no_borrow)
       end
     end
     for _, id in ipairs(gone) do redis.call('LREM', lane.key, 1, id) end
-    if redis.call('EXISTS', lane.key) == 0 then redis.call('SREM', index, lane.member) end
+    if redis.call('EXISTS', lane.key) == 0 then
+      redis.call('SREM', index, lane.member)
+    elseif #gone > 0 then
+      moved = true
+    end
   end
 end
 
@@ -255,7 +262,9 @@ local function from_queue(pri, pool)
   local back = {}
   local skipped, parked = 0, 0
   -- Per charge: its lane and whether the lane is parked (one lookup per distinct charge).
-  local lanes_of = {}
+  -- Charges that differ only in their GPU count share a lane, and so one record of it:
+  -- once one of them parks, the others wait behind it.
+  local lanes_of, lanes_by_key = {}, {}
   while #leased < want and not stopped[pool] and not all_stopped do
     local ids = redis.call('LPOP', qk, int(math.min(want - #leased, 100)))
     if not ids then break end
@@ -271,7 +280,11 @@ local function from_queue(pri, pool)
           if not lane then
             local _, team, gpus, group = parse_charge(f[6])
             local lk = lane_key(prefix, pri, pool, team, group, gpus)
-            lane = { key = lk, member = lane_member(team, group, gpus), parked = redis.call('EXISTS', lk) == 1 }
+            lane = lanes_by_key[lk]
+            if not lane then
+              lane = { key = lk, member = lane_member(team, group, gpus), parked = redis.call('EXISTS', lk) == 1 }
+              lanes_by_key[lk] = lane
+            end
             lanes_of[ck] = lane
           end
           -- Its lane is parked: it waits behind the lane's jobs (FIFO within a team).
@@ -317,13 +330,13 @@ end
 for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
   for _, pool in ipairs(pools) do
     if #leased >= want or all_stopped then break end
-    borrowers = false
+    borrowers, moved = false, false
     if not stopped[pool] then reserved_first(pri, pool) end
     if not stopped[pool] then from_lanes(pri, pool, true) end
     local parked = 0
     if not stopped[pool] then parked = from_queue(pri, pool) end
     -- Then what borrows, and jobs behind ones parked just now that fit.
-    if not stopped[pool] and (borrowers or parked > 0) then from_lanes(pri, pool, false) end
+    if not stopped[pool] and (borrowers or moved or parked > 0) then from_lanes(pri, pool, false) end
   end
 end
 
