@@ -549,6 +549,9 @@ pub struct ServeArgs {
     /// Succeeded and cancelled jobs leave Redis this long after they end (0 keeps them).
     #[arg(long, env = "GPUQ_REDIS_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
     pub redis_retention: Duration,
+    /// How often retention looks for jobs to remove from Redis and the store.
+    #[arg(long, env = "GPUQ_RETENTION_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
     /// Dead jobs leave Redis (and the dead-letter list) this long after they end, once the
     /// store has them (0 keeps them).
     #[arg(long, env = "GPUQ_DEAD_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]

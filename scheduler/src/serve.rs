@@ -71,7 +71,7 @@ pub async fn run(
         queue.clone(),
         store.clone(),
         keep,
-        Duration::from_secs(30),
+        args.retention_interval,
         shutdown.clone(),
     ));
     tasks.spawn(restart_watch_loop(

@@ -204,13 +204,17 @@ impl JobStore {
 
     /// Of the given job ids, those whose terminal state the store holds, with that state
     /// and the end time it recorded: what retention may remove from Redis.
+    ///
+    /// The query names ids only, and the state is checked here: with `AND state IN (...)`
+    /// in it, SQLite planned the lookup on `jobs_by_state` and read every finished row
+    /// (80 ms per 100 ids at 2x10^5 rows, which held retention to about 1,200 jobs/s)
+    /// instead of 100 primary-key lookups (3 ms).
     pub async fn recorded_ends(&self, ids: &[String]) -> Result<Vec<(String, JobState, u64)>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(100) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
-                "SELECT id, state, finished_at FROM jobs WHERE id IN ({}) \
-                 AND state IN ('succeeded', 'cancelled', 'dead') AND finished_at IS NOT NULL",
+                "SELECT id, state, finished_at FROM jobs WHERE id IN ({})",
                 marks.join(", ")
             );
             let mut q = sqlx::query(&sql);
@@ -218,10 +222,18 @@ impl JobStore {
                 q = q.bind(id.as_str());
             }
             for r in q.fetch_all(&self.pool).await.map_err(store_err)? {
+                let state: JobState = r
+                    .try_get::<String, _>("state")
+                    .map_err(store_err)?
+                    .parse()
+                    .map_err(Error::Corrupt)?;
+                let at: Option<i64> = r.try_get("finished_at").map_err(store_err)?;
+                let ended = matches!(state, JobState::Succeeded | JobState::Cancelled | JobState::Dead);
+                let (true, Some(at)) = (ended, at) else {
+                    continue;
+                };
                 let id: String = r.try_get("id").map_err(store_err)?;
-                let state: String = r.try_get("state").map_err(store_err)?;
-                let at: i64 = r.try_get("finished_at").map_err(store_err)?;
-                out.push((id, state.parse().map_err(Error::Corrupt)?, at as u64));
+                out.push((id, state, at as u64));
             }
         }
         Ok(out)

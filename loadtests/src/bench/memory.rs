@@ -24,7 +24,14 @@ pub(crate) async fn run(url: &str, jobs: usize) -> Result<Vec<Row>> {
     let mut b = Bench::new(url, "memory").await?;
     let db = std::env::temp_dir().join(format!("gpuq-bench-memory-{}.db", std::process::id()));
     let store = common::store::sqlite_url(&db);
-    b.serve_with(&store, &[("GPUQ_REDIS_RETENTION", "1s")])?;
+    b.serve_with(
+        &store,
+        &[
+            ("GPUQ_REDIS_RETENTION", "1s"),
+            ("GPUQ_RETENTION_INTERVAL", "1s"),
+            ("RUST_LOG", "warn,scheduler::store_sync::retention=debug"),
+        ],
+    )?;
     b.worker("noop", 64, &[])?;
     let started = Instant::now();
     let spec: Vec<_> = (0..5_000).map(|_| noop(Priority::Normal)).collect();
@@ -63,11 +70,17 @@ pub(crate) async fn run(url: &str, jobs: usize) -> Result<Vec<Row>> {
     .await?;
     let through = started.elapsed().as_secs_f64();
     let finished_key = b.queue.keys().finished();
-    wait_until("retention to remove them", Duration::from_secs(600), || {
+    let left: u64 = {
+        let mut con = con.clone();
+        con.zcard(&finished_key).await?
+    };
+    let removing = Instant::now();
+    wait_until("retention to remove them", Duration::from_secs(1800), || {
         let (mut con, key) = (con.clone(), finished_key.clone());
         async move { Ok(con.zcard::<_, u64>(&key).await? == 0) }
     })
     .await?;
+    let pace = left as f64 / removing.elapsed().as_secs_f64().max(1e-3);
     let index: u64 = {
         let mut con = con.clone();
         con.llen(format!("{{{}}}:jobs", b.ns)).await?
@@ -95,5 +108,12 @@ pub(crate) async fn run(url: &str, jobs: usize) -> Result<Vec<Row>> {
             "MB",
         )
         .note(format!("{index} ids left in the job index")),
+        Row::new(
+            "memory",
+            format!("retention's pace once all {jobs} were in the store"),
+            pace,
+            "jobs/s",
+        )
+        .note(format!("{left} left to remove when the store had them all")),
     ])
 }

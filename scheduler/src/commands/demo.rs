@@ -55,6 +55,7 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs, shutdown: CancellationToken)
         redis_retention: Duration::ZERO,
         dead_retention: Duration::ZERO,
         store_retention: Duration::ZERO,
+        retention_interval: Duration::from_secs(30),
         listen: None,
         quotas: None,
         quotas_interval: Duration::from_secs(10),

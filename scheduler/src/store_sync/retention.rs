@@ -29,17 +29,28 @@ pub async fn run_once(queue: &RedisQueue, store: &JobStore, keep: Retention) -> 
     let mut from_redis = 0;
     let cutoff = |keep: Duration| (!keep.is_zero()).then(|| now.saturating_sub(keep.as_millis() as u64));
     let (done_cutoff, dead_cutoff) = (cutoff(keep.redis), cutoff(keep.dead));
-    if let Some(latest) = done_cutoff.max(dead_cutoff) {
-        let mut skipped = 0;
+    // Jobs that ended after the oldest transition still in the outbox cannot be in the
+    // store yet: looking them up would only skip them, page after page, while the drain
+    // is behind.
+    let drained_to = queue.outbox_oldest_ms().await?;
+    if let Some(latest) = done_cutoff
+        .max(dead_cutoff)
+        .map(|c| drained_to.map_or(c, |d| c.min(d.saturating_sub(1))))
+    {
+        let started = std::time::Instant::now();
+        let (mut skipped, mut looked_up) = (0, 0);
+        let mut store_time = Duration::ZERO;
         loop {
             let candidates = queue.finished_before(latest, skipped, PAGE).await?;
             if candidates.is_empty() {
                 break;
             }
+            looked_up += candidates.len();
             let ids: Vec<String> = candidates.iter().map(|(id, _)| id.clone()).collect();
-            let due: Vec<(String, u64)> = store
-                .recorded_ends(&ids)
-                .await?
+            let asked = std::time::Instant::now();
+            let recorded = store.recorded_ends(&ids).await?;
+            store_time += asked.elapsed();
+            let due: Vec<(String, u64)> = recorded
                 .into_iter()
                 .filter(|(_, state, at)| {
                     let limit = if *state == JobState::Dead {
@@ -57,6 +68,16 @@ pub async fn run_once(queue: &RedisQueue, store: &JobStore, keep: Retention) -> 
             if candidates.len() < PAGE {
                 break;
             }
+        }
+        if looked_up > 0 {
+            tracing::debug!(
+                looked_up,
+                removed = from_redis,
+                skipped,
+                ms = started.elapsed().as_millis() as u64,
+                store_ms = store_time.as_millis() as u64,
+                "retention pass over Redis"
+            );
         }
     }
     let mut from_store = 0;
