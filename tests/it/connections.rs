@@ -2,7 +2,7 @@
 //! Redis ACL users and TLS (`rediss://`), PostgreSQL over TLS, and a Sentinel failover.
 
 use crate::servers::{PrivatePostgres, PrivateRedis, SentinelSet, TestCerts};
-use crate::support::{sh, stderr, stdout, wait_for, TestEnv};
+use crate::support::{free_port, sh, stderr, stdout, wait_for, TestEnv};
 use common::JobState;
 use std::time::Duration;
 
@@ -130,9 +130,10 @@ async fn a_postgres_store_over_verified_tls_records_jobs_and_an_untrusted_or_pla
     assert!(err.contains("no encryption"), "{err}");
 }
 
-/// Two workers drain a queue they reach through three Sentinels. Mid-drain the Sentinels
-/// fail over to the replica: the workers and the client follow it, the jobs enqueued
-/// after it run too, and every job ends succeeded, having run at least once.
+/// Two workers and `serve` drain a queue they reach through three Sentinels. Mid-drain
+/// the Sentinels fail over to the replica: the workers, `serve`, the CLI and the client
+/// follow it, the jobs enqueued after it run too, and every job ends succeeded, in Redis
+/// and in the store, having run at least once.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_pool_keeps_draining_across_a_sentinel_failover_and_loses_nothing() {
     use common::queue::RedisQueue;
@@ -147,6 +148,7 @@ async fn the_pool_keeps_draining_across_a_sentinel_failover_and_loses_nothing() 
         s
     };
     q.enqueue_batch((0..HALF).map(spec).collect()).await.unwrap();
+    let _serve = env.serve_via(&set.url, &["--listen", &format!("127.0.0.1:{}", free_port())]);
     let _w1 = env.worker_with(&set.url, &["--concurrency", "4"], &[]);
     let _w2 = env.worker_with(&set.url, &["--concurrency", "4"], &[]);
     let succeeded = |q: RedisQueue| async move {
@@ -184,6 +186,23 @@ async fn the_pool_keeps_draining_across_a_sentinel_failover_and_loses_nothing() 
     for i in 0..2 * HALF {
         assert!(seen.contains(format!("f-{i}").as_str()), "f-{i} never ran");
     }
+    // `serve` followed too: the store has every success.
+    let store = common::store::JobStore::open(&env.database_url).await.unwrap();
+    wait_for("the store to record every success", LONG, || async {
+        let listed = store
+            .list(&common::ListFilter {
+                state: Some(JobState::Succeeded),
+                limit: 1_000,
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        (listed.len() == 2 * HALF).then_some(())
+    })
+    .await;
+    // And the CLI reaches the new primary through the same URL.
+    let out = env.scheduler_via(&set.url, &[], &["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let direct = RedisQueue::connect(&set.replica.url, &env.ns).await.unwrap();
     assert_eq!(direct.workers().await.unwrap().len(), 2);
     let role: Vec<redis::Value> = {

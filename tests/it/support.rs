@@ -53,6 +53,11 @@ impl TestEnv {
     }
 
     pub(crate) fn serve_with(&self, extra: &[&str]) -> WorkerProcess {
+        self.serve_via(&redis_url(), extra)
+    }
+
+    /// Starts `scheduler serve` on this namespace and store, on the Redis at `url`.
+    pub(crate) fn serve_via(&self, url: &str, extra: &[&str]) -> WorkerProcess {
         let log = self.path(&format!("serve-{}.log", uuid::Uuid::new_v4().simple()));
         let child = Command::new(bin("scheduler"))
             .args([
@@ -65,7 +70,7 @@ impl TestEnv {
                 "50ms",
             ])
             .args(extra)
-            .env("REDIS_URL", redis_url())
+            .env("REDIS_URL", url)
             .env("GPUQ_NAMESPACE", &self.ns)
             .env("DATABASE_URL", &self.database_url)
             .env("RUST_LOG", "info")
