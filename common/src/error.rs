@@ -59,16 +59,21 @@ pub enum Error {
         limit: u64,
     },
     /// The primary took the enqueue but too few replicas acknowledged it in time, so a
-    /// failover could still lose it. Enqueue is idempotent: retry with the same ids.
+    /// failover could still lose it. Enqueue is idempotent: enqueueing the same ids again
+    /// adds only what is missing. Not retryable as such: a blind retry of specs without
+    /// ids would give them new ids, so the error names the ones this call used.
     #[error(
         "enqueue not confirmed: {acked} of {wanted} Redis replicas acknowledged it, so a failover could lose it; \
-         enqueue again with the same ids (--id, or the same `batch` input), which adds only what is missing"
+         enqueue again with the same ids ({}), which adds only what is missing",
+        list_ids(.ids)
     )]
     Unreplicated {
         /// Replicas that acknowledged.
         acked: u32,
         /// Replicas asked for.
         wanted: u32,
+        /// The ids of the jobs of the call, generated ones included.
+        ids: Vec<JobId>,
     },
 }
 
@@ -90,7 +95,6 @@ impl Error {
                 | Error::Fenced(_)
                 | Error::RestartHold(_)
                 | Error::OutboxFull { .. }
-                | Error::Unreplicated { .. }
         )
     }
 
@@ -150,6 +154,16 @@ impl std::fmt::Display for SpecError {
             write!(f, "invalid job spec: field `{}`: {}", self.field, self.message)
         }
     }
+}
+
+/// The first ids of a call, for a message.
+fn list_ids(ids: &[JobId]) -> String {
+    let mut s: Vec<&str> = ids.iter().take(3).map(JobId::as_str).collect();
+    let more = format!("and {} more", ids.len().saturating_sub(3));
+    if ids.len() > 3 {
+        s.push(&more);
+    }
+    s.join(", ")
 }
 
 impl From<redis::ParsingError> for Error {

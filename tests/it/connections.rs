@@ -212,3 +212,39 @@ async fn the_pool_keeps_draining_across_a_sentinel_failover_and_loses_nothing() 
     };
     assert_eq!(role.first(), Some(&redis::Value::BulkString(b"master".to_vec())));
 }
+
+/// Behind Sentinel with `?replicas=2` and one replica, no enqueue can be confirmed: it is
+/// reported as not confirmed, naming the id it was given (so that repeating it adds
+/// nothing new), and the shared connection is not held up by the wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_enqueue_too_few_replicas_acknowledge_is_reported_with_its_ids() {
+    use common::queue::RedisQueue;
+    let env = TestEnv::new().await;
+    let set = SentinelSet::start(env.path("sentinel")).await;
+    let q = RedisQueue::connect(&format!("{}?replicas=2", set.url), &env.ns)
+        .await
+        .unwrap();
+    let (waiting, read) = tokio::join!(q.enqueue_batch(vec![sh("unconfirmed", "true")]), async {
+        // Issued while the enqueue waits for its replicas: answered at once.
+        let started = std::time::Instant::now();
+        q.status().await.unwrap();
+        started.elapsed()
+    });
+    let err = waiting.unwrap_err();
+    let common::Error::Unreplicated { acked, wanted, ids } = &err else {
+        panic!("{err}");
+    };
+    assert_eq!((*acked, *wanted, ids.len()), (1, 2, 1));
+    assert!(err.to_string().contains(ids[0].as_str()), "{err}");
+    assert!(
+        read < common::queue::REPLICA_ACK_TIMEOUT / 2,
+        "a read waited {read:?}"
+    );
+    // The job is on the primary; enqueueing its id again adds nothing.
+    assert!(q.get(&ids[0]).await.unwrap().is_some());
+    let mut again = sh("unconfirmed", "true");
+    again.id = Some(ids[0].clone());
+    let err = q.enqueue_batch(vec![again]).await.unwrap_err();
+    assert!(matches!(err, common::Error::Unreplicated { .. }), "{err}");
+    assert_eq!(q.status().await.unwrap().queued(), 1);
+}

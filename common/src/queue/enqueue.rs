@@ -120,8 +120,25 @@ impl RedisQueue {
                 invocation.arg(id.as_str()).arg(json.as_str());
             }
         }
-        let mut conn = self.conn().await?;
-        let reply: Vec<redis::Value> = invocation.invoke_async(&mut conn).await?;
+        // Behind Sentinel, the write and its WAIT go together on a connection of their
+        // own: WAIT blocks the connection it is sent on, and covers only the writes made
+        // on it (one pipeline, so a reconnect cannot come between them).
+        let wanted = self.replica_acks();
+        let (reply, acked): (Vec<redis::Value>, u32) = if wanted == 0 {
+            let mut conn = self.conn().await?;
+            (invocation.invoke_async(&mut conn).await?, 0)
+        } else {
+            let mut conn = self.durable_conn().await?;
+            redis::pipe()
+                .load_script(&scripts::ENQUEUE)
+                .ignore()
+                .invoke_script(&invocation)
+                .cmd("WAIT")
+                .arg(wanted)
+                .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64)
+                .query_async(&mut conn)
+                .await?
+        };
         let created: i64 = reply
             .first()
             .map(redis::from_redis_value_ref)
@@ -138,7 +155,9 @@ impl RedisQueue {
                 limit: self.outbox_limit,
             });
         }
-        self.replicated(&mut conn).await?;
+        if acked < wanted {
+            return Err(crate::Error::Unreplicated { acked, wanted, ids });
+        }
         let created = created as usize;
         let existing = reply[1..]
             .iter()
@@ -152,28 +171,6 @@ impl RedisQueue {
             created,
             existing,
         })
-    }
-}
-
-impl RedisQueue {
-    /// Waits until [`replica_acks`](Self::replica_acks) replicas have every write made so
-    /// far on this connection (`WAIT`), for at most [`REPLICA_ACK_TIMEOUT`]. Redis
-    /// replicates asynchronously: without this, an enqueue the primary acknowledged in
-    /// the second before a failover is gone from the promoted replica.
-    async fn replicated(&self, conn: &mut redis::aio::ConnectionManager) -> Result<()> {
-        let wanted = self.replica_acks();
-        if wanted == 0 {
-            return Ok(());
-        }
-        let acked: u32 = redis::cmd("WAIT")
-            .arg(wanted)
-            .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64)
-            .query_async(conn)
-            .await?;
-        if acked < wanted {
-            return Err(crate::Error::Unreplicated { acked, wanted });
-        }
-        Ok(())
     }
 }
 

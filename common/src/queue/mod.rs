@@ -162,6 +162,16 @@ impl RedisQueue {
         }
     }
 
+    /// The connection for writes that wait for replicas (`WAIT`): the shared one for a
+    /// single server, which never waits, and a second shared one behind Sentinel, so
+    /// that a WAIT never holds up the calls on the first.
+    pub(crate) async fn durable_conn(&self) -> Result<ConnectionManager> {
+        match &self.target {
+            Target::Direct { .. } => self.conn().await,
+            Target::Sentinel(primary) => primary.durable(&manager_config()).await,
+        }
+    }
+
     /// A dedicated connection without a response timeout, for blocking commands
     /// (BLPOP would otherwise hold up a multiplexed pooled connection and time out).
     pub async fn blocking_connection(&self) -> Result<MultiplexedConnection> {

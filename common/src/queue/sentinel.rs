@@ -45,6 +45,8 @@ struct Current {
     addr: String,
     client: redis::Client,
     manager: ConnectionManager,
+    /// For enqueues that WAIT for replicas (see `RedisQueue::durable_conn`).
+    durable: ConnectionManager,
     looked: Instant,
 }
 
@@ -138,6 +140,11 @@ impl Primary {
         Ok(self.current(config).await?.manager)
     }
 
+    /// The second shared connection to the current primary, for writes that WAIT.
+    pub(crate) async fn durable(&self, config: &ConnectionManagerConfig) -> Result<ConnectionManager> {
+        Ok(self.current(config).await?.durable)
+    }
+
     /// A client for the current primary, for dedicated connections.
     pub(crate) async fn client(&self, config: &ConnectionManagerConfig) -> Result<redis::Client> {
         Ok(self.current(config).await?.client)
@@ -154,7 +161,14 @@ impl Primary {
         let mut sentinel = match (self.sentinel.try_lock(), &known) {
             (Ok(s), _) => s,
             (Err(_), Some(c)) => return Ok(c.clone()),
-            (Err(_), None) => self.sentinel.lock().await,
+            (Err(_), None) => {
+                let s = self.sentinel.lock().await;
+                // Another call may have found the primary while this one waited.
+                if let Some(c) = self.current.lock().unwrap().clone() {
+                    return Ok(c);
+                }
+                s
+            }
         };
         let found = tokio::time::timeout(
             super::CONNECT_TIMEOUT,
@@ -200,10 +214,12 @@ impl Primary {
                     None => tracing::debug!(primary = %addr, "Redis primary found through Sentinel"),
                 }
                 let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+                let durable = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
                 let c = Current {
                     addr,
                     client,
                     manager,
+                    durable,
                     looked: Instant::now(),
                 };
                 *cur = Some(c.clone());

@@ -222,11 +222,14 @@ impl JobStore {
                 q = q.bind(id.as_str());
             }
             for r in q.fetch_all(&self.pool).await.map_err(store_err)? {
-                let state: JobState = r
+                // A state this version does not know is not an end it may act on.
+                let Ok(state) = r
                     .try_get::<String, _>("state")
                     .map_err(store_err)?
-                    .parse()
-                    .map_err(Error::Corrupt)?;
+                    .parse::<JobState>()
+                else {
+                    continue;
+                };
                 let at: Option<i64> = r.try_get("finished_at").map_err(store_err)?;
                 let ended = matches!(state, JobState::Succeeded | JobState::Cancelled | JobState::Dead);
                 let (true, Some(at)) = (ended, at) else {

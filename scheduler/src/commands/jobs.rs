@@ -163,7 +163,12 @@ pub(crate) async fn list(queue: &RedisQueue, store_url: &str, a: ListArgs) -> Cl
     // that --json output stays one document).
     if jobs.len() == filter.limit && filter.limit > 0 {
         if let Some(last) = jobs.last() {
-            eprintln!("more: add --before {}", common::ListCursor::after(last));
+            let offset = if filter.offset > 0 {
+                " (and drop --offset)"
+            } else {
+                ""
+            };
+            eprintln!("more: add --before {}{offset}", common::ListCursor::after(last));
         }
     }
     if a.json {

@@ -32,7 +32,14 @@ pub async fn run_once(queue: &RedisQueue, store: &JobStore, keep: Retention) -> 
     // Jobs that ended after the oldest transition still in the outbox cannot be in the
     // store yet: looking them up would only skip them, page after page, while the drain
     // is behind.
-    let drained_to = queue.outbox_oldest_ms().await?;
+    let drained_to = match queue.outbox_oldest_ms().await {
+        Ok(d) => d,
+        // Only a narrowing: without it the pass looks up more, and the store decides.
+        Err(e) => {
+            tracing::warn!(error = %e, "retention cannot read the outbox's oldest entry; not narrowing");
+            None
+        }
+    };
     if let Some(latest) = done_cutoff
         .max(dead_cutoff)
         .map(|c| drained_to.map_or(c, |d| c.min(d.saturating_sub(1))))
