@@ -129,15 +129,20 @@ impl RedisQueue {
             (invocation.invoke_async(&mut conn).await?, 0)
         } else {
             let mut conn = self.durable_conn().await?;
-            redis::pipe()
-                .load_script(&scripts::ENQUEUE)
-                .ignore()
-                .invoke_script(&invocation)
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&invocation)
                 .cmd("WAIT")
                 .arg(wanted)
-                .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64)
-                .query_async(&mut conn)
-                .await?
+                .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64);
+            // A pipeline does not load a script the server lacks (a new primary has none):
+            // load it then and send again, rather than send its 30 KB every time.
+            match pipe.query_async(&mut conn).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    scripts::ENQUEUE.load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await?
+                }
+                sent => sent?,
+            }
         };
         let created: i64 = reply
             .first()

@@ -89,7 +89,11 @@ impl RedisQueue {
         // ring's (one installed already, by kube's client say, is kept).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let target = if sentinel::is_sentinel_url(url) {
-            Target::Sentinel(Arc::new(sentinel::Primary::parse(url, mask_url(url))?))
+            Target::Sentinel(Arc::new(sentinel::Primary::parse(
+                url,
+                mask_url(url),
+                manager_config(),
+            )?))
         } else {
             let client = redis::Client::open(url)
                 .map_err(|e| Error::InvalidInput(format!("invalid Redis URL {}: {e}", mask_url(url))))?;
@@ -158,7 +162,7 @@ impl RedisQueue {
                     .await?;
                 Ok(manager.clone())
             }
-            Target::Sentinel(primary) => primary.conn(&manager_config()).await,
+            Target::Sentinel(primary) => primary.conn().await,
         }
     }
 
@@ -168,7 +172,7 @@ impl RedisQueue {
     pub(crate) async fn durable_conn(&self) -> Result<ConnectionManager> {
         match &self.target {
             Target::Direct { .. } => self.conn().await,
-            Target::Sentinel(primary) => primary.durable(&manager_config()).await,
+            Target::Sentinel(primary) => primary.durable().await,
         }
     }
 
@@ -180,7 +184,7 @@ impl RedisQueue {
             .set_response_timeout(None);
         let client = match &self.target {
             Target::Direct { client, .. } => (**client).clone(),
-            Target::Sentinel(primary) => primary.client(&manager_config()).await?,
+            Target::Sentinel(primary) => primary.client().await?,
         };
         Ok(client
             .get_multiplexed_async_connection_with_config(&config)

@@ -34,6 +34,8 @@ pub(crate) struct Primary {
     node: SentinelNodeConnectionInfo,
     sentinel: tokio::sync::Mutex<Sentinel>,
     current: std::sync::Mutex<Option<Current>>,
+    /// How the connections to each primary connect and reconnect.
+    config: ConnectionManagerConfig,
     /// Replicas that must acknowledge an enqueue.
     replicas: u32,
     /// The URL with the password masked, for messages.
@@ -52,7 +54,7 @@ struct Current {
 
 impl Primary {
     /// Parses a Sentinel URL; nothing is contacted yet.
-    pub(crate) fn parse(url: &str, display: String) -> Result<Self> {
+    pub(crate) fn parse(url: &str, display: String, config: ConnectionManagerConfig) -> Result<Self> {
         let bad = |why: &str| Error::InvalidInput(format!("invalid Redis Sentinel URL {display}: {why}"));
         let (tls, rest) = if let Some(r) = url.strip_prefix("rediss+sentinel://") {
             (true, r)
@@ -125,6 +127,7 @@ impl Primary {
             node,
             sentinel: tokio::sync::Mutex::new(sentinel),
             current: std::sync::Mutex::new(None),
+            config,
             replicas,
             display,
         })
@@ -136,21 +139,21 @@ impl Primary {
     }
 
     /// The shared connection to the current primary.
-    pub(crate) async fn conn(&self, config: &ConnectionManagerConfig) -> Result<ConnectionManager> {
-        Ok(self.current(config).await?.manager)
+    pub(crate) async fn conn(&self) -> Result<ConnectionManager> {
+        Ok(self.current().await?.manager)
     }
 
     /// The second shared connection to the current primary, for writes that WAIT.
-    pub(crate) async fn durable(&self, config: &ConnectionManagerConfig) -> Result<ConnectionManager> {
-        Ok(self.current(config).await?.durable)
+    pub(crate) async fn durable(&self) -> Result<ConnectionManager> {
+        Ok(self.current().await?.durable)
     }
 
     /// A client for the current primary, for dedicated connections.
-    pub(crate) async fn client(&self, config: &ConnectionManagerConfig) -> Result<redis::Client> {
-        Ok(self.current(config).await?.client)
+    pub(crate) async fn client(&self) -> Result<redis::Client> {
+        Ok(self.current().await?.client)
     }
 
-    async fn current(&self, config: &ConnectionManagerConfig) -> Result<Current> {
+    async fn current(&self) -> Result<Current> {
         let known = self.current.lock().unwrap().clone();
         if let Some(c) = &known {
             if c.looked.elapsed() < LOOKUP_EVERY {
@@ -213,8 +216,8 @@ impl Primary {
                     }
                     None => tracing::debug!(primary = %addr, "Redis primary found through Sentinel"),
                 }
-                let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
-                let durable = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+                let manager = ConnectionManager::new_lazy_with_config(client.clone(), self.config.clone())?;
+                let durable = ConnectionManager::new_lazy_with_config(client.clone(), self.config.clone())?;
                 let c = Current {
                     addr,
                     client,
@@ -234,7 +237,8 @@ mod tests {
     use super::Primary;
 
     fn parse(url: &str) -> Result<Primary, String> {
-        Primary::parse(url, crate::queue::mask_url(url)).map_err(|e| e.to_string())
+        Primary::parse(url, crate::queue::mask_url(url), super::super::manager_config())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
