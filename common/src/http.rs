@@ -28,9 +28,25 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves the endpoints on `listener` until `shutdown` fires.
 pub async fn serve(listener: tokio::net::TcpListener, endpoints: Endpoints, shutdown: CancellationToken) {
+    serve_router(listener, router(endpoints), shutdown).await
+}
+
+/// Serves `app` (the endpoints' [`router`], with whatever a binary adds) on `listener`
+/// until `shutdown` fires.
+pub async fn serve_router(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) {
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+/// The router of `/metrics`, `/healthz` and `/readyz`.
+pub fn router(endpoints: Endpoints) -> Router {
     let metrics = endpoints.metrics.clone();
     let ready = endpoints.ready.clone();
-    let app = Router::new()
+    Router::new()
         .route(
             "/metrics",
             get(move |headers: HeaderMap| {
@@ -62,13 +78,7 @@ pub async fn serve(listener: tokio::net::TcpListener, endpoints: Endpoints, shut
                 let ready = ready.clone();
                 async move { readiness(ready().await) }
             }),
-        );
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, "HTTP server failed");
-    }
+        )
 }
 
 fn readiness(result: Result<(), String>) -> Response {

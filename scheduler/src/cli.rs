@@ -68,6 +68,47 @@ pub enum Command {
     /// GPU pools, team quotas with borrowing, and caps on running jobs.
     #[command(subcommand)]
     Quota(QuotaCommand),
+    /// API tokens: each acts for one team (or every team, for admins) with one role.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `token` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it, once: only its hash is kept.
+    Create(TokenCreateArgs),
+    /// List tokens (never their secrets).
+    List(JsonArgs),
+    /// Revoke a token by id or name: it stops working at once.
+    Revoke(TokenRevokeArgs),
+}
+
+/// Arguments of `token create`.
+#[derive(Debug, clap::Args)]
+pub struct TokenCreateArgs {
+    /// The team it acts for (required but for admin tokens, which act for every team).
+    #[arg(long)]
+    pub team: Option<String>,
+    /// viewer (reads), submitter (also enqueues, cancels, retries) or admin (everything).
+    #[arg(long)]
+    pub role: String,
+    /// A unique name, written as the actor in job histories (default TEAM-ROLE-XXXX).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime (`90d`, `12h`); it never expires without one.
+    #[arg(long)]
+    pub expires: Option<String>,
+    /// Print JSON instead of the bare token.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `token revoke`.
+#[derive(Debug, clap::Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (`tok_...`) or name.
+    pub token: String,
 }
 
 /// `quota` subcommands.
@@ -573,6 +614,18 @@ pub struct ServeArgs {
     /// exceeded, are counted for the metrics.
     #[arg(long, env = "GPUQ_COST_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub cost_interval: Duration,
+    /// Also serve the HTTP API under /v1 (with /openapi.json) on the --listen address. It needs at least one token (`scheduler token
+    /// create`), unless --insecure-no-auth.
+    #[arg(long, env = "GPUQ_API")]
+    pub api: bool,
+    /// Serve the API without authentication: every caller is an admin of every team.
+    /// For a demo on a laptop only.
+    #[arg(long, env = "GPUQ_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// Most API requests waiting at once for a job's state or following a log (each
+    /// holds a Redis connection of its own).
+    #[arg(long, env = "GPUQ_API_MAX_WAITS", default_value_t = 64)]
+    pub api_max_waits: usize,
 }
 
 /// Arguments of `demo`.

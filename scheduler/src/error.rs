@@ -40,3 +40,13 @@ impl From<std::io::Error> for CliError {
         CliError::Infra(e.to_string())
     }
 }
+
+impl From<crate::app::AppError> for CliError {
+    fn from(e: crate::app::AppError) -> Self {
+        if e.is_callers() {
+            CliError::BadInput(e.to_string())
+        } else {
+            CliError::Infra(e.to_string())
+        }
+    }
+}

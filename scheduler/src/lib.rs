@@ -3,6 +3,8 @@
 //! The scheduler validates and enqueues jobs and looks after the queue (recovering the
 //! jobs of dead workers, promoting due retries). It never runs jobs itself.
 
+pub mod api;
+pub mod app;
 mod cli;
 mod commands;
 mod error;
@@ -40,10 +42,7 @@ pub async fn run(cli: Cli, shutdown: tokio_util::sync::CancellationToken) -> Cli
         .database_url
         .clone()
         .unwrap_or_else(common::store::JobStore::default_url);
-    commands::dispatch(cli.command, queue, store_url, cli.pricing.clone(), shutdown).await
-}
-
-/// Opens the job store, mapping failure to an infrastructure error that names the URL.
-pub(crate) async fn open_store(url: &str) -> CliResult<common::store::JobStore> {
-    common::store::JobStore::open(url).await.map_err(CliError::from)
+    let pricing = app::load_pricing(cli.pricing.as_deref())?;
+    let app = app::App::new(queue, store_url, pricing);
+    commands::dispatch(&app, cli.command, shutdown).await
 }

@@ -5,6 +5,7 @@
 //! one process that writes the job store (from the outbox), and it serves the pool-wide
 //! metrics the autoscaler reads.
 
+use crate::app::App;
 use crate::cli::ServeArgs;
 use crate::metrics::ServeMetrics;
 use crate::store_sync::{drain, reconcile, retention};
@@ -18,13 +19,10 @@ use tokio_util::task::TaskTracker;
 
 /// Reconciles once, then runs the reaper, the retry promoter, the outbox drainer,
 /// retention and the HTTP endpoints until `shutdown` fires.
-pub async fn run(
-    queue: RedisQueue,
-    store: JobStore,
-    args: ServeArgs,
-    pricing: cost::CostModel,
-    shutdown: CancellationToken,
-) -> CliResult<()> {
+pub async fn run(app: App, args: ServeArgs, shutdown: CancellationToken) -> CliResult<()> {
+    let queue = app.queue().clone();
+    let store = app.store().await?.clone();
+    let pricing = app.pricing().clone();
     let metrics = Arc::new(ServeMetrics::new());
     // A quota file that cannot be read or is wrong stops serve at start (exit 2); later
     // edits that are wrong are logged and the last good one stays.
@@ -32,7 +30,12 @@ pub async fn run(
     if let Some(path) = &args.quotas {
         quotas = Some(apply_quotas(&queue, path, None).await?);
     }
-    let pricer = crate::commands::attempt_pricer(pricing.clone());
+    let pricer = crate::app::attempt_pricer(pricing.clone());
+    let api = if args.api {
+        Some(crate::api::Api::new(app.clone(), &args).await?)
+    } else {
+        None
+    };
     let listener = match &args.listen {
         Some(addr) => Some(common::http::bind(addr).await.map_err(CliError::Infra)?),
         None => None,
@@ -48,11 +51,12 @@ pub async fn run(
     }
     let tasks = TaskTracker::new();
     if let Some(listener) = listener {
-        tasks.spawn(common::http::serve(
-            listener,
-            endpoints(&queue, &store, &metrics),
-            shutdown.clone(),
-        ));
+        let base = common::http::router(endpoints(&queue, &store, &metrics));
+        let router = match &api {
+            Some(api) => base.merge(api.router(shutdown.clone())),
+            None => base,
+        };
+        tasks.spawn(common::http::serve_router(listener, router, shutdown.clone()));
     }
     tasks.spawn(drain::drain_loop(
         queue.clone(),
@@ -211,7 +215,7 @@ async fn apply_quotas(queue: &RedisQueue, path: &std::path::Path, last: Option<&
     if last == Some(text.as_str()) {
         return Ok(text);
     }
-    let config = crate::commands::quota::parse_file(path, &text)?;
+    let config = crate::app::parse_quota_file(path, &text)?;
     queue.set_admission(&config).await?;
     tracing::info!(file = %path.display(), pools = config.pools.len(), "applied the quota file");
     Ok(text)
@@ -286,7 +290,7 @@ async fn cost_figures(
     store: &JobStore,
     model: &cost::CostModel,
 ) -> CliResult<CostFigures> {
-    use crate::commands::cost::Estimator;
+    use crate::app::Estimator;
     let mut estimator = Estimator::new(model, Some(store));
     let now = common::now_ms();
     let running = queue
@@ -311,8 +315,7 @@ async fn cost_figures(
         if !b.experiment.is_empty() || b.amount_micros <= 0 {
             continue;
         }
-        let (spent, committed) =
-            crate::commands::budget::standing(store, &mut estimator, month, &b.team, "").await?;
+        let (spent, committed) = crate::app::standing(store, &mut estimator, month, &b.team, "").await?;
         let ratio = (spent.micros() + committed.micros()) as f64 / b.amount_micros as f64;
         forecasts.push((b.team.clone(), ratio));
     }

@@ -3,6 +3,7 @@
 
 mod admission;
 mod admission_model;
+mod api;
 mod chaos;
 mod cli;
 mod connections;

@@ -300,6 +300,12 @@ impl WorkerProcess {
     pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The exit code once the process has exited (`Some(None)` for a signal).
+    pub(crate) fn try_wait(&mut self) -> Option<Option<i32>> {
+        let child = self.child.as_mut()?;
+        child.try_wait().ok().flatten().map(|s| s.code())
+    }
 }
 
 impl Drop for WorkerProcess {

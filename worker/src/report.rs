@@ -5,7 +5,6 @@
 //! trip), so a busy worker pays the per-call cost of Redis once per batch, not once
 //! per job, and an idle one still reports each end at once (nothing waits to fill up).
 
-use crate::attempt::{AttemptDeps, AttemptEnd};
 use crate::metrics::WorkerMetrics;
 use common::queue::{ClaimedJob, EndedAttempt, FinishState, Outcome, RedisQueue};
 use common::{Backoff, WorkerId};
@@ -44,7 +43,7 @@ impl Reporter {
     }
 
     /// Records the end of an attempt; returns once Redis has it.
-    async fn finish(&self, job: &ClaimedJob, outcome: Outcome) -> FinishState {
+    pub(crate) async fn finish(&self, job: &ClaimedJob, outcome: Outcome) -> FinishState {
         let (done, answer) = oneshot::channel();
         let ended = Ended {
             attempt: EndedAttempt {
@@ -175,84 +174,4 @@ async fn retry_alone(queue: RedisQueue, worker: WorkerId, e: Ended) {
     tracing::error!(job_id = %e.attempt.id, tries = REFUSED_TRIES,
         "giving up on recording this attempt's end; the lease check will hand the job back");
     let _ = e.done.send(FinishState::Stale);
-}
-
-/// Records the outcome (or hands the job back). Redis faults are retried with backoff
-/// (hand-backs only until the forced-shutdown token fires); if the report never lands,
-/// the lease stays in this worker's in-flight hash and the reaper re-runs the job once
-/// the heartbeat expires, so the job is not lost (at-least-once).
-pub(crate) async fn report(deps: &AttemptDeps, job: &ClaimedJob, end: AttemptEnd) {
-    let outcome = end.outcome(job, &deps.settings);
-    let state = match (&outcome, end.release_reason()) {
-        (Some(o), _) => deps.reporter.finish(job, o.clone()).await,
-        (None, Some(reason)) => match release(deps, job, &reason).await {
-            Some(state) => state,
-            None => return,
-        },
-        // The lease is gone: the job is another attempt's now, and nothing is reported.
-        (None, None) => {
-            deps.metrics.count_outcome("lost");
-            return;
-        }
-    };
-    match state {
-        FinishState::Moved(state) => {
-            tracing::info!(%state, outcome = ?outcome, "attempt reported");
-            deps.metrics.count_outcome(outcome_label(outcome.as_ref()));
-        }
-        FinishState::Stale | FinishState::Fenced => {
-            deps.metrics.count_outcome("stale");
-            tracing::warn!(
-                "lease was lost (heartbeat expired); the job was recovered and this outcome is dropped"
-            );
-        }
-    }
-}
-
-/// Hands the job back to its queue; `None` when Redis stayed unreachable until the
-/// forced-shutdown token fired.
-async fn release(deps: &AttemptDeps, job: &ClaimedJob, reason: &str) -> Option<FinishState> {
-    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-    let mut tries = 0;
-    loop {
-        let result = {
-            let _t = deps.metrics.time("release");
-            deps.queue
-                .release_many(
-                    &deps.worker,
-                    &[common::queue::Lease {
-                        id: job.id.clone(),
-                        attempt: Some(job.attempt),
-                        token: job.claim_token.clone(),
-                    }],
-                    reason,
-                )
-                .await
-                .map(|mut s| s.pop().unwrap_or(FinishState::Stale))
-        };
-        let why = match result {
-            Ok(FinishState::Fenced) => "heartbeat gone; waiting for the next heartbeat".to_string(),
-            Ok(state) => return Some(state),
-            Err(e) => e.to_string(),
-        };
-        tries += 1;
-        tracing::warn!(error = %why, tries, "cannot hand the job back; retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(backoff.jittered(tries)) => {}
-            _ = deps.hard_stop.cancelled() => {
-                tracing::error!("giving up on handing the job back; the reaper will recover it");
-                return None;
-            }
-        }
-    }
-}
-
-fn outcome_label(outcome: Option<&Outcome>) -> &'static str {
-    match outcome {
-        Some(Outcome::Succeeded) => "succeeded",
-        Some(Outcome::Failed { .. }) => "failed",
-        Some(Outcome::Fatal { .. }) => "fatal",
-        Some(Outcome::Cancelled) => "cancelled",
-        None => "released",
-    }
 }

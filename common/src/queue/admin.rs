@@ -81,6 +81,11 @@ impl RedisQueue {
 
     /// Brings a dead, failed or cancelled job back to its queue with a fresh attempt budget.
     pub async fn retry(&self, id: &JobId) -> Result<()> {
+        self.retry_as(id, "operator").await
+    }
+
+    /// [`Self::retry`], naming `actor` in the job's history.
+    pub async fn retry_as(&self, id: &JobId, actor: &str) -> Result<()> {
         let record = self.get(id).await?.ok_or_else(|| Error::NotFound(id.clone()))?;
         let mut conn = self.conn().await?;
         let r: String = scripts::RETRY
@@ -88,6 +93,7 @@ impl RedisQueue {
             .arg(self.keys.prefix())
             .arg(id.as_str())
             .arg(record.spec.max_attempts)
+            .arg(actor)
             .invoke_async(&mut conn)
             .await?;
         match r.as_str() {
@@ -131,13 +137,14 @@ impl RedisQueue {
             None => true,
         });
         history.sort();
+        let by = hash.remove("by").filter(|b| !b.is_empty());
         let mut record = JobRecord::from_hash(id.clone(), hash)?;
         record.events.push(JobEvent {
             state: created,
             at: record.enqueued_at,
             attempt: 0,
             worker: None,
-            detail: None,
+            detail: by.map(|b| format!("enqueued by {b}")),
         });
         // `events` is the history list earlier versions kept under its own key.
         for e in events.iter().chain(history.iter().map(|(_, e)| e)) {
@@ -297,6 +304,33 @@ impl RedisQueue {
         Ok(conn.lrange(self.keys.log(id), -(n as isize), -1).await?)
     }
 
+    /// The log lines after the first `seen` the job ever wrote, with the count written
+    /// so far (the next call's `seen`). Lines the log's bound already dropped are
+    /// skipped, and their number is returned too.
+    pub async fn log_since(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+        id: &JobId,
+        seen: u64,
+    ) -> Result<LogChunk> {
+        let (written, lines): (Option<u64>, Vec<String>) = redis::pipe()
+            .atomic()
+            .hget(self.keys.job(id), "log_lines")
+            .lrange(self.keys.log(id), 0, -1)
+            .query_async(conn)
+            .await?;
+        let written = written.unwrap_or(lines.len() as u64);
+        let new = written.saturating_sub(seen);
+        let kept = (lines.len() as u64).min(new);
+        let skipped = new - kept;
+        let lines = lines[lines.len() - kept as usize..].to_vec();
+        Ok(LogChunk {
+            lines,
+            written,
+            skipped,
+        })
+    }
+
     /// Ids in the dead-letter list, oldest first.
     pub async fn dead_letters(&self) -> Result<Vec<String>> {
         let mut conn = self.conn().await?;
@@ -415,4 +449,15 @@ mod history_tests {
         assert!(parse_history_entry("running\t7").is_err());
         assert!(parse_history_entry("nonsense\t7\t1\t\t").is_err());
     }
+}
+
+/// What [`RedisQueue::log_since`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// The new lines, oldest first.
+    pub lines: Vec<String>,
+    /// Lines the job has written in all.
+    pub written: u64,
+    /// New lines the log's bound dropped before they were read.
+    pub skipped: u64,
 }

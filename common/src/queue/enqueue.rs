@@ -27,6 +27,12 @@ impl RedisQueue {
     /// ids that already exist are left unchanged and reported (enqueue is idempotent).
     /// At most [`MAX_ATOMIC_BATCH`] specs.
     pub async fn enqueue_batch(&self, specs: Vec<JobSpec>) -> Result<EnqueueReport> {
+        self.enqueue_batch_as(specs, "").await
+    }
+
+    /// [`Self::enqueue_batch`], naming `actor` (a token's name, `operator`) as who
+    /// enqueued the jobs, in their history and the store's; empty for nobody.
+    pub async fn enqueue_batch_as(&self, specs: Vec<JobSpec>, actor: &str) -> Result<EnqueueReport> {
         if specs.len() > MAX_ATOMIC_BATCH {
             return Err(crate::Error::InvalidInput(format!(
                 "a batch of {} jobs is more than the {MAX_ATOMIC_BATCH} one atomic enqueue takes",
@@ -115,6 +121,7 @@ impl RedisQueue {
                 .arg(if g.fresh { "1" } else { "0" })
                 .arg(&g.charge)
                 .arg(g.group_cap.map(|c| c.to_string()).unwrap_or_default())
+                .arg(actor)
                 .arg(g.jobs.len());
             for (id, json) in &g.jobs {
                 invocation.arg(id.as_str()).arg(json.as_str());

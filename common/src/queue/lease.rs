@@ -511,10 +511,15 @@ impl RedisQueue {
     ) -> Result<()> {
         let key = self.keys.log(id);
         let mut pipe = redis::pipe();
+        // One MULTI, so that a follower reading the count and the list sees both or
+        // neither (see `RedisQueue::log_since`).
+        pipe.atomic();
         if !lines.is_empty() {
             pipe.rpush(&key, lines)
                 .ignore()
                 .ltrim(&key, -(keep as isize), -1)
+                .ignore()
+                .hincr(self.keys.job(id), "log_lines", lines.len())
                 .ignore();
         }
         if let Some(p) = progress {

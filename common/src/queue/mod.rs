@@ -14,7 +14,7 @@ mod quota;
 mod scripts;
 mod sentinel;
 
-pub use admin::{PriorityStatus, QueueStatus};
+pub use admin::{LogChunk, PriorityStatus, QueueStatus};
 pub use enqueue::{assign_batch_ids, EnqueueReport, MAX_ATOMIC_BATCH, REPLICA_ACK_TIMEOUT};
 pub use keys::Keys;
 pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Room, Unreadable};
@@ -200,6 +200,29 @@ impl RedisQueue {
             .query_async(conn)
             .await?;
         Ok(woke.is_some())
+    }
+}
+
+impl RedisQueue {
+    /// Blocks on `conn` (a [`Self::blocking_connection`]) until any job changes state
+    /// (a new outbox entry) or `timeout` passes. Waiters then read the job they wait
+    /// for: one wake-up per transition, whichever job it was, costs a hash read.
+    pub async fn wait_for_transition(
+        &self,
+        conn: &mut MultiplexedConnection,
+        timeout: Duration,
+    ) -> Result<()> {
+        let _: redis::Value = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(timeout.as_millis().max(1) as u64)
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(self.keys.outbox())
+            .arg("$")
+            .query_async(conn)
+            .await?;
+        Ok(())
     }
 }
 

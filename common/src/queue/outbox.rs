@@ -64,6 +64,10 @@ impl OutboxEvent {
             .transpose()
             .map_err(|e: String| bad(&e))?;
         let num = |v: Option<String>| v.and_then(|s| s.parse::<u64>().ok());
+        // An enqueue names its actor as `by` (see lua/enqueue.lua).
+        let enqueued_by = take("by")
+            .filter(|b| !b.is_empty())
+            .map(|b| format!("enqueued by {b}"));
         Ok(OutboxEvent {
             job,
             from,
@@ -71,7 +75,7 @@ impl OutboxEvent {
             at: num(take("at")).ok_or_else(|| bad("at"))?,
             attempt: num(take("attempt")).unwrap_or(0) as u32,
             worker: take("worker"),
-            detail: take("detail"),
+            detail: take("detail").or(enqueued_by),
             spec: take("spec"),
             priority: take("priority")
                 .map(|s| s.parse())

@@ -13,9 +13,11 @@
 mod apply;
 mod costs;
 mod read;
+mod tokens;
 
 pub use apply::{AppliedTransition, Pricer};
 pub use costs::{AttemptCost, BudgetRow};
+pub use tokens::{AuditEntry, TokenRow};
 
 use crate::queue::mask_url;
 use crate::{Error, Result};

@@ -60,15 +60,15 @@ pub(crate) async fn run(cli: &Cli, args: &DemoArgs, shutdown: CancellationToken)
         quotas: None,
         quotas_interval: Duration::from_secs(10),
         cost_interval: Duration::from_secs(60),
+        api: false,
+        insecure_no_auth: false,
+        api_max_waits: 64,
     };
-    let store = crate::open_store(&common::store::sqlite_url(&scratch.join("jobs.db"))).await?;
-    let serve = tokio::spawn(crate::serve::run(
-        queue.clone(),
-        store,
-        serve_args,
-        cost::CostModel::builtin(),
-        loops.clone(),
-    ));
+    let store = common::store::JobStore::open(&common::store::sqlite_url(&scratch.join("jobs.db")))
+        .await
+        .map_err(crate::CliError::from)?;
+    let app = crate::app::App::with_store(queue.clone(), store, cost::CostModel::builtin());
+    let serve = tokio::spawn(crate::serve::run(app, serve_args, loops.clone()));
     let mut workers = Vec::new();
     for i in 0..args.workers {
         workers.push(spawn_worker(

@@ -1,9 +1,9 @@
 //! `enqueue` and `batch`.
 
+use crate::app::{App, Caller, SameId};
 use crate::cli::{BatchArgs, EnqueueArgs};
 use crate::format::print_json;
 use crate::{CliError, CliResult};
-use common::queue::RedisQueue;
 use common::{parse_batch, JobSpec, Resources};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -12,12 +12,7 @@ use std::time::Duration;
 /// Batches at least this large get a progress display on a terminal.
 const PROGRESS_THRESHOLD: usize = 1000;
 
-pub(crate) async fn enqueue(
-    queue: &RedisQueue,
-    a: EnqueueArgs,
-    store_url: &str,
-    pricing: Option<&std::path::Path>,
-) -> CliResult<()> {
+pub(crate) async fn enqueue(app: &App, caller: &Caller, a: EnqueueArgs) -> CliResult<()> {
     let spec = JobSpec {
         id: a.id,
         name: a.name,
@@ -44,11 +39,7 @@ pub(crate) async fn enqueue(
             a.timeout.as_secs().max(1)
         },
         labels: a.labels.into_iter().collect(),
-        not_before: if a.off_peak {
-            super::cost::off_peak_start(pricing)?
-        } else {
-            None
-        },
+        not_before: if a.off_peak { app.off_peak_start() } else { None },
         group: a.group,
         group_max_running: a.max_running,
         preemptible: a.not_preemptible.then_some(false),
@@ -60,31 +51,26 @@ pub(crate) async fn enqueue(
             crate::format::timestamp(at)
         );
     }
-    spec.validate().map_err(|e| CliError::BadInput(e.to_string()))?;
-    super::budget::enforce(store_url, pricing, std::slice::from_ref(&spec)).await?;
-    let report = queue.enqueue_batch(vec![spec.clone()]).await?;
-    if report.created == 1 {
-        super::cost::print_for_enqueue(store_url, pricing, std::slice::from_ref(&spec)).await;
+    let outcome = app.enqueue(caller, spec, SameId::KeepExisting).await?;
+    for w in &outcome.warnings {
+        eprintln!("{w}");
     }
-    let id = &report.ids[0];
+    if let Some(e) = &outcome.estimate {
+        eprintln!("{}", e.line());
+    }
+    let id = &outcome.job.id;
     if a.json {
-        let record = queue.get(id).await?.map(common::JobRecord::redacted);
-        print_json(&serde_json::json!({ "created": report.created == 1, "job": record }));
-    } else if report.created == 1 {
-        println!("{id}");
+        print_json(&serde_json::json!({ "created": outcome.created, "job": outcome.job }));
     } else {
         println!("{id}");
-        eprintln!("job {id} already exists; nothing changed");
+        if !outcome.created {
+            eprintln!("job {id} already exists; nothing changed");
+        }
     }
     Ok(())
 }
 
-pub(crate) async fn batch(
-    queue: &RedisQueue,
-    a: BatchArgs,
-    store_url: &str,
-    pricing: Option<&std::path::Path>,
-) -> CliResult<()> {
+pub(crate) async fn batch(app: &App, caller: &Caller, a: BatchArgs) -> CliResult<()> {
     let input = super::read_input(&a.file)?;
     let mut specs = parse_batch(&input).map_err(|e| CliError::BadInput(e.to_string()))?;
     if let Some(group) = &a.group {
@@ -99,7 +85,7 @@ pub(crate) async fn batch(
         }
     }
     if a.off_peak {
-        if let Some(at) = super::cost::off_peak_start(pricing)? {
+        if let Some(at) = app.off_peak_start() {
             for s in specs.iter_mut().filter(|s| s.not_before.is_none()) {
                 s.not_before = Some(at);
             }
@@ -125,24 +111,29 @@ pub(crate) async fn batch(
             specs.len()
         )));
     }
-    super::budget::enforce(store_url, pricing, &specs).await?;
-    let report = if specs.len() > limit {
+    if specs.len() > limit {
+        // Ids from the input's text, so that the same command again after a failure
+        // part-way finds the chunks already enqueued.
         common::queue::assign_batch_ids(input.as_bytes(), &mut specs);
-        enqueue_chunks(queue, &specs).await
-    } else {
-        queue.enqueue_batch(specs.clone()).await.map_err(CliError::from)
-    };
+    }
+    let outcome = app
+        .enqueue_batch(caller, specs, a.chunked, SameId::KeepExisting)
+        .await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();
     }
-    let report = report?;
+    let outcome = outcome?;
+    for w in &outcome.warnings {
+        eprintln!("{w}");
+    }
     if a.json {
-        print_json(&report);
+        print_json(&outcome.report);
         return Ok(());
     }
-    if !a.json && report.created > 0 {
-        super::cost::print_for_enqueue(store_url, pricing, &specs).await;
+    if let Some(e) = &outcome.estimate {
+        eprintln!("{}", e.line());
     }
+    let report = &outcome.report;
     for id in &report.ids {
         println!("{id}");
     }
@@ -152,36 +143,4 @@ pub(crate) async fn batch(
         report.existing.len()
     );
     Ok(())
-}
-
-/// Enqueues `specs` (ids assigned) in atomic chunks, in order. A failure part-way says how
-/// far it got; the same command again adds only what is missing.
-async fn enqueue_chunks(
-    queue: &RedisQueue,
-    specs: &[common::JobSpec],
-) -> CliResult<common::queue::EnqueueReport> {
-    let limit = common::queue::MAX_ATOMIC_BATCH;
-    let chunks = specs.len().div_ceil(limit);
-    let mut total = common::queue::EnqueueReport {
-        ids: Vec::with_capacity(specs.len()),
-        created: 0,
-        existing: Vec::new(),
-    };
-    for (n, chunk) in specs.chunks(limit).enumerate() {
-        match queue.enqueue_batch(chunk.to_vec()).await {
-            Ok(r) => {
-                total.ids.extend(r.ids);
-                total.created += r.created;
-                total.existing.extend(r.existing);
-            }
-            Err(e) => {
-                let done = n * limit;
-                let why = CliError::from(e);
-                return Err(CliError::Infra(format!(
-                    "{why}; chunks 1 to {n} of {chunks} ({done} jobs) are enqueued: run the same command again to add the rest"
-                )));
-            }
-        }
-    }
-    Ok(total)
 }

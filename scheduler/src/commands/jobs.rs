@@ -1,29 +1,25 @@
 //! Commands about single jobs: `cancel`, `show`, `list`, `retry`, `logs`.
 
+use crate::app::{App, Caller};
 use crate::cli::{IdArgs, ListArgs, LogsArgs, ShowArgs};
 use crate::format::{age, print_json, short_duration, timestamp};
 use crate::CliResult;
-use common::queue::RedisQueue;
-use common::{now_ms, Error, JobRecord, JobState, ListFilter};
+use common::{now_ms, JobRecord, ListFilter};
 
-pub(crate) async fn cancel(queue: &RedisQueue, a: IdArgs) -> CliResult<()> {
-    let state = queue.cancel(&a.id, "cancelled by operator").await?;
-    let message = match state {
-        JobState::Cancelled => format!("job {} cancelled", a.id),
-        _ => format!("job {} is running; its worker is stopping it", a.id),
-    };
+pub(crate) async fn cancel(app: &App, caller: &Caller, a: IdArgs) -> CliResult<()> {
+    let outcome = app.cancel(caller, &a.id, None).await?;
     if a.json {
-        print_json(
-            &serde_json::json!({ "id": a.id, "state": if state == JobState::Running { "cancelling" } else { "cancelled" } }),
-        );
+        print_json(&outcome);
+    } else if outcome.state == "cancelled" {
+        println!("job {} cancelled", a.id);
     } else {
-        println!("{message}");
+        println!("job {} is running; its worker is stopping it", a.id);
     }
     Ok(())
 }
 
-pub(crate) async fn retry(queue: &RedisQueue, a: IdArgs) -> CliResult<()> {
-    queue.retry(&a.id).await?;
+pub(crate) async fn retry(app: &App, caller: &Caller, a: IdArgs) -> CliResult<()> {
+    app.retry(caller, &a.id).await?;
     if a.json {
         print_json(&serde_json::json!({ "id": a.id, "state": "queued" }));
     } else {
@@ -32,17 +28,9 @@ pub(crate) async fn retry(queue: &RedisQueue, a: IdArgs) -> CliResult<()> {
     Ok(())
 }
 
-pub(crate) async fn show(queue: &RedisQueue, store_url: &str, a: ShowArgs) -> CliResult<()> {
-    let record = match queue.get(&a.id).await? {
-        Some(r) => r,
-        // Finished jobs leave Redis after the retention period; the store keeps them.
-        None => crate::open_store(store_url)
-            .await?
-            .get(&a.id)
-            .await?
-            .ok_or_else(|| Error::NotFound(a.id.clone()))?,
-    }
-    .redacted();
+pub(crate) async fn show(app: &App, caller: &Caller, a: ShowArgs) -> CliResult<()> {
+    // Finished jobs leave Redis after the retention period; the store keeps them.
+    let record = app.job(caller, &a.id).await?;
     if a.json {
         print_json(&record);
         return Ok(());
@@ -124,7 +112,7 @@ pub(crate) async fn show(queue: &RedisQueue, store_url: &str, a: ShowArgs) -> Cl
     Ok(())
 }
 
-pub(crate) async fn list(queue: &RedisQueue, store_url: &str, a: ListArgs) -> CliResult<()> {
+pub(crate) async fn list(app: &App, caller: &Caller, a: ListArgs) -> CliResult<()> {
     let filter = ListFilter {
         state: a.state,
         priority: a.priority,
@@ -136,40 +124,17 @@ pub(crate) async fn list(queue: &RedisQueue, store_url: &str, a: ListArgs) -> Cl
         offset: a.offset,
         limit: a.limit,
     };
-    // Redis has the live state; the store has everything, a few milliseconds behind.
-    // Merge them, Redis winning for jobs both hold, then page.
-    let live = queue.list(&filter).await?;
-    let store = crate::open_store(store_url).await?;
-    let stored = store
-        .list(&ListFilter {
-            offset: 0,
-            limit: filter.offset + filter.limit,
-            ..filter.clone()
-        })
-        .await?;
-    let mut by_id: std::collections::HashMap<_, _> = stored.into_iter().map(|r| (r.id.clone(), r)).collect();
-    for r in live {
-        by_id.insert(r.id.clone(), r);
-    }
-    let mut jobs: Vec<JobRecord> = by_id.into_values().filter(|r| filter.matches(r)).collect();
-    jobs.sort_by(common::listing_order);
-    let jobs: Vec<JobRecord> = jobs
-        .into_iter()
-        .skip(filter.offset)
-        .take(filter.limit)
-        .map(JobRecord::redacted)
-        .collect();
+    let page = app.list(caller, filter.clone()).await?;
+    let jobs = page.jobs;
     // A full page may have more after it: say how to get the next one (on stderr, so
     // that --json output stays one document).
-    if jobs.len() == filter.limit && filter.limit > 0 {
-        if let Some(last) = jobs.last() {
-            let offset = if filter.offset > 0 {
-                " (and drop --offset)"
-            } else {
-                ""
-            };
-            eprintln!("more: add --before {}{offset}", common::ListCursor::after(last));
-        }
+    if let Some(next) = &page.next {
+        let offset = if filter.offset > 0 {
+            " (and drop --offset)"
+        } else {
+            ""
+        };
+        eprintln!("more: add --before {next}{offset}");
     }
     if a.json {
         print_json(&jobs);
@@ -198,11 +163,8 @@ pub(crate) async fn list(queue: &RedisQueue, store_url: &str, a: ListArgs) -> Cl
     Ok(())
 }
 
-pub(crate) async fn logs(queue: &RedisQueue, a: LogsArgs) -> CliResult<()> {
-    if queue.get(&a.id).await?.is_none() {
-        return Err(Error::NotFound(a.id).into());
-    }
-    for line in queue.logs(&a.id, a.lines).await? {
+pub(crate) async fn logs(app: &App, caller: &Caller, a: LogsArgs) -> CliResult<()> {
+    for line in app.logs(caller, &a.id, a.lines).await? {
         println!("{line}");
     }
     Ok(())

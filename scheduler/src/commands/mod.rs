@@ -1,72 +1,50 @@
-//! One module per group of subcommands.
+//! The CLI's adapter over the application layer: one module per group of subcommands,
+//! each turning its arguments into an [`App`] call and the result into text or JSON.
 
 pub(crate) mod budget;
 pub(crate) mod cost;
 pub(crate) mod demo;
-
-pub(crate) use cost::attempt_pricer;
 mod enqueue;
 mod jobs;
 pub(crate) mod quota;
 mod status;
 mod store;
+mod token;
 
+use crate::app::{App, Caller};
 use crate::cli::Command;
 use crate::{CliError, CliResult};
-use common::queue::RedisQueue;
 use tokio_util::sync::CancellationToken;
 
-/// Runs a subcommand against a connected queue.
-pub(crate) async fn dispatch(
-    command: Command,
-    queue: RedisQueue,
-    store_url: String,
-    pricing: Option<std::path::PathBuf>,
-    shutdown: CancellationToken,
-) -> CliResult<()> {
+/// Runs a subcommand as an operator (every team, every operation): whoever can reach
+/// Redis and the store can do all of this anyway. Tokens are for the API.
+pub(crate) async fn dispatch(app: &App, command: Command, shutdown: CancellationToken) -> CliResult<()> {
+    let op = Caller::operator();
     match command {
-        Command::Enqueue(a) => enqueue::enqueue(&queue, *a, &store_url, pricing.as_deref()).await,
-        Command::Batch(a) => enqueue::batch(&queue, a, &store_url, pricing.as_deref()).await,
-        Command::Budget(crate::cli::BudgetCommand::Set(a)) => {
-            budget::set(&crate::open_store(&store_url).await?, pricing.as_deref(), a).await
-        }
-        Command::Budget(crate::cli::BudgetCommand::Show(a)) => {
-            budget::show(&crate::open_store(&store_url).await?, pricing.as_deref(), a).await
-        }
-        Command::Cost(crate::cli::CostCommand::Report(a)) => {
-            cost::report_command(&crate::open_store(&store_url).await?, pricing.as_deref(), a).await
-        }
-        Command::Cost(crate::cli::CostCommand::Forecast(a)) => {
-            cost::forecast_command(&queue, pricing.as_deref(), a).await
-        }
-        Command::Cost(crate::cli::CostCommand::Compare(a)) => {
-            cost::compare_command(&store_url, pricing.as_deref(), a).await
-        }
-        Command::Cost(crate::cli::CostCommand::Recommend(a)) => {
-            cost::recommend_command(&queue, &store_url, pricing.as_deref(), a).await
-        }
-        Command::Cost(crate::cli::CostCommand::Estimate(a)) => {
-            cost::estimate_command(&store_url, pricing.as_deref(), a).await
-        }
-        Command::Cancel(a) => jobs::cancel(&queue, a).await,
-        Command::Show(a) => jobs::show(&queue, &store_url, a).await,
-        Command::List(a) => jobs::list(&queue, &store_url, a).await,
-        Command::Retry(a) => jobs::retry(&queue, a).await,
-        Command::Logs(a) => jobs::logs(&queue, a).await,
-        Command::Status(a) => status::status(&queue, &store_url, a.json, a.watch, &shutdown).await,
-        Command::Workers(a) => status::workers(&queue, a.json).await,
+        Command::Enqueue(a) => enqueue::enqueue(app, &op, *a).await,
+        Command::Batch(a) => enqueue::batch(app, &op, a).await,
+        Command::Budget(crate::cli::BudgetCommand::Set(a)) => budget::set(app, &op, a).await,
+        Command::Budget(crate::cli::BudgetCommand::Show(a)) => budget::show(app, &op, a).await,
+        Command::Cost(c) => cost::run(app, &op, c).await,
+        Command::Cancel(a) => jobs::cancel(app, &op, a).await,
+        Command::Show(a) => jobs::show(app, &op, a).await,
+        Command::List(a) => jobs::list(app, &op, a).await,
+        Command::Retry(a) => jobs::retry(app, &op, a).await,
+        Command::Logs(a) => jobs::logs(app, &op, a).await,
+        Command::Status(a) => status::status(app, &op, a.json, a.watch, &shutdown).await,
+        Command::Workers(a) => status::workers(app, &op, a.json).await,
         Command::Serve(a) => {
-            let store = crate::open_store(&store_url).await?;
-            crate::serve::run(queue, store, a, cost::model(pricing.as_deref())?, shutdown).await
+            app.store().await?;
+            crate::serve::run(app.clone(), a, shutdown).await
         }
         Command::Reconcile(a) => {
-            let store = crate::open_store(&store_url).await?;
+            let store = app.store().await?;
             let report = crate::store_sync::reconcile::reconcile(
-                &queue,
-                &store,
+                app.queue(),
+                store,
                 a.adopt,
                 None,
-                Some(&*attempt_pricer(cost::model(pricing.as_deref())?)),
+                Some(&*crate::app::attempt_pricer(app.pricing().clone())),
             )
             .await?;
             if a.json {
@@ -87,16 +65,9 @@ pub(crate) async fn dispatch(
             }
             Ok(())
         }
-        Command::Store(c) => {
-            store::run(
-                &queue,
-                &crate::open_store(&store_url).await?,
-                c,
-                pricing.as_deref(),
-            )
-            .await
-        }
-        Command::Quota(c) => quota::run(&queue, c).await,
+        Command::Store(c) => store::run(app, c).await,
+        Command::Quota(c) => quota::run(app, &op, c).await,
+        Command::Token(c) => token::run(app, &op, c).await,
         Command::Demo(_) => unreachable!("the demo brings its own Redis and is dispatched before connecting"),
     }
 }

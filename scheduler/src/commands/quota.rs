@@ -1,120 +1,19 @@
 //! `quota`: pools, team quotas and caps, and the usage the leases hold against them.
 
+use crate::app::{App, Caller, PoolRow, TeamRow};
 use crate::cli::{QuotaApplyArgs, QuotaCheckArgs, QuotaCommand, QuotaDeleteArgs, QuotaSetArgs};
 use crate::format::print_json;
 use crate::{CliError, CliResult};
 use common::admission::{AdmissionConfig, PoolConfig, Quota, TeamLimits};
-use common::queue::{PoolStatus, RedisQueue, Usage};
-use serde::Serialize;
 
-pub(crate) async fn run(queue: &RedisQueue, command: QuotaCommand) -> CliResult<()> {
+pub(crate) async fn run(app: &App, caller: &Caller, command: QuotaCommand) -> CliResult<()> {
     match command {
-        QuotaCommand::Show(a) => show(queue, a.json).await,
-        QuotaCommand::Set(a) => set(queue, a).await,
-        QuotaCommand::Delete(a) => delete(queue, a).await,
-        QuotaCommand::Apply(a) => apply(queue, a).await,
-        QuotaCommand::Check(a) => check(queue, a).await,
+        QuotaCommand::Show(a) => show(app, caller, a.json).await,
+        QuotaCommand::Set(a) => set(app, caller, a).await,
+        QuotaCommand::Delete(a) => delete(app, caller, a).await,
+        QuotaCommand::Apply(a) => apply(app, caller, a).await,
+        QuotaCommand::Check(a) => check(app, caller, a).await,
     }
-}
-
-/// One pool as `quota show` and `status` print it.
-#[derive(Debug, Serialize)]
-pub(crate) struct PoolRow {
-    pub(crate) pool: String,
-    /// GPUs, when known.
-    pub(crate) capacity: Option<u64>,
-    pub(crate) used: u64,
-    /// GPUs held for the job holding the reservation.
-    pub(crate) reserved: u64,
-    pub(crate) free: Option<u64>,
-    pub(crate) running: u64,
-    pub(crate) max_running: Option<u32>,
-    pub(crate) strategy: String,
-    pub(crate) reserved_by: Option<String>,
-    /// Running jobs preempted for the reservation, still stopping.
-    pub(crate) draining: Vec<String>,
-}
-
-/// One team's use of one pool.
-#[derive(Debug, Serialize)]
-pub(crate) struct TeamRow {
-    pub(crate) pool: String,
-    pub(crate) team: String,
-    pub(crate) used: u64,
-    /// Its nominal quota; `None` for a team without one.
-    pub(crate) nominal: Option<u64>,
-    /// GPUs it uses beyond its nominal quota.
-    pub(crate) borrowed: u64,
-    pub(crate) borrowing_limit: Option<u32>,
-    pub(crate) running: u64,
-}
-
-/// Pool and team rows from the configuration, the census and the usage.
-pub(crate) fn rows(
-    config: &AdmissionConfig,
-    pools: &[PoolStatus],
-    usage: &Usage,
-) -> (Vec<PoolRow>, Vec<TeamRow>) {
-    let pool_rows = pools
-        .iter()
-        .filter(|p| {
-            p.used > 0 || p.capacity.is_some() || config.pools.contains_key(&p.pool) || p.pool != "default"
-        })
-        .map(|p| {
-            let pc = config.pools.get(&p.pool);
-            PoolRow {
-                pool: p.pool.clone(),
-                capacity: p.capacity,
-                used: p.used,
-                reserved: p.reserved,
-                free: p.capacity.map(|c| c.saturating_sub(p.used)),
-                running: p.running,
-                max_running: pc.and_then(|c| c.max_running),
-                strategy: pc.map(|c| c.strategy).unwrap_or_default().to_string(),
-                reserved_by: p.reserved_by.clone(),
-                draining: p.draining.clone(),
-            }
-        })
-        .collect();
-    let mut team_rows = Vec::new();
-    let mut pools_seen: Vec<&String> = config.pools.keys().collect();
-    for p in usage.teams.keys() {
-        if !pools_seen.contains(&p) {
-            pools_seen.push(p);
-        }
-    }
-    for pool in pools_seen {
-        let quotas = config.pools.get(pool).map(|p| &p.quotas);
-        let mut teams: Vec<&String> = quotas.map(|q| q.keys().collect()).unwrap_or_default();
-        if let Some(used) = usage.teams.get(pool) {
-            for t in used.keys() {
-                if !teams.contains(&t) {
-                    teams.push(t);
-                }
-            }
-        }
-        teams.sort();
-        for team in teams {
-            let q = quotas.and_then(|q| q.get(team));
-            let held = usage
-                .teams
-                .get(pool)
-                .and_then(|t| t.get(team))
-                .copied()
-                .unwrap_or_default();
-            let nominal = q.map(|q| u64::from(q.nominal));
-            team_rows.push(TeamRow {
-                pool: pool.clone(),
-                team: team.clone(),
-                used: held.gpus,
-                nominal,
-                borrowed: nominal.map_or(0, |n| held.gpus.saturating_sub(n)),
-                borrowing_limit: q.and_then(|q| q.borrowing_limit),
-                running: held.jobs,
-            });
-        }
-    }
-    (pool_rows, team_rows)
 }
 
 /// The pool and team tables, as text.
@@ -176,30 +75,15 @@ pub(crate) fn render_rows(o: &mut String, pools: &[PoolRow], teams: &[TeamRow]) 
     }
 }
 
-#[derive(Serialize)]
-struct Shown {
-    config: AdmissionConfig,
-    pools: Vec<PoolRow>,
-    teams: Vec<TeamRow>,
-    usage: Usage,
-}
-
-async fn show(queue: &RedisQueue, json: bool) -> CliResult<()> {
-    let config = queue.admission().await?.unwrap_or_default();
-    let status = queue.status().await?;
-    let (pools, teams) = rows(&config, &status.pools, &status.usage);
+async fn show(app: &App, caller: &Caller, json: bool) -> CliResult<()> {
+    let view = app.quotas(caller).await?;
     if json {
-        print_json(&Shown {
-            config,
-            pools,
-            teams,
-            usage: status.usage,
-        });
+        print_json(&view);
         return Ok(());
     }
     let mut o = String::new();
-    describe(&mut o, &config);
-    render_rows(&mut o, &pools, &teams);
+    describe(&mut o, &view.config);
+    render_rows(&mut o, &view.pools, &view.teams);
     print!("{o}");
     Ok(())
 }
@@ -282,7 +166,7 @@ fn bad(msg: impl Into<String>) -> common::Error {
     common::Error::InvalidInput(msg.into())
 }
 
-async fn set(queue: &RedisQueue, a: QuotaSetArgs) -> CliResult<()> {
+async fn set(app: &App, caller: &Caller, a: QuotaSetArgs) -> CliResult<()> {
     let pool_fields = a.capacity.is_some() || a.strategy.is_some() || a.reserve_after.is_some();
     let quota_fields =
         a.nominal.is_some() || a.borrowing_limit.is_some() || a.lending_limit.is_some() || a.cohort.is_some();
@@ -296,8 +180,8 @@ async fn set(queue: &RedisQueue, a: QuotaSetArgs) -> CliResult<()> {
             "quota set: nothing to set (give --nominal, --capacity, --max-running, ...)".into(),
         ));
     }
-    let config = queue
-        .update_admission(|c| {
+    let config = app
+        .update_admission(caller, "quota.set", |c| {
             match (&a.pool, &a.team) {
                 (Some(pool), Some(team)) => {
                     if pool_fields {
@@ -408,14 +292,14 @@ async fn set(queue: &RedisQueue, a: QuotaSetArgs) -> CliResult<()> {
     Ok(())
 }
 
-async fn delete(queue: &RedisQueue, a: QuotaDeleteArgs) -> CliResult<()> {
+async fn delete(app: &App, caller: &Caller, a: QuotaDeleteArgs) -> CliResult<()> {
     if !a.all && a.pool.is_none() && a.team.is_none() {
         return Err(CliError::BadInput(
             "quota delete: give --pool, --team (or both), or --all".into(),
         ));
     }
-    let config = queue
-        .update_admission(|c| {
+    let config = app
+        .update_admission(caller, "quota.delete", |c| {
             if a.all {
                 *c = AdmissionConfig::default();
                 return Ok(());
@@ -449,35 +333,17 @@ async fn delete(queue: &RedisQueue, a: QuotaDeleteArgs) -> CliResult<()> {
     Ok(())
 }
 
-/// Reads a configuration file: TOML, or JSON when the name ends in `.json`.
-pub(crate) fn parse_file(path: &std::path::Path, text: &str) -> CliResult<AdmissionConfig> {
-    let name = path.display();
-    let config: AdmissionConfig = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(text).map_err(|e| CliError::BadInput(format!("{name}: {e}")))?
-    } else {
-        toml::from_str(text).map_err(|e| {
-            CliError::BadInput(format!(
-                "{name}: {}",
-                e.to_string().lines().collect::<Vec<_>>().join(" ")
-            ))
-        })?
-    };
-    config
-        .validate()
-        .map_err(|e| CliError::BadInput(format!("{name}: {e}")))?;
-    Ok(config)
-}
-
-async fn apply(queue: &RedisQueue, a: QuotaApplyArgs) -> CliResult<()> {
+async fn apply(app: &App, caller: &Caller, a: QuotaApplyArgs) -> CliResult<()> {
     let text = super::read_input(&a.file)?;
-    let config = parse_file(&a.file, &text)?;
-    queue.set_admission(&config).await?;
+    let config = crate::app::parse_quota_file(&a.file, &text)?;
+    app.set_admission(caller, &config).await?;
     done(&config, a.json);
     Ok(())
 }
 
-async fn check(queue: &RedisQueue, a: QuotaCheckArgs) -> CliResult<()> {
-    let drift = queue.recount_usage(!a.dry_run).await?;
+async fn check(app: &App, caller: &Caller, a: QuotaCheckArgs) -> CliResult<()> {
+    caller.require(crate::app::Role::Admin, "repairing usage counters")?;
+    let drift = app.queue().recount_usage(!a.dry_run).await?;
     if a.json {
         print_json(&serde_json::json!({ "repaired": !a.dry_run, "drift": drift }));
         return Ok(());

@@ -1,9 +1,8 @@
 //! `scheduler store errors|retry`: the outbox entries the job store refused.
 
+use crate::app::App;
 use crate::cli::StoreCommand;
 use crate::CliResult;
-use common::queue::RedisQueue;
-use common::store::JobStore;
 use serde::Serialize;
 
 #[derive(Serialize)]
@@ -16,12 +15,8 @@ struct RefusedView<'a> {
     error: &'a str,
 }
 
-pub(crate) async fn run(
-    queue: &RedisQueue,
-    store: &JobStore,
-    command: StoreCommand,
-    pricing: Option<&std::path::Path>,
-) -> CliResult<()> {
+pub(crate) async fn run(app: &App, command: StoreCommand) -> CliResult<()> {
+    let queue = app.queue();
     match command {
         StoreCommand::Errors(a) => {
             let entries = queue.refused_entries(10_000).await?;
@@ -60,7 +55,8 @@ pub(crate) async fn run(
             Ok(())
         }
         StoreCommand::Retry(a) => {
-            let pricer = super::attempt_pricer(super::cost::model(pricing)?);
+            let pricer = crate::app::attempt_pricer(app.pricing().clone());
+            let store = app.store().await?;
             let (taken, left) = crate::store_sync::drain::retry_refused(queue, store, Some(&*pricer)).await?;
             if a.json {
                 crate::format::print_json(&serde_json::json!({ "taken": taken, "still_refused": left }));

@@ -8,8 +8,9 @@
 --            priority ("p0".."p2"), max attempts, not-before (ms; a job not due yet waits
 --            in {ns}:delayed as 'deferred'; 0 = start now), fresh ('1' when the client
 --            generated the ids, so they cannot exist yet), charge (admission.lua; '' for
---            the default), the group's cap on running jobs ('' to leave it), count,
---            then per job: id, spec JSON
+--            the default), the group's cap on running jobs ('' to leave it), who
+--            enqueues it (the actor named in its history and the store), count, then per
+--            job: id, spec JSON
 -- Returns  { created_count, existing_id_1, existing_id_2, ... }, or { -1, outbox length }
 --          when the outbox is over its bound (nothing was written).
 -- An id counts as existing while its job hash exists, and after retention removed the
@@ -46,8 +47,9 @@ for _ = 1, groups do
   local not_before, charge, cap = ARGV[at + 2], ARGV[at + 4], ARGV[at + 5]
   local state = 'queued'
   if tonumber(not_before) > ms_n then state = 'deferred' end
-  local count = tonumber(ARGV[at + 6])
-  local jobs = at + 7
+  local by = ARGV[at + 6]
+  local count = tonumber(ARGV[at + 7])
+  local jobs = at + 8
   at = jobs + count * 2
   -- Where the group's queued jobs go: its pool's queue, or the tail of its lane while
   -- the lane is parked (FIFO within a team).
@@ -85,12 +87,12 @@ for _ = 1, groups do
         seen[id] = true
         if charge == '' then
           redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
-            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
+            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us, 'by', by)
         else
           redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
-            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us, 'charge', charge)
+            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us, 'by', by, 'charge', charge)
         end
-        redis.call('XADD', outbox, '*', 'job', id, 'to', state, 'at', ms)
+        redis.call('XADD', outbox, '*', 'job', id, 'to', state, 'at', ms, 'by', by)
         if state == 'queued' then
           queued[#queued + 1] = id
         else

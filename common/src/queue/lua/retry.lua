@@ -4,8 +4,10 @@
 -- ARGV[1]  prefix
 -- ARGV[2]  job id
 -- ARGV[3]  attempts to grant
+-- ARGV[4]  who retries it (named in the history; 'operator' when absent)
 -- Returns  'queued', 'not_found', or the state that prevents the retry.
 local prefix, id, grant = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local by = ARGV[4] or 'operator'
 local jk = prefix .. ':job:' .. id
 local st, pri, attempt, charge = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt', 'charge'))
 if not st then return 'not_found' end
@@ -17,6 +19,6 @@ redis.call('HSET', jk, 'state', 'queued', 'updated_at', ms, 'attempt_limit', lim
 redis.call('ZREM', prefix .. ':finished', id)
 redis.call('HDEL', jk, 'finished_at', 'cancel_requested', 'exit_code', 'reason')
 requeue(prefix, id, pri, charge, false)
-event(prefix, id, st, 'queued', ms, attempt, '', 'retried by operator', { limit = limit })
+event(prefix, id, st, 'queued', ms, attempt, '', 'retried by ' .. by, { limit = limit })
 wake(prefix)
 return 'queued'

@@ -1,9 +1,11 @@
 //! One attempt of one job: launch it, enforce its timeout, stop it on cancel or forced
 //! shutdown, stream its output, and report the outcome.
 
+mod end;
+use end::report;
+
 use crate::launch::{AttemptContext, LaunchResult, Launcher};
 use crate::output::OutputSink;
-use crate::report::report;
 use crate::running::{AttemptTokens, Interruption, RunningJobs};
 use crate::Settings;
 use common::queue::{ClaimedJob, Outcome, RedisQueue};

@@ -1,0 +1,384 @@
+//! Jobs: enqueue, batch, cancel, retry, show, wait, list and logs.
+
+use super::{App, AppError, AppResult, Caller, CostSummary, Role};
+use common::queue::{EnqueueReport, MAX_ATOMIC_BATCH};
+use common::{JobId, JobRecord, JobSpec, JobState, ListFilter};
+use serde::Serialize;
+use std::time::Duration;
+
+/// What an enqueue of one job did.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnqueueOutcome {
+    /// False when a job with its id already existed with the same spec (nothing changed).
+    pub created: bool,
+    /// The job, secrets masked.
+    pub job: JobRecord,
+    /// Budget warnings (at or over a warn ratio).
+    pub warnings: Vec<String>,
+    /// What it will cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<CostSummary>,
+}
+
+/// What a batch enqueue did.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchOutcome {
+    /// Ids, new and existing.
+    #[serde(flatten)]
+    pub report: EnqueueReport,
+    /// Budget warnings.
+    pub warnings: Vec<String>,
+    /// What the new jobs will cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<CostSummary>,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelOutcome {
+    /// The job.
+    pub id: JobId,
+    /// `cancelled`, or `cancelling` while its worker stops it.
+    pub state: &'static str,
+}
+
+/// Which jobs to list, with a page size and a cursor.
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    /// The filter (its team is narrowed to the caller's).
+    pub filter: ListFilter,
+}
+
+/// A page of jobs and where the next one starts.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPage {
+    /// Newest first, secrets masked.
+    pub jobs: Vec<JobRecord>,
+    /// The cursor of the next page (`before`), when this page is full.
+    pub next: Option<String>,
+}
+
+/// How a wait for a job's state ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// The job reached one of the states (or any end when waiting for an end).
+    Reached,
+    /// The timeout passed first; the job is returned as it is.
+    TimedOut,
+}
+
+/// What an enqueue does with an id that exists with a different spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameId {
+    /// Leave the job as it is and say so: the CLI's idempotency by id, which operators'
+    /// scripts rely on (a resubmission that differs only in a deferral still succeeds).
+    KeepExisting,
+    /// Refuse (409): an API client reusing an id for another spec has a bug to hear about.
+    RefuseOtherSpec,
+}
+
+/// The most a single wait may last.
+pub const MAX_WAIT: Duration = Duration::from_secs(300);
+
+impl App {
+    /// Checks that `spec` may be enqueued by `caller`: a team caller enqueues for its
+    /// own team only. A spec that names no team (`default`) takes the caller's.
+    fn own_spec(&self, caller: &Caller, mut spec: JobSpec, named_team: bool) -> AppResult<JobSpec> {
+        if let Some(team) = &caller.team {
+            if !named_team {
+                spec.team = team.clone();
+            } else if spec.team != *team {
+                return Err(AppError::Forbidden(format!(
+                    "the spec names team {}; this token enqueues for team {team} only",
+                    spec.team
+                )));
+            }
+        }
+        Ok(spec)
+    }
+
+    /// Parses a spec given as JSON, for a caller: see [`Self::enqueue`].
+    pub fn spec_from_value(&self, caller: &Caller, value: serde_json::Value) -> AppResult<JobSpec> {
+        let named_team = value.get("team").is_some();
+        let spec = JobSpec::from_json(&value.to_string()).map_err(|e| AppError::BadInput {
+            code: "invalid_spec",
+            message: e.to_string(),
+        })?;
+        self.own_spec(caller, spec, named_team)
+    }
+
+    /// Refuses ids already taken by a different spec (409): enqueue is idempotent for
+    /// the same spec only.
+    async fn check_conflicts(&self, specs: &[JobSpec]) -> AppResult<()> {
+        for spec in specs {
+            let Some(id) = &spec.id else { continue };
+            if let Some(existing) = self.queue().get(id).await? {
+                if existing.spec != *spec {
+                    return Err(AppError::Conflict(format!(
+                        "job {id} already exists with a different spec; nothing changed"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Enqueues one validated job after the budget check; returns the job as it is
+    /// now. The same spec again (same id) is not a second job.
+    pub async fn enqueue(
+        &self,
+        caller: &Caller,
+        spec: JobSpec,
+        same_id: SameId,
+    ) -> AppResult<EnqueueOutcome> {
+        caller.require(Role::Submitter, "enqueueing")?;
+        let spec = self.own_spec(caller, spec, true)?;
+        spec.validate().map_err(|e| AppError::BadInput {
+            code: "invalid_spec",
+            message: e.to_string(),
+        })?;
+        if same_id == SameId::RefuseOtherSpec {
+            self.check_conflicts(std::slice::from_ref(&spec)).await?;
+        }
+        let warnings = self.enforce_budgets(std::slice::from_ref(&spec)).await?;
+        let report = self
+            .queue()
+            .enqueue_batch_as(vec![spec.clone()], &caller.actor)
+            .await?;
+        let created = report.created == 1;
+        let estimate = if created {
+            self.summarise_cost(std::slice::from_ref(&spec))
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let id = &report.ids[0];
+        let job = self
+            .queue()
+            .get(id)
+            .await?
+            .ok_or_else(|| AppError::Unavailable(format!("job {id} was enqueued but cannot be read back")))?
+            .redacted();
+        Ok(EnqueueOutcome {
+            created,
+            job,
+            warnings,
+            estimate,
+        })
+    }
+
+    /// Enqueues validated jobs all-or-nothing after the budget check. More than one
+    /// atomic step takes needs `chunked`: then each chunk is atomic, in order, and the
+    /// specs must carry ids (so that a retry after a failure part-way adds the rest).
+    pub async fn enqueue_batch(
+        &self,
+        caller: &Caller,
+        specs: Vec<JobSpec>,
+        chunked: bool,
+        same_id: SameId,
+    ) -> AppResult<BatchOutcome> {
+        caller.require(Role::Submitter, "enqueueing")?;
+        if specs.is_empty() {
+            return Err(AppError::bad_input("the batch holds no jobs"));
+        }
+        let specs = specs
+            .into_iter()
+            .map(|s| self.own_spec(caller, s, true))
+            .collect::<AppResult<Vec<_>>>()?;
+        for (n, s) in specs.iter().enumerate() {
+            s.validate().map_err(|e| AppError::BadInput {
+                code: "invalid_spec",
+                message: format!("job {}: {e}", n + 1),
+            })?;
+        }
+        if specs.len() > MAX_ATOMIC_BATCH && !chunked {
+            return Err(AppError::bad_input(format!(
+                "the batch holds {} jobs, more than the {MAX_ATOMIC_BATCH} one atomic step takes; \
+                 enqueue it in chunks (the CLI's --chunked)",
+                specs.len()
+            )));
+        }
+        if same_id == SameId::RefuseOtherSpec {
+            self.check_conflicts(&specs).await?;
+        }
+        let warnings = self.enforce_budgets(&specs).await?;
+        let report = if specs.len() > MAX_ATOMIC_BATCH {
+            self.enqueue_chunks(caller, &specs).await?
+        } else {
+            self.queue()
+                .enqueue_batch_as(specs.clone(), &caller.actor)
+                .await?
+        };
+        let estimate = if report.created > 0 {
+            self.summarise_cost(&specs).await.ok().flatten()
+        } else {
+            None
+        };
+        Ok(BatchOutcome {
+            report,
+            warnings,
+            estimate,
+        })
+    }
+
+    /// Enqueues `specs` (ids assigned) in atomic chunks, in order. A failure part-way
+    /// says how far it got; the same call again adds only what is missing.
+    async fn enqueue_chunks(&self, caller: &Caller, specs: &[JobSpec]) -> AppResult<EnqueueReport> {
+        let chunks = specs.len().div_ceil(MAX_ATOMIC_BATCH);
+        let mut total = EnqueueReport {
+            ids: Vec::with_capacity(specs.len()),
+            created: 0,
+            existing: Vec::new(),
+        };
+        for (n, chunk) in specs.chunks(MAX_ATOMIC_BATCH).enumerate() {
+            match self.queue().enqueue_batch_as(chunk.to_vec(), &caller.actor).await {
+                Ok(r) => {
+                    total.ids.extend(r.ids);
+                    total.created += r.created;
+                    total.existing.extend(r.existing);
+                }
+                Err(e) => {
+                    let done = n * MAX_ATOMIC_BATCH;
+                    let why = AppError::from(e);
+                    return Err(AppError::Unavailable(format!(
+                        "{why}; chunks 1 to {n} of {chunks} ({done} jobs) are enqueued: run the same command again to add the rest"
+                    )));
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// The job, from Redis or, once retention removed it there, from the store; secrets
+    /// masked. Another team's job is not found.
+    pub async fn job(&self, caller: &Caller, id: &JobId) -> AppResult<JobRecord> {
+        caller.require(Role::Viewer, "reading jobs")?;
+        let record = match self.queue().get(id).await? {
+            Some(r) => Some(r),
+            None => self.store().await?.get(id).await?,
+        };
+        Ok(caller.visible(record, id.as_str())?.redacted())
+    }
+
+    /// Waits until the job is in one of `states` (any final state when empty), or
+    /// `timeout` passes (at most [`MAX_WAIT`]). The wait holds one connection of its own
+    /// (`conn`), never the shared one.
+    pub async fn wait_for(
+        &self,
+        caller: &Caller,
+        id: &JobId,
+        states: &[JobState],
+        timeout: Duration,
+        conn: &mut redis::aio::MultiplexedConnection,
+    ) -> AppResult<(Wait, JobRecord)> {
+        let deadline = tokio::time::Instant::now() + timeout.min(MAX_WAIT);
+        loop {
+            let job = self.job(caller, id).await?;
+            let reached = if states.is_empty() {
+                job.state.is_terminal()
+            } else {
+                states.contains(&job.state)
+            };
+            if reached {
+                return Ok((Wait::Reached, job));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok((Wait::TimedOut, job));
+            }
+            // Wakes on any transition; bounded so that a missed wake-up costs a second.
+            self.queue()
+                .wait_for_transition(conn, left.min(Duration::from_secs(1)))
+                .await?;
+        }
+    }
+
+    /// Cancels a job: a queued one at once, a running one through its worker. The
+    /// history names the caller, and the reason when given.
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        id: &JobId,
+        reason: Option<&str>,
+    ) -> AppResult<CancelOutcome> {
+        caller.require(Role::Submitter, "cancelling")?;
+        if caller.team.is_some() {
+            caller.visible(self.queue().get(id).await?, id.as_str())?;
+        }
+        let detail = match reason.map(str::trim).filter(|r| !r.is_empty()) {
+            Some(r) => format!("cancelled by {}: {r}", caller.actor),
+            None => format!("cancelled by {}", caller.actor),
+        };
+        let state = self.queue().cancel(id, &detail).await?;
+        Ok(CancelOutcome {
+            id: id.clone(),
+            state: if state == JobState::Running {
+                "cancelling"
+            } else {
+                "cancelled"
+            },
+        })
+    }
+
+    /// Queues a dead, failed or cancelled job again, with fresh attempts.
+    pub async fn retry(&self, caller: &Caller, id: &JobId) -> AppResult<()> {
+        caller.require(Role::Submitter, "retrying")?;
+        if caller.team.is_some() {
+            caller.visible(self.queue().get(id).await?, id.as_str())?;
+        }
+        self.queue().retry_as(id, &caller.actor).await?;
+        Ok(())
+    }
+
+    /// Jobs newest first: Redis has the live state, the store everything, a few
+    /// milliseconds behind. Both are read and merged, Redis winning for jobs both hold.
+    pub async fn list(&self, caller: &Caller, mut filter: ListFilter) -> AppResult<JobPage> {
+        caller.require(Role::Viewer, "listing jobs")?;
+        filter.team = caller.team_filter(filter.team)?;
+        let live = self.queue().list(&filter).await?;
+        let stored = match self.store().await {
+            Ok(store) => {
+                store
+                    .list(&ListFilter {
+                        offset: 0,
+                        limit: filter.offset + filter.limit,
+                        ..filter.clone()
+                    })
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut by_id: std::collections::HashMap<_, _> =
+            stored.into_iter().map(|r| (r.id.clone(), r)).collect();
+        for r in live {
+            by_id.insert(r.id.clone(), r);
+        }
+        let mut jobs: Vec<JobRecord> = by_id.into_values().filter(|r| filter.matches(r)).collect();
+        jobs.sort_by(common::listing_order);
+        let jobs: Vec<JobRecord> = jobs
+            .into_iter()
+            .skip(filter.offset)
+            .take(filter.limit)
+            .map(JobRecord::redacted)
+            .collect();
+        let next = (jobs.len() == filter.limit && filter.limit > 0)
+            .then(|| jobs.last().map(|l| common::ListCursor::after(l).to_string()))
+            .flatten();
+        Ok(JobPage { jobs, next })
+    }
+
+    /// The last `lines` lines of the job's output.
+    pub async fn logs(&self, caller: &Caller, id: &JobId, lines: usize) -> AppResult<Vec<String>> {
+        caller.require(Role::Viewer, "reading logs")?;
+        caller.visible(self.queue().get(id).await?, id.as_str())?;
+        Ok(self.queue().logs(id, lines).await?)
+    }
+
+    /// Checks that the caller may read the job's log (for following it).
+    pub async fn check_log_access(&self, caller: &Caller, id: &JobId) -> AppResult<JobRecord> {
+        caller.require(Role::Viewer, "reading logs")?;
+        caller.visible(self.queue().get(id).await?, id.as_str())
+    }
+}

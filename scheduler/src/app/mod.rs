@@ -1,0 +1,121 @@
+//! The application layer: every operation on the pool, written once, under every
+//! interface.
+//!
+//! The CLI (`commands`) and the HTTP API (`api`) are adapters (the agent tools will be too):
+//! they turn their input into a call here, with the [`Caller`] they authenticated, and
+//! turn the typed result or [`AppError`] into their own output. Authorisation lives here
+//! too, so that no interface can skip it: a team-scoped caller sees only its team's jobs
+//! (another team's job is "not found"), and each operation names the [`Role`] it needs.
+
+mod budgets;
+mod caller;
+mod costs;
+mod error;
+mod jobs;
+mod quotas;
+mod status;
+mod tokens;
+
+pub(crate) use budgets::standing;
+pub use budgets::{BudgetSet, Standing};
+pub use caller::{Caller, Role};
+pub(crate) use costs::{attempt_pricer, specs_from_values, Estimator};
+pub use costs::{load_pricing, CompareRequest, CostSummary, Estimate, EstimateRequest, ReportRequest};
+pub use error::{AppError, AppResult};
+pub use jobs::{BatchOutcome, CancelOutcome, EnqueueOutcome, JobPage, ListRequest, SameId, Wait, MAX_WAIT};
+pub use quotas::{parse_quota_file, QuotaView};
+pub(crate) use quotas::{PoolRow, TeamRow};
+pub use status::{Capacity, Dashboard, Health, QueueRow};
+pub use tokens::{token_hash, CreatedToken, TokenRequest, TOKEN_PREFIX};
+
+use common::queue::RedisQueue;
+use common::store::JobStore;
+use cost::CostModel;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// What every operation works with: the queue, the job store (opened on first use, once
+/// per process) and the pricing. Cheap to clone; clones share the store.
+#[derive(Clone)]
+pub struct App {
+    queue: RedisQueue,
+    store_url: String,
+    store: Arc<OnceCell<JobStore>>,
+    pricing: Arc<CostModel>,
+}
+
+impl App {
+    /// An application over `queue`, with the store at `store_url` opened when an
+    /// operation first needs it (commands that only touch Redis never open it).
+    pub fn new(queue: RedisQueue, store_url: String, pricing: CostModel) -> Self {
+        App {
+            queue,
+            store_url,
+            store: Arc::new(OnceCell::new()),
+            pricing: Arc::new(pricing),
+        }
+    }
+
+    /// An application over an already open store (`serve`).
+    pub fn with_store(queue: RedisQueue, store: JobStore, pricing: CostModel) -> Self {
+        let url = store.display_url().to_string();
+        App {
+            queue,
+            store_url: url,
+            store: Arc::new(OnceCell::new_with(Some(store))),
+            pricing: Arc::new(pricing),
+        }
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &RedisQueue {
+        &self.queue
+    }
+
+    /// The pricing model.
+    pub fn pricing(&self) -> &CostModel {
+        &self.pricing
+    }
+
+    /// The store URL with any password masked.
+    pub fn store_display_url(&self) -> String {
+        common::queue::mask_url(&self.store_url)
+    }
+
+    /// The job store, opened on first use. A store that cannot be opened is an
+    /// infrastructure fault (503, exit 1), and the next call tries again.
+    pub async fn store(&self) -> AppResult<&JobStore> {
+        self.store
+            .get_or_try_init(|| async { JobStore::open(&self.store_url).await })
+            .await
+            .map_err(AppError::from)
+    }
+
+    /// The store when it can be opened, for operations that do without it (estimates
+    /// fall back to the default table, reads to Redis alone).
+    pub async fn store_if_open(&self) -> Option<&JobStore> {
+        self.store().await.ok()
+    }
+}
+
+impl App {
+    /// Records a write that is not a job transition (budgets, quotas, tokens) in the
+    /// store's audit log. The write itself has happened: a store that cannot take the
+    /// entry is logged, not turned into a failure of the write.
+    pub(crate) async fn audit(&self, caller: &Caller, action: &str, target: &str, detail: &str) {
+        let entry = common::store::AuditEntry {
+            at: common::now_ms(),
+            actor: caller.actor.clone(),
+            action: action.into(),
+            target: target.into(),
+            detail: detail.into(),
+        };
+        let result = match self.store().await {
+            Ok(store) => store.audit(&entry).await.map_err(AppError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, actor = %entry.actor, action, target, "cannot write the audit log");
+        }
+    }
+}
