@@ -71,6 +71,16 @@ pub enum Command {
     /// API tokens: each acts for one team (or every team, for admins) with one role.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Serve the agent tools (Model Context Protocol) on stdin and stdout.
+    Mcp(McpArgs),
+}
+
+/// Arguments of `mcp`.
+#[derive(Debug, clap::Args)]
+pub struct McpArgs {
+    /// Act with this token's team and role (default: as an operator, every team).
+    #[arg(long, env = "GPUQ_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `token` subcommands.
@@ -614,7 +624,8 @@ pub struct ServeArgs {
     /// exceeded, are counted for the metrics.
     #[arg(long, env = "GPUQ_COST_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
     pub cost_interval: Duration,
-    /// Also serve the HTTP API under /v1 (with /openapi.json) on the --listen address. It needs at least one token (`scheduler token
+    /// Also serve the HTTP API under /v1 (with /openapi.json, and the agent tools at
+    /// /mcp) on the --listen address. It needs at least one token (`scheduler token
     /// create`), unless --insecure-no-auth.
     #[arg(long, env = "GPUQ_API")]
     pub api: bool,

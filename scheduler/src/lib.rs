@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod error;
 mod format;
+pub mod mcp;
 pub mod metrics;
 pub mod serve;
 pub mod store_sync;

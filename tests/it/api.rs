@@ -402,6 +402,14 @@ async fn an_enqueue_is_idempotent_for_the_same_spec_and_a_conflict_for_another()
     assert_eq!((status, b["code"].as_str()), (409, Some("conflict")), "{b}");
     let (_, job) = call("GET", &format!("{jobs}/fixed-1"), Some(&t), None);
     assert_eq!(job["spec"]["epochs"], 1, "the first spec stays");
+    // A queued job cannot be retried (it used to look like a retry that worked).
+    let (status, b) = call("POST", &format!("{jobs}/fixed-1/retry"), Some(&t), None);
+    assert_eq!((status, b["code"].as_str()), (409, Some("conflict")), "{b}");
+    assert!(b["message"].as_str().unwrap().contains("is queued"), "{b}");
+    // Times that are not dates are refused, not read as 1970.
+    let (status, b) = call("GET", &format!("{}/v1/costs/report?from=3&to=9223372036854775807", api.base), Some(&t), None);
+    assert_eq!((status, b["code"].as_str()), (400, Some("bad_input")), "{b}");
+    assert!(b["message"].as_str().unwrap().contains("to 9223372036854775807"), "{b}");
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod connections;
 mod fencing;
 mod leases;
 mod listing;
+mod mcp;
 mod observability;
 mod preemption;
 mod protocol;

@@ -97,7 +97,7 @@ impl RedisQueue {
             .invoke_async(&mut conn)
             .await?;
         match r.as_str() {
-            "queued" => Ok(()),
+            "retried" => Ok(()),
             "not_found" => Err(Error::NotFound(id.clone())),
             state => Err(Error::Conflict {
                 id: id.clone(),

@@ -83,7 +83,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
 }
 
 /// The authenticated caller.
-pub(super) struct Authed(pub Caller);
+pub(crate) struct Authed(pub(crate) Caller);
 
 impl FromRequestParts<Api> for Authed {
     type Rejection = ApiError;

@@ -158,12 +158,15 @@ pub(super) struct ListQuery {
     /// Only jobs of this model type.
     pub(super) model_type: Option<String>,
     /// Only jobs enqueued at or after this time (ms since the epoch).
+    #[param(minimum = 0, maximum = 253402300799999_u64)]
     pub(super) since: Option<u64>,
     /// Only jobs enqueued before this time (ms since the epoch).
+    #[param(minimum = 0, maximum = 253402300799999_u64)]
     pub(super) until: Option<u64>,
     /// The previous page's `next`.
     pub(super) before: Option<String>,
     /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub(super) limit: Option<usize>,
 }
 
@@ -193,6 +196,9 @@ pub(super) async fn list(
             "bad_input",
             format!("query parameter limit: must be 1 to {MAX_PAGE}"),
         ));
+    }
+    for (name, t) in [("since", q.since), ("until", q.until)] {
+        crate::app::check_time(name, t).map_err(ApiError::from)?;
     }
     let before = q
         .before
@@ -239,7 +245,7 @@ pub(super) struct ShowQuery {
 /// With `wait`, the request blocks until the job reaches one of the states or the
 /// timeout passes; the `gpuq-wait` header says which (`reached` or `timeout`).
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "The job's id"), ShowQuery),
+    params(("id" = String, Path, description = "The job's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), ShowQuery),
     responses((status = 200, body = serde_json::Value), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn show(
@@ -317,7 +323,7 @@ pub(super) struct StateChange {
 ///
 /// A queued job is cancelled at once; a running one is stopped by its worker.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = String, Path, description = "The job's id")),
+    params(("id" = String, Path, description = "The job's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     request_body(content = Option<CancelRequest>, description = "Optional reason"),
     responses((status = 200, body = StateChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -344,7 +350,7 @@ pub(super) async fn cancel(
 ///
 /// Queues a dead, failed or cancelled job again with fresh attempts.
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs",
-    params(("id" = String, Path, description = "The job's id")),
+    params(("id" = String, Path, description = "The job's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     responses((status = 200, body = StateChange), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn retry(
@@ -366,6 +372,7 @@ pub(super) async fn retry(
 #[into_params(parameter_in = Query)]
 pub(super) struct LogsQuery {
     /// The last this many lines (1 to 10000, default 100).
+    #[param(minimum = 1, maximum = 10000)]
     pub(super) lines: Option<usize>,
 }
 
@@ -378,7 +385,7 @@ pub(super) struct LogLines {
 
 /// Read a job's log
 #[utoipa::path(get, path = "/v1/jobs/{id}/logs", tag = "jobs",
-    params(("id" = String, Path, description = "The job's id"), LogsQuery),
+    params(("id" = String, Path, description = "The job's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"), LogsQuery),
     responses((status = 200, body = LogLines), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn logs(
@@ -405,8 +412,8 @@ pub(super) async fn logs(
 /// Server-Sent Events: one `data` event per output line as the job writes it (the
 /// lines written so far first), then an `end` event once the job has ended.
 #[utoipa::path(get, path = "/v1/jobs/{id}/logs/stream", tag = "jobs",
-    params(("id" = String, Path, description = "The job's id")),
-    responses((status = 200, description = "text/event-stream", content_type = "text/event-stream", body = String),
+    params(("id" = String, Path, description = "The job's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
+    responses((status = 200, description = "Server-Sent Events: `data` per line, then `end`", content_type = "text/event-stream"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn follow(

@@ -113,8 +113,10 @@ pub(super) async fn compare(
 #[into_params(parameter_in = Query)]
 pub(super) struct ReportQuery {
     /// From (ms since the epoch).
+    #[param(minimum = 0, maximum = 253402300799999_u64)]
     pub(super) from: u64,
     /// To (ms since the epoch; default now).
+    #[param(minimum = 0, maximum = 253402300799999_u64)]
     pub(super) to: Option<u64>,
     /// Group by: team, model_type, priority, job (default team).
     pub(super) by: Option<String>,
@@ -138,7 +140,7 @@ pub(super) async fn report(
 
 /// The projected cost of a running job
 #[utoipa::path(get, path = "/v1/jobs/{id}/forecast", tag = "costs",
-    params(("id" = String, Path, description = "The job's id")),
+    params(("id" = String, Path, description = "The job's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     responses((status = 200, body = serde_json::Value), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn forecast(
@@ -161,7 +163,7 @@ pub(super) struct RecommendationsBody {
 
 /// How a finished run could have cost less
 #[utoipa::path(get, path = "/v1/jobs/{id}/recommendations", tag = "costs",
-    params(("id" = String, Path, description = "The job's id")),
+    params(("id" = String, Path, description = "The job's id", pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")),
     responses((status = 200, body = RecommendationsBody), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(super) async fn recommend(

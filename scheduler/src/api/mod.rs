@@ -14,6 +14,7 @@ mod misc;
 pub mod openapi;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
+pub(crate) use extract::Authed;
 
 use crate::app::App;
 use crate::cli::ServeArgs;
@@ -133,7 +134,8 @@ impl Api {
             .nest("/v1", v1)
             .route("/openapi.json", get(openapi::document))
             .with_state(state.api.clone())
-            .layer(axum::Extension(state.shutdown))
+            .layer(axum::Extension(state.shutdown.clone()))
+            .merge(crate::mcp::router(state.api, state.shutdown))
     }
 }
 

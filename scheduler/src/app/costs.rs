@@ -186,6 +186,19 @@ pub(crate) fn attempt_pricer(model: CostModel) -> std::sync::Arc<common::store::
     })
 }
 
+/// The latest time an operation takes: the end of year 9999, in ms.
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
+
+/// Refuses a time past [`MAX_TIME_MS`] (it would not be a date), naming it.
+pub fn check_time(name: &str, ms: Option<u64>) -> AppResult<()> {
+    match ms {
+        Some(t) if t > MAX_TIME_MS => Err(AppError::bad_input(format!(
+            "{name} {t}: not a time (ms since the epoch, at most {MAX_TIME_MS})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn utc(ms: u64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
 }
@@ -213,6 +226,7 @@ pub struct EstimateRequest {
     pub spot: bool,
     /// Start time to price at, ms (default now).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 253402300799999_u64)]
     pub start: Option<u64>,
 }
 
@@ -267,6 +281,7 @@ impl App {
         start: Option<u64>,
     ) -> AppResult<Vec<Estimate>> {
         caller.require(Role::Viewer, "estimating")?;
+        check_time("start", start)?;
         let start = start.map(utc).unwrap_or_else(Utc::now);
         let store = self.store_if_open().await;
         let mut estimator = Estimator::new(self.pricing(), store);
@@ -355,6 +370,8 @@ impl App {
         let by: cost::GroupBy =
             r.by.parse()
                 .map_err(|e| AppError::bad_input(format!("by {:?}: {e}", r.by)))?;
+        check_time("from", Some(r.from))?;
+        check_time("to", r.to)?;
         let to = r.to.unwrap_or_else(common::now_ms);
         if to <= r.from {
             return Err(AppError::bad_input("to must be after from"));

@@ -382,3 +382,68 @@ impl App {
         caller.visible(self.queue().get(id).await?, id.as_str())
     }
 }
+
+/// Whether a spec would be taken, and what it would cost, without enqueueing it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Validation {
+    /// True when an enqueue would take it now.
+    pub accepted: bool,
+    /// Why not, one line each (the spec, the pool it asks for, the budget).
+    pub problems: Vec<String>,
+    /// Budget warnings it would get.
+    pub warnings: Vec<String>,
+    /// The pool it would wait in.
+    pub pool: String,
+    /// What it would cost, when the spec is valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<super::Estimate>,
+}
+
+impl App {
+    /// Checks a spec as an enqueue would (validation, the pool's admission rules, the
+    /// budget) and prices it, changing nothing.
+    pub async fn validate_job(&self, caller: &Caller, spec: JobSpec) -> AppResult<Validation> {
+        caller.require(Role::Viewer, "validating jobs")?;
+        let spec = self.own_spec(caller, spec, true)?;
+        let mut problems = Vec::new();
+        let mut warnings = Vec::new();
+        let pool = common::admission::pool_of(&spec).to_string();
+        if let Err(e) = spec.validate() {
+            problems.push(e.to_string());
+            return Ok(Validation {
+                accepted: false,
+                problems,
+                warnings,
+                pool,
+                estimate: None,
+            });
+        }
+        let config = self.queue().admission().await?;
+        if let Some(c) = &config {
+            if let Err(e) = c.check_admissible(&spec) {
+                problems.push(e.to_string());
+            }
+        }
+        if let Err(e) =
+            common::preemption::Preemption::check_opt_out(config.as_ref().map(|c| &c.preemption), &spec)
+        {
+            problems.push(e.to_string());
+        }
+        match self.enforce_budgets(std::slice::from_ref(&spec)).await {
+            Ok(w) => warnings = w,
+            Err(AppError::BadInput { message, .. }) => problems.push(message),
+            Err(e) => return Err(e),
+        }
+        let estimate = self
+            .estimate(caller, std::slice::from_ref(&spec), false, None)
+            .await?
+            .pop();
+        Ok(Validation {
+            accepted: problems.is_empty(),
+            problems,
+            warnings,
+            pool,
+            estimate,
+        })
+    }
+}

@@ -1,7 +1,7 @@
 //! The application layer: every operation on the pool, written once, under every
 //! interface.
 //!
-//! The CLI (`commands`) and the HTTP API (`api`) are adapters (the agent tools will be too):
+//! The CLI (`commands`), the HTTP API (`api`) and the agent tools (`mcp`) are adapters:
 //! they turn their input into a call here, with the [`Caller`] they authenticated, and
 //! turn the typed result or [`AppError`] into their own output. Authorisation lives here
 //! too, so that no interface can skip it: a team-scoped caller sees only its team's jobs
@@ -20,9 +20,14 @@ pub(crate) use budgets::standing;
 pub use budgets::{BudgetSet, Standing};
 pub use caller::{Caller, Role};
 pub(crate) use costs::{attempt_pricer, specs_from_values, Estimator};
-pub use costs::{load_pricing, CompareRequest, CostSummary, Estimate, EstimateRequest, ReportRequest};
+pub use costs::{
+    check_time, load_pricing, CompareRequest, CostSummary, Estimate, EstimateRequest, ReportRequest,
+    MAX_TIME_MS,
+};
 pub use error::{AppError, AppResult};
-pub use jobs::{BatchOutcome, CancelOutcome, EnqueueOutcome, JobPage, ListRequest, SameId, Wait, MAX_WAIT};
+pub use jobs::{
+    BatchOutcome, CancelOutcome, EnqueueOutcome, JobPage, ListRequest, SameId, Validation, Wait, MAX_WAIT,
+};
 pub use quotas::{parse_quota_file, QuotaView};
 pub(crate) use quotas::{PoolRow, TeamRow};
 pub use status::{Capacity, Dashboard, Health, QueueRow};

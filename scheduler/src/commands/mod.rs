@@ -68,6 +68,13 @@ pub(crate) async fn dispatch(app: &App, command: Command, shutdown: Cancellation
         Command::Store(c) => store::run(app, c).await,
         Command::Quota(c) => quota::run(app, &op, c).await,
         Command::Token(c) => token::run(app, &op, c).await,
+        Command::Mcp(a) => {
+            let caller = match &a.token {
+                Some(t) => app.authenticate(t).await?,
+                None => op,
+            };
+            crate::mcp::stdio(app.clone(), caller).await
+        }
         Command::Demo(_) => unreachable!("the demo brings its own Redis and is dispatched before connecting"),
     }
 }

@@ -5,7 +5,8 @@
 -- ARGV[2]  job id
 -- ARGV[3]  attempts to grant
 -- ARGV[4]  who retries it (named in the history; 'operator' when absent)
--- Returns  'queued', 'not_found', or the state that prevents the retry.
+-- Returns  'retried', 'not_found', or the state that prevents the retry (which may be
+--          'queued': the state, not a success).
 local prefix, id, grant = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local by = ARGV[4] or 'operator'
 local jk = prefix .. ':job:' .. id
@@ -21,4 +22,4 @@ redis.call('HDEL', jk, 'finished_at', 'cancel_requested', 'exit_code', 'reason')
 requeue(prefix, id, pri, charge, false)
 event(prefix, id, st, 'queued', ms, attempt, '', 'retried by ' .. by, { limit = limit })
 wake(prefix)
-return 'queued'
+return 'retried'
