@@ -40,8 +40,8 @@ pub use id::{JobId, WorkerId};
 pub use priority::Priority;
 pub use record::{listing_order, now_ms, JobEvent, JobRecord, ListCursor, ListFilter};
 pub use spec::{
-    is_safe_name, parse_batch, JobSpec, Memory, Resources, SecretRef, MAX_ENV_ENTRIES, MAX_NAME_CHARS,
-    MAX_SECRET_ENV, MAX_SPEC_BYTES,
+    is_safe_name, parse_batch, JobSpec, Memory, Resources, SecretRef, DEFAULT_TEAM, MAX_ENV_ENTRIES,
+    MAX_NAME_CHARS, MAX_SECRET_ENV, MAX_SPEC_BYTES,
 };
 pub use state::JobState;
 pub use worker_info::WorkerInfo;

@@ -85,6 +85,46 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// The record of a job just enqueued at `at` (Redis time) by `actor`, as the enqueue
+    /// wrote it: `spec` carries its id. It has no position (see `RedisQueue::get`).
+    pub fn enqueued(spec: JobSpec, at: u64, actor: &str) -> Self {
+        let state = if spec.not_before.is_some_and(|t| t > at) {
+            JobState::Deferred
+        } else {
+            JobState::Queued
+        };
+        JobRecord {
+            id: spec.id.clone().expect("an enqueued spec has its id"),
+            state,
+            priority: spec.priority,
+            attempt: 0,
+            attempt_limit: spec.max_attempts,
+            enqueued_at: at,
+            updated_at: at,
+            started_at: None,
+            finished_at: None,
+            worker: None,
+            exit_code: None,
+            reason: None,
+            progress: None,
+            cancel_requested: false,
+            preempted_for: None,
+            preempting: Vec::new(),
+            preemptions: 0,
+            lost_gpu_secs: 0.0,
+            position: None,
+            waiting: None,
+            events: vec![JobEvent {
+                state,
+                at,
+                attempt: 0,
+                worker: None,
+                detail: (!actor.is_empty()).then(|| format!("enqueued by {actor}")),
+            }],
+            spec,
+        }
+    }
+
     /// The record with secret-looking environment values masked (see [`JobSpec::redacted`]).
     pub fn redacted(mut self) -> Self {
         self.spec = self.spec.redacted();

@@ -23,20 +23,29 @@ pub const MAX_SPEC_BYTES: usize = 64 * 1024;
 /// is read tolerantly ([`JobSpec::from_stored`]), since a newer writer may have added
 /// fields this version does not know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSpec {
     /// Client-chosen id (makes enqueue idempotent); generated when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"))]
     pub id: Option<JobId>,
     /// Human-readable name.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 256))]
     pub name: String,
     /// Owning team; budgets and reports group by it.
     #[serde(default = "default_team")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[A-Za-z0-9._-]{1,63}$", default = "default")
+    )]
     pub team: String,
     /// Model family (e.g. `resnet50`, `llama-7b`); duration estimates group by it.
     #[serde(default = "default_model_type")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,63}$"))]
     pub model_type: String,
     /// Strict scheduling priority.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = r"^(p0|p1|p2|urgent|normal|background)$", default = "normal"))]
     pub priority: Priority,
     /// Container image, used by the Kubernetes launcher.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,21 +59,26 @@ pub struct JobSpec {
     /// Variables whose values are secrets of the job's team, named `SECRET/KEY` rather
     /// than written into the spec (see [`SecretRef`]): the launcher fills them in.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, String>))]
     pub secret_env: BTreeMap<String, SecretRef>,
     /// What the job needs to run.
     #[serde(default)]
     pub resources: Resources,
     /// Training epochs (at least 1).
     #[serde(default = "one")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, default = 1))]
     pub epochs: u32,
     /// Training batch size (at least 1).
     #[serde(default = "default_batch_size")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub batch_size: u32,
     /// Attempts before the job is dead-lettered (1 = no retries).
     #[serde(default = "default_max_attempts")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_attempts: u32,
     /// Per-attempt time limit in seconds; an attempt running longer is killed and counts as failed.
     #[serde(default = "default_timeout")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub timeout_secs: u64,
     /// Earliest start, in ms since the Unix epoch; until then the job waits as `deferred`
     /// (`enqueue --off-peak` sets it to the next off-peak window).
@@ -76,10 +90,12 @@ pub struct JobSpec {
     /// The group the job belongs to (`batch --group`): a group may cap how many of its
     /// jobs run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,63}$"))]
     pub group: Option<String>,
     /// Most jobs of `group` running at once (`batch --max-running`; 1 runs the group one
     /// job after another). The latest enqueue that gives it sets it for the group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub group_max_running: Option<u32>,
     /// `false` keeps the job from being preempted (see [`crate::preemption`]): allowed for
     /// urgent jobs, and for the teams the admission configuration names.
@@ -152,8 +168,11 @@ impl std::fmt::Display for SecretRef {
     }
 }
 
+/// The team of a spec that names none.
+pub const DEFAULT_TEAM: &str = "default";
+
 fn default_team() -> String {
-    "default".into()
+    DEFAULT_TEAM.into()
 }
 fn default_model_type() -> String {
     "generic".into()
@@ -173,18 +192,22 @@ fn default_timeout() -> u64 {
 
 /// Resources one attempt needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resources {
     /// Number of GPUs.
     #[serde(default)]
     pub gpus: u32,
     /// GPU model (e.g. `a100`, `h100`); scheduled through a node selector on Kubernetes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._-]{1,63}$"))]
     pub gpu_type: Option<String>,
     /// CPU cores (fractions allowed).
     #[serde(default = "default_cpu")]
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0.0, default = 1.0))]
     pub cpu: f64,
     /// Memory, written like Kubernetes quantities: `512Mi`, `16Gi`.
     #[serde(default = "default_memory")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "16Gi", default = "4Gi"))]
     pub memory: Memory,
 }
 

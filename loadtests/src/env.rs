@@ -66,9 +66,20 @@ impl Bench {
 
     /// The same, with more variables in its environment.
     pub(crate) fn serve_with(&mut self, database_url: &str, envs: &[(&str, &str)]) -> Result<usize> {
+        self.serve_args(database_url, envs, &["--listen", "127.0.0.1:0"])
+    }
+
+    /// `scheduler serve` with more arguments.
+    pub(crate) fn serve_args(
+        &mut self,
+        database_url: &str,
+        envs: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<usize> {
         let log = std::fs::File::create(self.dir.join("serve.log"))?;
         let child = Command::new(bin("scheduler")?)
-            .args(["serve", "--listen", "127.0.0.1:0", "--drain-interval", "20ms"])
+            .args(["serve", "--drain-interval", "20ms"])
+            .args(args)
             .env("REDIS_URL", &self.url)
             .env("GPUQ_NAMESPACE", &self.ns)
             .env("DATABASE_URL", database_url)

@@ -69,6 +69,14 @@ enum Bench {
     },
     /// Resident memory of an idle worker and of `scheduler serve`.
     Footprint,
+    /// The HTTP API against the library in the same run: single enqueues from 16
+    /// clients, batches of 1,000, latency, and an idle `serve --api`'s memory.
+    Api {
+        #[arg(long, default_value_t = 16_000)]
+        singles: usize,
+        #[arg(long, default_value_t = 20)]
+        batches: usize,
+    },
     /// Redis memory while N jobs pass through (worker, SQLite store, 1 s retention), and
     /// what is left once retention has removed them.
     Memory {
@@ -172,6 +180,7 @@ async fn main() -> Result<()> {
         Bench::Latency { samples, background } => bench::latency::run(url, samples, background).await?,
         Bench::Depth { depths, samples } => bench::depth::run(url, &depths, samples).await?,
         Bench::Footprint => bench::footprint::run(url).await?,
+        Bench::Api { singles, batches } => bench::api::run(url, singles, batches).await?,
         Bench::Memory { jobs } => bench::memory::run(url, jobs).await?,
         Bench::Ceiling { requests } => bench::ceiling::run(url, requests)?.0,
         Bench::Chaos {

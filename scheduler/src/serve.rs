@@ -53,7 +53,10 @@ pub async fn run(app: App, args: ServeArgs, shutdown: CancellationToken) -> CliR
     if let Some(listener) = listener {
         let base = common::http::router(endpoints(&queue, &store, &metrics));
         let router = match &api {
-            Some(api) => base.merge(api.router(shutdown.clone())),
+            // The agent tools at /mcp share the API's tokens.
+            Some(api) => base
+                .merge(api.router(shutdown.clone()))
+                .merge(crate::mcp::router(api.clone(), shutdown.clone())),
             None => base,
         };
         tasks.spawn(common::http::serve_router(listener, router, shutdown.clone()));

@@ -86,3 +86,17 @@ ensure_promtool() {
 ensure_openssl() {
   command -v openssl >/dev/null || apt_install openssl
 }
+
+# Python packages the client's tests and the API fuzzing need, from PyPI when missing.
+ensure_python_packages() {
+  local missing=()
+  for pkg in "$@"; do
+    python3 -c "import ${pkg%%[<>=]*}" 2>/dev/null || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  command -v python3 >/dev/null || apt_install python3 python3-pip
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  echo "installing ${missing[*]} from PyPI..." >&2
+  python3 -m pip install --quiet "${missing[@]}" 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages "${missing[@]}"
+}

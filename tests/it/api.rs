@@ -100,6 +100,14 @@ async fn team_tokens_see_and_change_their_own_teams_jobs_only() {
     assert_eq!(body["job"]["events"][0]["detail"], "enqueued by vision-ci");
     let id = body["job"]["id"].as_str().unwrap().to_string();
     let job = format!("{jobs}/{id}");
+    // The enqueue's reply is the job as Redis holds it, but for where it waits.
+    let (_, mut read) = call("GET", &job, Some(&vision), None);
+    let map = read.as_object_mut().unwrap();
+    assert!(
+        map.remove("position").is_some() && map.remove("waiting").is_some(),
+        "{read}"
+    );
+    assert_eq!(body["job"], read);
 
     // Another team: not found, whether reading, cancelling or retrying; absent from lists.
     for (method, url) in [
@@ -252,12 +260,29 @@ async fn expired_and_revoked_tokens_are_refused_and_no_token_is_logged() {
     let (status, b) = call("GET", &status_url, Some(&kept), None);
     assert_eq!(status, 401, "{b}");
     assert!(b["message"].as_str().unwrap().contains("revoked"), "{b}");
+    // A revocation by another process (the CLI) reaches the server's cached copy too.
+    let cli_revoked = token(
+        &env,
+        &["--team", "vision", "--role", "viewer", "--name", "cli-revoked"],
+    );
+    assert_eq!(call("GET", &status_url, Some(&cli_revoked), None).0, 200);
+    let out = env.scheduler(&["token", "revoke", "cli-revoked"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(
+        "the CLI's revocation to reach the server",
+        Duration::from_secs(2),
+        || {
+            let status = call("GET", &status_url, Some(&cli_revoked), None).0;
+            async move { (status == 401).then_some(()) }
+        },
+    )
+    .await;
     // Listing shows the tokens, never a secret or its hash.
     let (_, listed) = call("GET", &format!("{}/v1/tokens", api.base), Some(&admin), None);
     let text = listed.to_string();
-    assert_eq!(listed["tokens"].as_array().unwrap().len(), 3, "{listed}");
+    assert_eq!(listed["tokens"].as_array().unwrap().len(), 4, "{listed}");
     let cli = stdout(&env.scheduler(&["token", "list", "--json"]));
-    for secret in [&admin, &brief, &kept] {
+    for secret in [&admin, &brief, &kept, &cli_revoked] {
         assert!(!text.contains(secret.as_str()) && !cli.contains(secret.as_str()));
         assert!(!text.contains(&scheduler::app::token_hash(secret)));
     }
@@ -407,9 +432,17 @@ async fn an_enqueue_is_idempotent_for_the_same_spec_and_a_conflict_for_another()
     assert_eq!((status, b["code"].as_str()), (409, Some("conflict")), "{b}");
     assert!(b["message"].as_str().unwrap().contains("is queued"), "{b}");
     // Times that are not dates are refused, not read as 1970.
-    let (status, b) = call("GET", &format!("{}/v1/costs/report?from=3&to=9223372036854775807", api.base), Some(&t), None);
+    let (status, b) = call(
+        "GET",
+        &format!("{}/v1/costs/report?from=3&to=9223372036854775807", api.base),
+        Some(&t),
+        None,
+    );
     assert_eq!((status, b["code"].as_str()), (400, Some("bad_input")), "{b}");
-    assert!(b["message"].as_str().unwrap().contains("to 9223372036854775807"), "{b}");
+    assert!(
+        b["message"].as_str().unwrap().contains("to 9223372036854775807"),
+        "{b}"
+    );
 }
 
 #[tokio::test]

@@ -108,6 +108,17 @@ impl RedisQueue {
 
     /// The full record of a job with its history and, if queued, its position.
     pub async fn get(&self, id: &JobId) -> Result<Option<JobRecord>> {
+        self.read(id, true).await
+    }
+
+    /// [`Self::get`] without the position and the reason a queued job waits: finding
+    /// the position walks the job's queue, so a caller that only needs the record (an
+    /// enqueue's reply) skips it.
+    pub async fn get_unexplained(&self, id: &JobId) -> Result<Option<JobRecord>> {
+        self.read(id, false).await
+    }
+
+    async fn read(&self, id: &JobId, explain: bool) -> Result<Option<JobRecord>> {
         let mut conn = self.conn().await?;
         let (mut hash, events): (HashMap<String, String>, Vec<String>) = redis::pipe()
             .hgetall(self.keys.job(id))
@@ -152,7 +163,7 @@ impl RedisQueue {
                 parse_history_entry(e).map_err(|err| Error::Corrupt(format!("job {id} event: {err}")))?,
             );
         }
-        if record.state == JobState::Queued {
+        if explain && record.state == JobState::Queued {
             if let Some(w) = self.why_waiting(id).await? {
                 record.position = w.position;
                 record.waiting = Some(w.reason);

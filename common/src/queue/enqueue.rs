@@ -14,6 +14,9 @@ pub struct EnqueueReport {
     pub created: usize,
     /// Ids that already existed and were left unchanged.
     pub existing: Vec<JobId>,
+    /// When the new jobs were enqueued (ms, Redis time); 0 when none was.
+    #[serde(skip)]
+    pub enqueued_at: u64,
 }
 
 /// Most jobs one atomic enqueue takes. Redis runs one script at a time, so a script must
@@ -171,7 +174,12 @@ impl RedisQueue {
             return Err(crate::Error::Unreplicated { acked, wanted, ids });
         }
         let created = created as usize;
-        let existing = reply[1..]
+        let enqueued_at = reply
+            .get(1)
+            .map(redis::from_redis_value_ref::<u64>)
+            .transpose()?
+            .unwrap_or(0);
+        let existing = reply[2.min(reply.len())..]
             .iter()
             .map(|v| {
                 redis::from_redis_value_ref::<String>(v)
@@ -182,6 +190,7 @@ impl RedisQueue {
             ids,
             created,
             existing,
+            enqueued_at,
         })
     }
 }

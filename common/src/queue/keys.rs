@@ -100,6 +100,13 @@ impl Keys {
         format!("{}:pools", self.prefix)
     }
 
+    /// A counter bumped whenever a setting kept in the job store changes (a token
+    /// revoked, a budget set): processes that cache those settings drop their copies
+    /// when it moves.
+    pub fn settings_epoch(&self) -> String {
+        format!("{}:settings", self.prefix)
+    }
+
     /// The admission configuration (JSON).
     pub fn admission(&self) -> String {
         format!("{}:admission", self.prefix)

@@ -24,6 +24,7 @@ pub use quota::{Drift, Held, PoolStatus, Usage, Waiting};
 
 use crate::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::AsyncCommands;
 use redis::AsyncConnectionConfig;
 use std::sync::Arc;
 use std::time::Duration;
@@ -204,6 +205,20 @@ impl RedisQueue {
 }
 
 impl RedisQueue {
+    /// The settings epoch (see [`Keys::settings_epoch`]); 0 before the first change.
+    pub async fn settings_epoch(&self) -> Result<u64> {
+        let mut conn = self.conn().await?;
+        let v: Option<u64> = conn.get(self.keys.settings_epoch()).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Moves the settings epoch on, after a change to a setting others may cache.
+    pub async fn bump_settings_epoch(&self) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let _: u64 = conn.incr(self.keys.settings_epoch(), 1).await?;
+        Ok(())
+    }
+
     /// Blocks on `conn` (a [`Self::blocking_connection`]) until any job changes state
     /// (a new outbox entry) or `timeout` passes. Waiters then read the job they wait
     /// for: one wake-up per transition, whichever job it was, costs a hash read.

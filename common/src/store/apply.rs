@@ -1,6 +1,6 @@
 //! Writing outbox batches into the store.
 
-use super::{store_err, JobStore};
+use super::{store_err, Backend, JobStore};
 use crate::queue::OutboxEvent;
 use crate::{JobId, JobSpec, JobState, Result};
 use sqlx::any::AnyRow;
@@ -253,7 +253,7 @@ impl JobStore {
     pub(crate) async fn rows(&self, ids: &[String]) -> Result<HashMap<String, JobRow>> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(LOOKUP_CHUNK) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| self.backend.mark(i)).collect();
             let sql = format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({})",
                 placeholders.join(", ")
@@ -316,10 +316,10 @@ impl JobStore {
         let mut tx = self.pool.begin().await.map_err(store_err)?;
         let mut new_ids = std::collections::HashSet::new();
         for chunk in events.chunks(HISTORY_CHUNK) {
-            new_ids.extend(insert_history(&mut tx, chunk).await?);
+            new_ids.extend(insert_history(&mut tx, self.backend, chunk).await?);
         }
         let touched_rows: Vec<&JobRow> = touched.iter().map(|id| &rows[id]).collect();
-        upsert(&mut tx, &touched_rows).await?;
+        upsert(&mut tx, self.backend, &touched_rows).await?;
         let applied: Vec<AppliedTransition> = transitions
             .into_iter()
             .filter(|(id, _)| new_ids.contains(id))
@@ -416,6 +416,7 @@ async fn record_cost(
 /// Returns the entry ids that were new (replays are skipped by the primary key).
 async fn insert_history(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    backend: Backend,
     chunk: &[OutboxEvent],
 ) -> Result<Vec<String>> {
     let mut sql = String::from(
@@ -423,7 +424,7 @@ async fn insert_history(
          worker, detail, exit_code) VALUES ",
     );
     for i in 0..chunk.len() {
-        let row: Vec<String> = (1..=11).map(|k| format!("${}", i * 11 + k)).collect();
+        let row: Vec<String> = (1..=11).map(|k| backend.mark(i * 11 + k)).collect();
         if i > 0 {
             sql.push_str(", ");
         }
@@ -459,11 +460,11 @@ const UPSERT_CHUNK: usize = 25;
 
 /// Inserts or moves forward the given job rows (distinct ids). A row only moves forward in
 /// stream order, so a replayed or older batch changes nothing.
-async fn upsert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, rows: &[&JobRow]) -> Result<()> {
+async fn upsert(tx: &mut sqlx::Transaction<'_, sqlx::Any>, backend: Backend, rows: &[&JobRow]) -> Result<()> {
     for chunk in rows.chunks(UPSERT_CHUNK) {
         let values: Vec<String> = (0..chunk.len())
             .map(|i| {
-                let row: Vec<String> = (1..=21).map(|k| format!("${}", i * 21 + k)).collect();
+                let row: Vec<String> = (1..=21).map(|k| backend.mark(i * 21 + k)).collect();
                 format!("({})", row.join(", "))
             })
             .collect();

@@ -37,6 +37,19 @@ pub enum Backend {
     Sqlite,
 }
 
+impl Backend {
+    /// The `n`th (1-based) parameter of a statement whose parameters are all bound in
+    /// order. SQLite gets a bare `?`: sqlx looks each named one (`$n`) up by name, and
+    /// SQLite finds a name by walking the statement's list, so binding the hundreds of
+    /// a multi-row insert took a quarter of `serve`'s time while draining.
+    pub(crate) fn mark(self, n: usize) -> String {
+        match self {
+            Backend::Sqlite => "?".into(),
+            Backend::Postgres => format!("${n}"),
+        }
+    }
+}
+
 /// A connection pool to the job store.
 #[derive(Debug, Clone)]
 pub struct JobStore {

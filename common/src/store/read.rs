@@ -212,7 +212,7 @@ impl JobStore {
     pub async fn recorded_ends(&self, ids: &[String]) -> Result<Vec<(String, JobState, u64)>> {
         let mut out = Vec::new();
         for chunk in ids.chunks(100) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| self.backend.mark(i)).collect();
             let sql = format!(
                 "SELECT id, state, finished_at FROM jobs WHERE id IN ({})",
                 marks.join(", ")

@@ -1,6 +1,7 @@
 //! One module per benchmark.
 
 pub(crate) mod admission;
+pub(crate) mod api;
 pub(crate) mod ceiling;
 pub(crate) mod chaos;
 pub(crate) mod depth;

@@ -30,6 +30,25 @@ impl<T: DeserializeOwned> FromRequest<Api> for Body<T> {
     }
 }
 
+/// A body's bytes, bounded like [`Body`].
+pub(super) struct RawBody(pub(super) axum::body::Bytes);
+
+impl FromRequest<Api> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _api: &Api) -> Result<Self, ApiError> {
+        axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
+            .await
+            .map(RawBody)
+            .map_err(|_| {
+                ApiError::bad_request(
+                    "too_large",
+                    format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+                )
+            })
+    }
+}
+
 /// Parses JSON, naming the field that is wrong (`jobs[2].epochs: invalid type ...`).
 pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {

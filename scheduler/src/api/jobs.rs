@@ -1,7 +1,7 @@
 //! `/v1/jobs` and `/v1/batches`.
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{parse_json, Authed, Body, Params};
+use super::extract::{parse_json, Authed, Body, Params, RawBody};
 use super::Api;
 use crate::app::{AppError, SameId, Wait};
 use axum::extract::{Path, State};
@@ -18,6 +18,22 @@ use utoipa::{IntoParams, ToSchema};
 /// Most jobs a page returns.
 const MAX_PAGE: usize = 1000;
 
+/// A body that is not JSON at all is `bad_input`, as for every other body, before the
+/// spec's own rules (`invalid_spec`). The check allocates nothing.
+fn check_json(text: &str) -> ApiResult<()> {
+    serde_json::from_str::<serde::de::IgnoredAny>(text)
+        .map(|_| ())
+        .map_err(|e| {
+            ApiError::bad_request(
+                "bad_input",
+                format!(
+                    "the body is not valid JSON: {}",
+                    e.to_string().split(" at line ").next().unwrap_or_default()
+                ),
+            )
+        })
+}
+
 fn job_id(raw: &str) -> ApiResult<JobId> {
     raw.parse()
         .map_err(|e: String| ApiError::bad_request("bad_input", format!("job id {raw:?}: {e}")))
@@ -29,12 +45,14 @@ pub(super) struct EnqueueResponse {
     /// False when the same spec with the same id was enqueued before (nothing changed).
     pub(super) created: bool,
     /// The job as it is now, secrets masked.
-    pub(super) job: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub(super) job: common::JobRecord,
     /// Budget warnings.
     pub(super) warnings: Vec<String>,
     /// What it will cost.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) estimate: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub(super) estimate: Option<crate::app::CostSummary>,
 }
 
 /// Enqueue one job
@@ -43,7 +61,7 @@ pub(super) struct EnqueueResponse {
 /// Enqueueing the same spec with the same id again changes nothing (200); the same id
 /// with a different spec is a conflict (409).
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
-    request_body(content = serde_json::Value, description = "A job spec"),
+    request_body(content = common::JobSpec, description = "A job spec (unknown fields are refused)"),
     responses(
         (status = 201, description = "Enqueued", body = EnqueueResponse),
         (status = 200, description = "Already enqueued with this spec", body = EnqueueResponse),
@@ -55,9 +73,24 @@ pub(super) struct EnqueueResponse {
 pub(super) async fn enqueue(
     State(api): State<Api>,
     Authed(caller): Authed,
-    Body(spec): Body<serde_json::Value>,
+    body: RawBody,
 ) -> ApiResult<Response> {
-    let spec = api.app.spec_from_value(&caller, spec)?;
+    let text = std::str::from_utf8(&body.0)
+        .map_err(|_| ApiError::bad_request("bad_input", "the body is not UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "bad_input",
+            "the body is empty; it must be JSON",
+        ));
+    }
+    // Only a refused spec is scanned again, to tell a body that is not JSON at all.
+    let spec = match api.app.spec_from_json(&caller, text) {
+        Ok(spec) => spec,
+        Err(e) => {
+            check_json(text)?;
+            return Err(e.into());
+        }
+    };
     let out = api.app.enqueue(&caller, spec, SameId::RefuseOtherSpec).await?;
     let status = if out.created {
         StatusCode::CREATED
@@ -68,9 +101,9 @@ pub(super) async fn enqueue(
         status,
         Json(EnqueueResponse {
             created: out.created,
-            job: serde_json::to_value(&out.job).unwrap_or_default(),
+            job: out.job,
             warnings: out.warnings,
-            estimate: out.estimate.map(|e| serde_json::to_value(e).unwrap_or_default()),
+            estimate: out.estimate,
         }),
     )
         .into_response())
@@ -81,7 +114,8 @@ pub(super) async fn enqueue(
 #[serde(deny_unknown_fields)]
 pub(super) struct BatchRequest {
     /// The specs (at most 5,000).
-    pub(super) jobs: Vec<serde_json::Value>,
+    #[schema(value_type = Vec<common::JobSpec>)]
+    pub(super) jobs: Vec<Box<serde_json::value::RawValue>>,
 }
 
 /// What a batch enqueue did.
@@ -117,7 +151,7 @@ pub(super) async fn batch(
 ) -> ApiResult<Response> {
     let mut specs = Vec::with_capacity(req.jobs.len());
     for (n, v) in req.jobs.into_iter().enumerate() {
-        specs.push(api.app.spec_from_value(&caller, v).map_err(|e| match e {
+        specs.push(api.app.spec_from_json(&caller, v.get()).map_err(|e| match e {
             AppError::BadInput { code, message } => AppError::BadInput {
                 code,
                 message: format!("jobs[{n}]: {message}"),

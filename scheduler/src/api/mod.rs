@@ -53,13 +53,24 @@ impl deadpool::managed::Manager for WaitConnections {
 
 type WaitPool = deadpool::managed::Pool<WaitConnections>;
 
-/// The API's shared state.
+/// The API's shared state: one `Arc`, so that handing it to a request (axum clones the
+/// state for each) costs no allocation.
 #[derive(Clone)]
-pub struct Api {
+pub struct Api(std::sync::Arc<ApiState>);
+
+/// What the API's handlers share.
+pub struct ApiState {
     pub(crate) app: App,
     /// Serve without tokens (`--insecure-no-auth`).
     pub(crate) insecure: bool,
     waits: WaitPool,
+}
+
+impl std::ops::Deref for Api {
+    type Target = ApiState;
+    fn deref(&self) -> &ApiState {
+        &self.0
+    }
 }
 
 impl Api {
@@ -83,11 +94,11 @@ impl Api {
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|e| CliError::Infra(format!("cannot set up the API's wait connections: {e}")))?;
-        Ok(Api {
+        Ok(Api(std::sync::Arc::new(ApiState {
             app,
             insecure: args.insecure_no_auth,
             waits,
-        })
+        })))
     }
 
     /// A connection of its own for a blocking wait, or 503 when all are taken.
@@ -126,22 +137,17 @@ impl Api {
             .fallback(|| async {
                 ApiError::from(crate::app::AppError::NotFound("no such API route".into()))
             });
-        let state = ApiState {
-            api: self.clone(),
-            shutdown,
-        };
         Router::new()
             .nest("/v1", v1)
             .route("/openapi.json", get(openapi::document))
-            .with_state(state.api.clone())
-            .layer(axum::Extension(state.shutdown.clone()))
-            .merge(crate::mcp::router(state.api, state.shutdown))
+            .with_state(self.clone())
+            // Streams (log follows) end when serve stops.
+            .layer(axum::Extension(shutdown))
+            // Each request reads the settings epoch once (see `app::one_request`).
+            .layer(axum::middleware::from_fn(
+                |req: axum::extract::Request, next: axum::middleware::Next| {
+                    crate::app::one_request(next.run(req))
+                },
+            ))
     }
-}
-
-/// What handlers that stream need besides the API: when to stop.
-#[derive(Clone)]
-struct ApiState {
-    api: Api,
-    shutdown: CancellationToken,
 }

@@ -93,6 +93,8 @@ impl App {
             warn_ppm: warn.ppm(),
         };
         self.store().await?.set_budget(&row).await?;
+        // Other processes' cached budgets go stale now.
+        self.settings_changed().await?;
         let detail = format!(
             "{} for {month}, warns at {warn}",
             self.pricing().pricing.currency().format(amount)
@@ -112,9 +114,12 @@ impl App {
         let team = caller.team_filter(team)?;
         let month = self.month_of(month)?;
         let store = self.store().await?;
-        let mut estimator = Estimator::new(self.pricing(), Some(store));
+        let mut estimator = self.estimator(Some(store));
         let mut out = Vec::new();
-        for b in store.budgets(&month.to_string(), team.as_deref()).await? {
+        for b in self
+            .budget_rows(store, &month.to_string(), team.as_deref())
+            .await?
+        {
             let (spent, committed) = standing(store, &mut estimator, month, &b.team, &b.experiment).await?;
             out.push(Standing {
                 budget: b,
@@ -136,13 +141,13 @@ impl App {
         };
         let model = self.pricing();
         let month = Month::of(Utc::now(), model.pricing.time_zone());
-        let mut estimator = Estimator::new(model, Some(store));
+        let mut estimator = self.estimator(Some(store));
         let mut teams: Vec<&str> = specs.iter().map(|s| s.team.as_str()).collect();
         teams.sort();
         teams.dedup();
         let mut warnings = Vec::new();
         for team in teams {
-            for b in store.budgets(&month.to_string(), Some(team)).await? {
+            for b in self.budget_rows(store, &month.to_string(), Some(team)).await? {
                 let new: Vec<&JobSpec> = specs
                     .iter()
                     .filter(|s| s.team == team && in_scope(s, &b.experiment))

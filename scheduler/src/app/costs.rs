@@ -99,6 +99,8 @@ pub(crate) struct Estimator<'a> {
     model: &'a CostModel,
     store: Option<&'a JobStore>,
     histories: std::collections::HashMap<String, Vec<RunSample>>,
+    /// The process's histories, when it keeps them (see `app::cache`).
+    shared: Option<&'a super::cache::Cache>,
 }
 
 impl<'a> Estimator<'a> {
@@ -107,6 +109,7 @@ impl<'a> Estimator<'a> {
             model,
             store,
             histories: Default::default(),
+            shared: None,
         }
     }
 
@@ -123,7 +126,16 @@ impl<'a> Estimator<'a> {
         start: DateTime<Utc>,
     ) -> AppResult<Estimate> {
         if !self.histories.contains_key(&spec.model_type) {
-            let h = history(self.store, &spec.model_type).await?;
+            let h = match self.shared.and_then(|c| c.history(&spec.model_type)) {
+                Some(h) => h,
+                None => {
+                    let h = history(self.store, &spec.model_type).await?;
+                    if let (Some(c), Some(_)) = (self.shared, self.store) {
+                        c.put_history(&spec.model_type, h.clone());
+                    }
+                    h
+                }
+            };
             self.histories.insert(spec.model_type.clone(), h);
         }
         Ok(priced(
@@ -220,6 +232,7 @@ pub fn load_pricing(path: Option<&std::path::Path>) -> AppResult<CostModel> {
 #[serde(deny_unknown_fields)]
 pub struct EstimateRequest {
     /// The specs to price.
+    #[schema(value_type = Vec<common::JobSpec>)]
     pub jobs: Vec<serde_json::Value>,
     /// Price at spot rates.
     #[serde(default)]
@@ -235,6 +248,7 @@ pub struct EstimateRequest {
 #[serde(deny_unknown_fields)]
 pub struct CompareRequest {
     /// The base spec.
+    #[schema(value_type = common::JobSpec)]
     pub spec: serde_json::Value,
     /// Batch sizes to try.
     #[serde(default)]
@@ -272,6 +286,13 @@ pub(crate) fn specs_from_values(values: Vec<serde_json::Value>) -> AppResult<Vec
 }
 
 impl App {
+    /// An estimator over `store` that shares this process's cached run histories.
+    pub(crate) fn estimator<'a>(&'a self, store: Option<&'a JobStore>) -> Estimator<'a> {
+        let mut e = Estimator::new(self.pricing(), store);
+        e.shared = Some(&self.cache);
+        e
+    }
+
     /// Prices `specs` starting at `start` (default now).
     pub async fn estimate(
         &self,
@@ -284,7 +305,7 @@ impl App {
         check_time("start", start)?;
         let start = start.map(utc).unwrap_or_else(Utc::now);
         let store = self.store_if_open().await;
-        let mut estimator = Estimator::new(self.pricing(), store);
+        let mut estimator = self.estimator(store);
         let mut out = Vec::with_capacity(specs.len());
         for spec in specs {
             out.push(estimator.estimate(spec, spot, start).await?);
@@ -296,14 +317,47 @@ impl App {
     /// store the default table is used, and an error is the caller's note.
     pub(crate) async fn summarise_cost(&self, specs: &[JobSpec]) -> AppResult<Option<CostSummary>> {
         let store = self.store_if_open().await;
-        let mut estimator = Estimator::new(self.pricing(), store);
+        let mut estimator = self.estimator(store);
         let now = Utc::now();
         let mut total = cost::Money::ZERO;
         let mut last = None;
+        // A batch is mostly a few configurations many times over (a sweep): price each
+        // configuration once.
+        // and, within a minute, the same configuration of another enqueue too.
+        let mut priced: std::collections::HashMap<String, i64> = Default::default();
+        let minute = now.timestamp() as u64 / 60;
         for spec in specs {
-            let e = estimator.estimate(spec, false, now).await?;
-            total += cost::Money::from_micros(e.cost_micros);
-            last = Some(e);
+            let key = serde_json::to_string(&(
+                &spec.model_type,
+                spec.epochs,
+                spec.batch_size,
+                &spec.resources,
+                spec.not_before,
+                spec.priority,
+            ))
+            .unwrap_or_default();
+            let micros = match priced.get(&key) {
+                Some(m) => *m,
+                None => {
+                    let shared_key = (key.clone(), minute);
+                    let e = match self.cache.estimate(&shared_key) {
+                        Some(e) => Estimate {
+                            name: spec.name.clone(),
+                            ..e
+                        },
+                        None => {
+                            let e = estimator.estimate(spec, false, now).await?;
+                            self.cache.put_estimate(shared_key, e.clone());
+                            e
+                        }
+                    };
+                    priced.insert(key, e.cost_micros);
+                    let m = e.cost_micros;
+                    last = Some(e);
+                    m
+                }
+            };
+            total += cost::Money::from_micros(micros);
         }
         Ok(last.map(|e| CostSummary {
             jobs: specs.len(),

@@ -82,10 +82,11 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
 impl App {
     /// Checks that `spec` may be enqueued by `caller`: a team caller enqueues for its
-    /// own team only. A spec that names no team (`default`) takes the caller's.
-    fn own_spec(&self, caller: &Caller, mut spec: JobSpec, named_team: bool) -> AppResult<JobSpec> {
+    /// own team only. A spec that names no team (or the `default` team) takes the
+    /// caller's.
+    fn own_spec(&self, caller: &Caller, mut spec: JobSpec) -> AppResult<JobSpec> {
         if let Some(team) = &caller.team {
-            if !named_team {
+            if spec.team == common::DEFAULT_TEAM {
                 spec.team = team.clone();
             } else if spec.team != *team {
                 return Err(AppError::Forbidden(format!(
@@ -97,14 +98,18 @@ impl App {
         Ok(spec)
     }
 
-    /// Parses a spec given as JSON, for a caller: see [`Self::enqueue`].
-    pub fn spec_from_value(&self, caller: &Caller, value: serde_json::Value) -> AppResult<JobSpec> {
-        let named_team = value.get("team").is_some();
-        let spec = JobSpec::from_json(&value.to_string()).map_err(|e| AppError::BadInput {
+    /// Parses a spec given as JSON text, for a caller: see [`Self::enqueue`].
+    pub fn spec_from_json(&self, caller: &Caller, json: &str) -> AppResult<JobSpec> {
+        let spec = JobSpec::from_json(json).map_err(|e| AppError::BadInput {
             code: "invalid_spec",
             message: e.to_string(),
         })?;
-        self.own_spec(caller, spec, named_team)
+        self.own_spec(caller, spec)
+    }
+
+    /// Parses a spec given as a JSON value, for a caller.
+    pub fn spec_from_value(&self, caller: &Caller, value: serde_json::Value) -> AppResult<JobSpec> {
+        self.spec_from_json(caller, &value.to_string())
     }
 
     /// Refuses ids already taken by a different spec (409): enqueue is idempotent for
@@ -132,7 +137,7 @@ impl App {
         same_id: SameId,
     ) -> AppResult<EnqueueOutcome> {
         caller.require(Role::Submitter, "enqueueing")?;
-        let spec = self.own_spec(caller, spec, true)?;
+        let spec = self.own_spec(caller, spec)?;
         spec.validate().map_err(|e| AppError::BadInput {
             code: "invalid_spec",
             message: e.to_string(),
@@ -155,12 +160,20 @@ impl App {
             None
         };
         let id = &report.ids[0];
-        let job = self
-            .queue()
-            .get(id)
-            .await?
-            .ok_or_else(|| AppError::Unavailable(format!("job {id} was enqueued but cannot be read back")))?
-            .redacted();
+        // A new job is what the enqueue wrote, so it is built here rather than read back
+        // (a busy API cannot afford the read on every enqueue); without its position,
+        // which `GET /v1/jobs/{id}` gives. An existing one is read.
+        let job = if created {
+            let mut spec = spec;
+            spec.id = Some(id.clone());
+            JobRecord::enqueued(spec, report.enqueued_at, &caller.actor)
+        } else {
+            self.queue()
+                .get_unexplained(id)
+                .await?
+                .ok_or_else(|| AppError::Unavailable(format!("job {id} exists but cannot be read")))?
+        }
+        .redacted();
         Ok(EnqueueOutcome {
             created,
             job,
@@ -185,7 +198,7 @@ impl App {
         }
         let specs = specs
             .into_iter()
-            .map(|s| self.own_spec(caller, s, true))
+            .map(|s| self.own_spec(caller, s))
             .collect::<AppResult<Vec<_>>>()?;
         for (n, s) in specs.iter().enumerate() {
             s.validate().map_err(|e| AppError::BadInput {
@@ -231,6 +244,7 @@ impl App {
             ids: Vec::with_capacity(specs.len()),
             created: 0,
             existing: Vec::new(),
+            enqueued_at: 0,
         };
         for (n, chunk) in specs.chunks(MAX_ATOMIC_BATCH).enumerate() {
             match self.queue().enqueue_batch_as(chunk.to_vec(), &caller.actor).await {
@@ -238,6 +252,7 @@ impl App {
                     total.ids.extend(r.ids);
                     total.created += r.created;
                     total.existing.extend(r.existing);
+                    total.enqueued_at = total.enqueued_at.max(r.enqueued_at);
                 }
                 Err(e) => {
                     let done = n * MAX_ATOMIC_BATCH;
@@ -404,7 +419,7 @@ impl App {
     /// budget) and prices it, changing nothing.
     pub async fn validate_job(&self, caller: &Caller, spec: JobSpec) -> AppResult<Validation> {
         caller.require(Role::Viewer, "validating jobs")?;
-        let spec = self.own_spec(caller, spec, true)?;
+        let spec = self.own_spec(caller, spec)?;
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let pool = common::admission::pool_of(&spec).to_string();

@@ -8,6 +8,7 @@
 //! (another team's job is "not found"), and each operation names the [`Role`] it needs.
 
 mod budgets;
+mod cache;
 mod caller;
 mod costs;
 mod error;
@@ -18,6 +19,7 @@ mod tokens;
 
 pub(crate) use budgets::standing;
 pub use budgets::{BudgetSet, Standing};
+pub use cache::one_request;
 pub use caller::{Caller, Role};
 pub(crate) use costs::{attempt_pricer, specs_from_values, Estimator};
 pub use costs::{
@@ -47,6 +49,7 @@ pub struct App {
     store_url: String,
     store: Arc<OnceCell<JobStore>>,
     pricing: Arc<CostModel>,
+    cache: Arc<cache::Cache>,
 }
 
 impl App {
@@ -58,6 +61,7 @@ impl App {
             store_url,
             store: Arc::new(OnceCell::new()),
             pricing: Arc::new(pricing),
+            cache: Arc::default(),
         }
     }
 
@@ -69,6 +73,7 @@ impl App {
             store_url: url,
             store: Arc::new(OnceCell::new_with(Some(store))),
             pricing: Arc::new(pricing),
+            cache: Arc::default(),
         }
     }
 
@@ -94,6 +99,48 @@ impl App {
             .get_or_try_init(|| async { JobStore::open(&self.store_url).await })
             .await
             .map_err(AppError::from)
+    }
+
+    /// Drops cached settings if another process changed one since they were read.
+    pub(crate) async fn observe_settings(&self) -> AppResult<()> {
+        if cache::request_epoch().is_some() {
+            return Ok(());
+        }
+        if cache::in_request() {
+            if let Some(epoch) = self.cache.recent_epoch(cache::API_EPOCH_TRUST) {
+                cache::set_request_epoch(epoch);
+                return Ok(());
+            }
+        }
+        let epoch = self.queue.settings_epoch().await?;
+        self.cache.observe_epoch(epoch);
+        cache::set_request_epoch(epoch);
+        Ok(())
+    }
+
+    /// After this process changed a setting: its own copies go at once, and the epoch
+    /// moves for every other process.
+    pub(crate) async fn settings_changed(&self) -> AppResult<()> {
+        self.cache.drop_settings();
+        self.queue.bump_settings_epoch().await?;
+        Ok(())
+    }
+
+    /// The month's budgets of a team (every team's for `None`), cached per process.
+    pub(crate) async fn budget_rows(
+        &self,
+        store: &JobStore,
+        month: &str,
+        team: Option<&str>,
+    ) -> AppResult<Vec<common::store::BudgetRow>> {
+        self.observe_settings().await?;
+        let key = team.unwrap_or("");
+        if let Some(rows) = self.cache.budgets(month, key) {
+            return Ok(rows);
+        }
+        let rows = store.budgets(month, team).await?;
+        self.cache.put_budgets(month, key, rows.clone());
+        Ok(rows)
     }
 
     /// The store when it can be opened, for operations that do without it (estimates

@@ -1,6 +1,7 @@
 //! API tokens: created by an admin, shown once, kept only as a hash; listed, revoked,
 //! and checked on every request.
 
+use super::cache::CachedToken;
 use super::{App, AppError, AppResult, Caller, Role};
 use common::store::TokenRow;
 use sha2::{Digest, Sha256};
@@ -140,6 +141,8 @@ impl App {
                 "no token {id_or_name} that is not revoked already"
             )));
         }
+        // Every process that cached the token drops it before its next request.
+        self.settings_changed().await?;
         self.audit(caller, "token.revoke", id_or_name, "").await;
         Ok(())
     }
@@ -154,27 +157,45 @@ impl App {
         if !secret.starts_with(TOKEN_PREFIX) {
             return Err(AppError::Unauthenticated("that is not a gpuq token".into()));
         }
-        let row = self
-            .store()
-            .await?
-            .token_by_hash(&token_hash(secret))
-            .await?
-            .ok_or_else(|| AppError::Unauthenticated("unknown token".into()))?;
-        if row.revoked_at.is_some() {
-            return Err(AppError::Unauthenticated(format!("token {} is revoked", row.id)));
+        let hash = token_hash(secret);
+        // A revocation anywhere moves the epoch, which empties the cache first.
+        self.observe_settings().await?;
+        let token = match self.cache.token(&hash) {
+            Some(t) => t,
+            None => {
+                let row = self
+                    .store()
+                    .await?
+                    .token_by_hash(&hash)
+                    .await?
+                    .ok_or_else(|| AppError::Unauthenticated("unknown token".into()))?;
+                if row.revoked_at.is_some() {
+                    return Err(AppError::Unauthenticated(format!("token {} is revoked", row.id)));
+                }
+                let role: Role = row
+                    .role
+                    .parse()
+                    .map_err(|e: String| AppError::Unavailable(format!("token {}: {e}", row.id)))?;
+                let t = CachedToken {
+                    caller: Caller {
+                        actor: row.name,
+                        role,
+                        // An admin sees every team.
+                        team: (role != Role::Admin && !row.team.is_empty()).then_some(row.team),
+                    },
+                    token_id: row.id,
+                    expires_at: row.expires_at,
+                };
+                self.cache.put_token(hash, t.clone());
+                t
+            }
+        };
+        if token.expires_at.is_some_and(|t| t <= common::now_ms()) {
+            return Err(AppError::Unauthenticated(format!(
+                "token {} has expired",
+                token.token_id
+            )));
         }
-        if row.expires_at.is_some_and(|t| t <= common::now_ms()) {
-            return Err(AppError::Unauthenticated(format!("token {} has expired", row.id)));
-        }
-        let role: Role = row
-            .role
-            .parse()
-            .map_err(|e: String| AppError::Unavailable(format!("token {}: {e}", row.id)))?;
-        Ok(Caller {
-            actor: row.name,
-            role,
-            // An admin sees every team.
-            team: (role != Role::Admin && !row.team.is_empty()).then_some(row.team),
-        })
+        Ok(token.caller)
     }
 }

@@ -60,7 +60,9 @@ pub(crate) async fn enqueue(app: &App, caller: &Caller, a: EnqueueArgs) -> CliRe
     }
     let id = &outcome.job.id;
     if a.json {
-        print_json(&serde_json::json!({ "created": outcome.created, "job": outcome.job }));
+        // The job as `show` gives it, with its position.
+        let job = app.job(caller, id).await?;
+        print_json(&serde_json::json!({ "created": outcome.created, "job": job }));
     } else {
         println!("{id}");
         if !outcome.created {

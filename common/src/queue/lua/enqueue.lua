@@ -11,8 +11,9 @@
 --            the default), the group's cap on running jobs ('' to leave it), who
 --            enqueues it (the actor named in its history and the store), count, then per
 --            job: id, spec JSON
--- Returns  { created_count, existing_id_1, existing_id_2, ... }, or { -1, outbox length }
---          when the outbox is over its bound (nothing was written).
+-- Returns  { created_count, enqueued_at (ms, Redis time), existing_id_1, existing_id_2,
+--          ... }, or { -1, outbox length } when the outbox is over its bound (nothing was
+--          written).
 -- An id counts as existing while its job hash exists, and after retention removed the
 -- hash while the store still has the job: ids a client chose are kept in {ns}:retired
 -- for that time (expire.lua), so an idempotent enqueue stays idempotent.
@@ -115,6 +116,6 @@ for _ = 1, groups do
   end
 end
 if created > 0 then wake(prefix) end
-local out = { created }
+local out = { created, ms }
 for _, id in ipairs(existing) do table.insert(out, id) end
 return out
