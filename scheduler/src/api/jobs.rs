@@ -493,7 +493,7 @@ pub(super) async fn follow(
                     return;
                 }
             }
-            let ended = match api.app.queue().get(&id).await {
+            let ended = match api.app.queue().get_unexplained(&id).await {
                 Ok(Some(j)) => j.state.is_terminal(),
                 Ok(None) => true,
                 Err(_) => false,

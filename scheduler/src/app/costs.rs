@@ -459,7 +459,7 @@ impl App {
     /// The projected cost of a running job from its progress so far.
     pub async fn forecast(&self, caller: &Caller, id: &JobId) -> AppResult<(cost::Forecast, u32)> {
         caller.require(Role::Viewer, "forecasting")?;
-        let job = caller.visible(self.queue().get(id).await?, id.as_str())?;
+        let job = caller.visible(self.queue().get_unexplained(id).await?, id.as_str())?;
         let (Some(started), common::JobState::Running) = (job.started_at, job.state) else {
             return Err(AppError::Conflict(format!(
                 "job {id} is {}; only running jobs have a forecast",
@@ -499,7 +499,7 @@ impl App {
     ) -> AppResult<(cost::Money, Vec<cost::Recommendation>)> {
         caller.require(Role::Viewer, "reading recommendations")?;
         let store = self.store_if_open().await;
-        let job = match self.queue().get(id).await? {
+        let job = match self.queue().get_unexplained(id).await? {
             Some(j) => Some(j),
             None => match store {
                 Some(s) => s.get(id).await?,

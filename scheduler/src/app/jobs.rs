@@ -117,7 +117,7 @@ impl App {
     async fn check_conflicts(&self, specs: &[JobSpec]) -> AppResult<()> {
         for spec in specs {
             let Some(id) = &spec.id else { continue };
-            if let Some(existing) = self.queue().get(id).await? {
+            if let Some(existing) = self.queue().get_unexplained(id).await? {
                 if existing.spec != *spec {
                     return Err(AppError::Conflict(format!(
                         "job {id} already exists with a different spec; nothing changed"
@@ -288,26 +288,43 @@ impl App {
         timeout: Duration,
         conn: &mut redis::aio::MultiplexedConnection,
     ) -> AppResult<(Wait, JobRecord)> {
+        caller.require(Role::Viewer, "reading jobs")?;
         let deadline = tokio::time::Instant::now() + timeout.min(MAX_WAIT);
         loop {
-            let job = self.job(caller, id).await?;
+            // Each wake-up reads the job without its position, which walks its queue;
+            // a queued job's is read once, for the answer.
+            let job = match self.queue().get_unexplained(id).await? {
+                Some(j) => caller.visible(Some(j), id.as_str())?,
+                None => self.job(caller, id).await?,
+            };
             let reached = if states.is_empty() {
                 job.state.is_terminal()
             } else {
                 states.contains(&job.state)
             };
-            if reached {
-                return Ok((Wait::Reached, job));
-            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return Ok((Wait::TimedOut, job));
+            if reached || left.is_zero() {
+                let how = if reached { Wait::Reached } else { Wait::TimedOut };
+                // Only a queued job has a position and a reason to wait to add.
+                let job = if job.state == JobState::Queued {
+                    self.job(caller, id).await?
+                } else {
+                    job.redacted()
+                };
+                return Ok((how, job));
             }
             // Wakes on any transition; bounded so that a missed wake-up costs a second.
             self.queue()
                 .wait_for_transition(conn, left.min(Duration::from_secs(1)))
                 .await?;
         }
+    }
+
+    /// The job as Redis holds it, without its position (finding that walks its queue),
+    /// or "not found" when Redis has no such job or the caller's team may not see it:
+    /// the check before acting on a live job.
+    async fn live(&self, caller: &Caller, id: &JobId) -> AppResult<JobRecord> {
+        caller.visible(self.queue().get_unexplained(id).await?, id.as_str())
     }
 
     /// Cancels a job: a queued one at once, a running one through its worker. The
@@ -320,7 +337,7 @@ impl App {
     ) -> AppResult<CancelOutcome> {
         caller.require(Role::Submitter, "cancelling")?;
         if caller.team.is_some() {
-            caller.visible(self.queue().get(id).await?, id.as_str())?;
+            self.live(caller, id).await?;
         }
         let detail = match reason.map(str::trim).filter(|r| !r.is_empty()) {
             Some(r) => format!("cancelled by {}: {r}", caller.actor),
@@ -341,7 +358,7 @@ impl App {
     pub async fn retry(&self, caller: &Caller, id: &JobId) -> AppResult<()> {
         caller.require(Role::Submitter, "retrying")?;
         if caller.team.is_some() {
-            caller.visible(self.queue().get(id).await?, id.as_str())?;
+            self.live(caller, id).await?;
         }
         self.queue().retry_as(id, &caller.actor).await?;
         Ok(())
@@ -387,14 +404,14 @@ impl App {
     /// The last `lines` lines of the job's output.
     pub async fn logs(&self, caller: &Caller, id: &JobId, lines: usize) -> AppResult<Vec<String>> {
         caller.require(Role::Viewer, "reading logs")?;
-        caller.visible(self.queue().get(id).await?, id.as_str())?;
+        self.live(caller, id).await?;
         Ok(self.queue().logs(id, lines).await?)
     }
 
     /// Checks that the caller may read the job's log (for following it).
     pub async fn check_log_access(&self, caller: &Caller, id: &JobId) -> AppResult<JobRecord> {
         caller.require(Role::Viewer, "reading logs")?;
-        caller.visible(self.queue().get(id).await?, id.as_str())
+        self.live(caller, id).await
     }
 }
 
