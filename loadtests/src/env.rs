@@ -236,6 +236,22 @@ pub(crate) async fn command_calls(url: &str) -> Result<HashMap<String, u64>> {
 }
 
 /// Resident memory of a process in bytes, from /proc.
+/// Resident memory once it has settled after start-up: two reads 500 ms apart within 2%.
+pub(crate) async fn settled_rss(pid: u32) -> Result<u64> {
+    let mut last = 0u64;
+    wait_until("resident memory to settle", Duration::from_secs(20), || {
+        let prev = last;
+        let now = rss_bytes(pid).unwrap_or(0);
+        last = now;
+        async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(prev > 0 && (now as f64 - prev as f64).abs() / (prev as f64) < 0.02)
+        }
+    })
+    .await?;
+    Ok(last)
+}
+
 pub(crate) fn rss_bytes(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb: u64 = status

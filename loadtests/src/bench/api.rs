@@ -4,7 +4,7 @@
 //! outbox, as in production); each case starts once it has caught up.
 
 use super::{noop, rate};
-use crate::env::{bin, rss_bytes, wait_until, Bench};
+use crate::env::{bin, settled_rss, wait_until, Bench};
 use crate::report::Row;
 use anyhow::{bail, Context, Result};
 use common::Priority;
@@ -171,19 +171,9 @@ pub(crate) async fn run(url: &str, singles: usize, batches: usize) -> Result<Vec
     let mut b = Bench::new(url, "api").await?;
     let (api, serve) = start(&mut b).await?;
 
-    // Idle first: resident memory once it has settled (two reads 500 ms apart within 2%).
+    // Idle first: resident memory once it has settled.
     let pid = b.pid(serve);
-    let mut last = 0u64;
-    wait_until("resident memory to settle", Duration::from_secs(20), || {
-        let prev = last;
-        let now = rss_bytes(pid).unwrap_or(0);
-        last = now;
-        async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            Ok(prev > 0 && (now as f64 - prev as f64).abs() / (prev as f64) < 0.02)
-        }
-    })
-    .await?;
+    let last = settled_rss(pid).await?;
     rows.push(Row::new(
         "api",
         "idle scheduler serve --api (SQLite store)",

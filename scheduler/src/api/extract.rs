@@ -1,7 +1,7 @@
 //! Extractors that turn bad requests into a 400 naming what is wrong, and the caller's
 //! identity from its bearer token.
 
-use super::error::ApiError;
+use super::error::{ApiError, ApiResult};
 use super::Api;
 use crate::app::{AppError, Caller};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -17,15 +17,8 @@ pub(super) struct Body<T>(pub T);
 impl<T: DeserializeOwned> FromRequest<Api> for Body<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _api: &Api) -> Result<Self, ApiError> {
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                ApiError::bad_request(
-                    "too_large",
-                    format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-                )
-            })?;
+    async fn from_request(req: Request, api: &Api) -> Result<Self, ApiError> {
+        let RawBody(bytes) = RawBody::from_request(req, api).await?;
         parse_json(&bytes).map(Body)
     }
 }
@@ -73,11 +66,18 @@ pub(super) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErro
     })
 }
 
-fn strip_position(msg: &str) -> String {
+/// serde_json's message without its "at line 1 column 7".
+pub(super) fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg.to_string(),
     }
+}
+
+/// A job id from the path; a malformed one is a 400 naming it.
+pub(super) fn job_id(raw: &str) -> ApiResult<common::JobId> {
+    raw.parse()
+        .map_err(|e: String| ApiError::bad_request("bad_input", format!("job id {raw:?}: {e}")))
 }
 
 /// Query parameters; an unknown or malformed one is a 400 naming it.

@@ -1,7 +1,7 @@
 //! `/v1/jobs` and `/v1/batches`.
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{parse_json, Authed, Body, Params, RawBody};
+use super::extract::{job_id, parse_json, strip_position, Authed, Body, Params, RawBody};
 use super::Api;
 use crate::app::{AppError, SameId, Wait};
 use axum::extract::{Path, State};
@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use common::{JobId, JobState, ListCursor, ListFilter, Priority};
+use common::{JobState, ListCursor, ListFilter, Priority};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -26,17 +26,9 @@ fn check_json(text: &str) -> ApiResult<()> {
         .map_err(|e| {
             ApiError::bad_request(
                 "bad_input",
-                format!(
-                    "the body is not valid JSON: {}",
-                    e.to_string().split(" at line ").next().unwrap_or_default()
-                ),
+                format!("the body is not valid JSON: {}", strip_position(&e.to_string())),
             )
         })
-}
-
-fn job_id(raw: &str) -> ApiResult<JobId> {
-    raw.parse()
-        .map_err(|e: String| ApiError::bad_request("bad_input", format!("job id {raw:?}: {e}")))
 }
 
 /// What an enqueue did.

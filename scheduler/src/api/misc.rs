@@ -1,7 +1,7 @@
 //! Status, workers, quotas, costs, budgets and tokens.
 
-use super::error::{ApiError, ApiResult, ErrorBody};
-use super::extract::{Authed, Body, Params};
+use super::error::{ApiResult, ErrorBody};
+use super::extract::{job_id, Authed, Body, Params};
 use super::Api;
 use crate::app::{BudgetSet, CompareRequest, EstimateRequest, ReportRequest, TokenRequest};
 use axum::extract::{Path, State};
@@ -13,11 +13,6 @@ use utoipa::{IntoParams, ToSchema};
 
 fn json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or_default()
-}
-
-fn job_id(raw: &str) -> ApiResult<common::JobId> {
-    raw.parse()
-        .map_err(|e: String| ApiError::bad_request("bad_input", format!("job id {raw:?}: {e}")))
 }
 
 /// The dashboard
