@@ -291,6 +291,56 @@ async fn a_reservation_ends_the_starvation_of_a_large_job() {
     }
 }
 
+/// Enqueue checks a job against the configuration it read last, without reading it
+/// again each time: a configuration changed since by another process (here another
+/// connection) must still refuse what it cannot admit, and admit what it now can.
+#[tokio::test]
+async fn an_enqueue_is_checked_against_the_configuration_in_redis_not_a_stale_copy() {
+    let env = TestEnv::new().await;
+    let other = common::queue::RedisQueue::connect(&crate::support::redis_url(), &env.ns)
+        .await
+        .unwrap();
+    let outbox = || async { env.queue.status().await.unwrap().outbox };
+    // No configuration yet: nine GPUs anywhere are fine, and this queue has read that.
+    enqueue(&env, vec![gpu_job("first", "vision", "a100", 9)]).await;
+    assert_eq!(outbox().await, 1);
+
+    other
+        .set_admission(&config(&[("a100", pool(8, &[]))]))
+        .await
+        .unwrap();
+    let refused = env
+        .queue
+        .enqueue_batch(vec![gpu_job("too-big", "vision", "a100", 9)])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("more than pool a100 holds (8)"),
+        "{refused}"
+    );
+    assert_eq!(outbox().await, 1, "a refused enqueue writes nothing");
+    enqueue(&env, vec![gpu_job("fits", "vision", "a100", 4)]).await;
+
+    other
+        .set_admission(&config(&[("a100", pool(2, &[]))]))
+        .await
+        .unwrap();
+    let refused = env
+        .queue
+        .enqueue_batch(vec![gpu_job("fitted-before", "vision", "a100", 4)])
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("more than pool a100 holds (2)"),
+        "{refused}"
+    );
+
+    // The configuration removed: the big job goes in again.
+    other.set_admission(&AdmissionConfig::default()).await.unwrap();
+    enqueue(&env, vec![gpu_job("big-again", "vision", "a100", 9)]).await;
+    assert_eq!(outbox().await, 3);
+}
+
 #[tokio::test]
 async fn caps_hold_jobs_and_say_so() {
     let env = TestEnv::new().await;

@@ -45,33 +45,14 @@ impl RedisQueue {
         for spec in &specs {
             spec.validate()?;
         }
-        // A job that could never be admitted is refused here, not left waiting forever.
-        let config = self.admission().await?;
-        if let Some(config) = &config {
-            for spec in &specs {
-                config.check_admissible(spec)?;
-            }
-        }
-        for spec in &specs {
-            Preemption::check_opt_out(config.as_ref().map(|c| &c.preemption), spec)?;
-        }
-        // Runs of consecutive jobs that share their settings go as one group (see
-        // lua/enqueue.lua): a typical batch is one group, with two values per job.
-        struct Group {
-            priority: &'static str,
-            max_attempts: u32,
-            not_before: u64,
-            fresh: bool,
-            charge: String,
-            group_cap: Option<u32>,
-            jobs: Vec<(JobId, String)>,
-        }
+        // Runs of consecutive jobs that share their settings go as one group.
         let mut groups: Vec<Group> = Vec::new();
         let mut ids = Vec::with_capacity(specs.len());
-        for mut spec in specs {
+        let mut specs = specs;
+        for spec in specs.iter_mut() {
             let fresh = spec.id.is_none();
             let id = spec.id.get_or_insert_with(JobId::generate).clone();
-            let json = serde_json::to_string(&spec).expect("a JobSpec always serializes");
+            let json = serde_json::to_string(spec).expect("a JobSpec always serializes");
             if json.len() > crate::spec::MAX_SPEC_BYTES {
                 return Err(crate::SpecError::new(
                     "",
@@ -88,7 +69,7 @@ impl RedisQueue {
                 spec.max_attempts,
                 spec.not_before.unwrap_or(0),
             );
-            let charge = crate::admission::Charge::of(&spec).encode();
+            let charge = crate::admission::Charge::of(spec).encode();
             let group_cap = spec.group_max_running;
             match groups.last_mut() {
                 Some(g)
@@ -110,49 +91,54 @@ impl RedisQueue {
             }
             ids.push(id);
         }
-        let mut invocation = scripts::ENQUEUE.prepare_invoke();
-        invocation
-            .key(self.keys.jobs())
-            .arg(self.keys.prefix())
-            .arg(self.outbox_limit)
-            .arg(groups.len());
-        for g in &groups {
-            invocation
-                .arg(g.priority)
-                .arg(g.max_attempts)
-                .arg(g.not_before)
-                .arg(if g.fresh { "1" } else { "0" })
-                .arg(&g.charge)
-                .arg(g.group_cap.map(|c| c.to_string()).unwrap_or_default())
-                .arg(actor)
-                .arg(g.jobs.len());
-            for (id, json) in &g.jobs {
-                invocation.arg(id.as_str()).arg(json.as_str());
-            }
-        }
-        // Behind Sentinel, the write and its WAIT go together on a connection of their
-        // own: WAIT blocks the connection it is sent on, and covers only the writes made
-        // on it (one pipeline, so a reconnect cannot come between them).
-        let wanted = self.replica_acks();
-        let (reply, acked): (Vec<redis::Value>, u32) = if wanted == 0 {
-            let mut conn = self.conn().await?;
-            (invocation.invoke_async(&mut conn).await?, 0)
-        } else {
-            let mut conn = self.durable_conn().await?;
-            let mut pipe = redis::pipe();
-            pipe.invoke_script(&invocation)
-                .cmd("WAIT")
-                .arg(wanted)
-                .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64);
-            // A pipeline does not load a script the server lacks (a new primary has none):
-            // load it then and send again, rather than send its 30 KB every time.
-            match pipe.query_async(&mut conn).await {
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    scripts::ENQUEUE.load_async(&mut conn).await?;
-                    pipe.query_async(&mut conn).await?
+        // A job that could never be admitted is refused here, not left waiting forever.
+        // The check uses the configuration this process read last; the script refuses
+        // the write if Redis holds another one by then, and the jobs are checked again
+        // against that (one round trip per enqueue while the configuration stands still).
+        // A refusal is only ever given from a configuration read for it.
+        let mut tries = 0;
+        let reply = loop {
+            let (seen, just_read) = self.admission_seen().await?;
+            let checked = specs.iter().try_for_each(|spec| {
+                if let Some(config) = &seen.config {
+                    config.check_admissible(spec)?;
                 }
-                sent => sent?,
+                Preemption::check_opt_out(seen.config.as_ref().map(|c| &c.preemption), spec)
+            });
+            if let Err(refusal) = checked {
+                // A refusal is rare and final, so it comes from the configuration of
+                // the moment: a copy read earlier is read again first.
+                if just_read || tries >= MAX_STALE_TRIES {
+                    return Err(refusal);
+                }
+                self.forget_admission();
+                tries += 1;
+                continue;
             }
+            let (reply, acked) = self.run_enqueue(&groups, &seen.digest, actor).await?;
+            let code = reply
+                .first()
+                .map(redis::from_redis_value_ref::<i64>)
+                .transpose()?
+                .unwrap_or(0);
+            if code == STALE_ADMISSION {
+                self.forget_admission();
+                tries += 1;
+                if tries >= MAX_STALE_TRIES {
+                    return Err(crate::Error::Corrupt(format!(
+                        "the admission configuration changed {tries} times during one enqueue; nothing was enqueued"
+                    )));
+                }
+                continue;
+            }
+            if code >= 0 && acked < self.replica_acks() {
+                return Err(crate::Error::Unreplicated {
+                    acked,
+                    wanted: self.replica_acks(),
+                    ids,
+                });
+            }
+            break reply;
         };
         let created: i64 = reply
             .first()
@@ -169,9 +155,6 @@ impl RedisQueue {
                 backlog,
                 limit: self.outbox_limit,
             });
-        }
-        if acked < wanted {
-            return Err(crate::Error::Unreplicated { acked, wanted, ids });
         }
         let created = created as usize;
         let enqueued_at = reply
@@ -209,5 +192,80 @@ pub fn assign_batch_ids(input: &[u8], specs: &mut [JobSpec]) {
             let id = uuid::Uuid::new_v5(&batch, i.to_string().as_bytes()).to_string();
             spec.id = Some(id.parse().expect("a UUID is a valid job id"));
         }
+    }
+}
+
+/// enqueue.lua's answer when the admission configuration is not the one the jobs were
+/// checked against.
+const STALE_ADMISSION: i64 = -2;
+/// How many times an enqueue checks again after the configuration changed under it.
+const MAX_STALE_TRIES: u32 = 10;
+
+/// Jobs of a batch that share their settings, in batch order (see lua/enqueue.lua): a
+/// typical batch is one group, with two values per job.
+struct Group {
+    priority: &'static str,
+    max_attempts: u32,
+    not_before: u64,
+    fresh: bool,
+    charge: String,
+    group_cap: Option<u32>,
+    jobs: Vec<(JobId, String)>,
+}
+
+impl RedisQueue {
+    /// Runs enqueue.lua once over `groups`, checked against the admission configuration
+    /// with `digest`. Returns its reply and how many replicas acknowledged it.
+    async fn run_enqueue(
+        &self,
+        groups: &[Group],
+        digest: &str,
+        actor: &str,
+    ) -> Result<(Vec<redis::Value>, u32)> {
+        let mut invocation = scripts::ENQUEUE.prepare_invoke();
+        invocation
+            .key(self.keys.jobs())
+            .arg(self.keys.prefix())
+            .arg(self.outbox_limit)
+            .arg(digest)
+            .arg(groups.len());
+        for g in groups {
+            invocation
+                .arg(g.priority)
+                .arg(g.max_attempts)
+                .arg(g.not_before)
+                .arg(if g.fresh { "1" } else { "0" })
+                .arg(&g.charge)
+                .arg(g.group_cap.map(|c| c.to_string()).unwrap_or_default())
+                .arg(actor)
+                .arg(g.jobs.len());
+            for (id, json) in &g.jobs {
+                invocation.arg(id.as_str()).arg(json.as_str());
+            }
+        }
+        // Behind Sentinel, the write and its WAIT go together on a connection of their
+        // own: WAIT blocks the connection it is sent on, and covers only the writes made
+        // on it (one pipeline, so a reconnect cannot come between them).
+        let wanted = self.replica_acks();
+        Ok(if wanted == 0 {
+            let mut conn = self.conn().await?;
+            (invocation.invoke_async(&mut conn).await?, 0)
+        } else {
+            let mut conn = self.durable_conn().await?;
+            let mut pipe = redis::pipe();
+            pipe.invoke_script(&invocation)
+                .cmd("WAIT")
+                .arg(wanted)
+                .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64);
+            // A pipeline does not load a script the server lacks (a new primary has none):
+            // load it then and send again, rather than send its 30 KB every time.
+            match pipe.query_async(&mut conn).await {
+                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                    scripts::ENQUEUE.load_async(&mut conn).await?;
+                    pipe.query_async(&mut conn).await?
+                }
+                sent => sent?,
+            }
+        })
     }
 }

@@ -48,6 +48,11 @@ pub struct RedisQueue {
     keys: Keys,
     url: String,
     outbox_limit: u64,
+    /// The admission configuration as this process last read it, shared by clones:
+    /// enqueue checks against it without reading it again, and its script refuses the
+    /// write when the configuration in Redis is no longer this one (see
+    /// `enqueue_batch_as`).
+    admission_seen: Arc<std::sync::Mutex<Option<quota::AdmissionSeen>>>,
 }
 
 /// Where the queue's Redis is.
@@ -108,6 +113,7 @@ impl RedisQueue {
             keys,
             url: url.to_string(),
             outbox_limit: DEFAULT_OUTBOX_LIMIT,
+            admission_seen: Arc::default(),
         })
     }
 

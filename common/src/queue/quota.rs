@@ -8,6 +8,7 @@ use crate::{Error, JobId, Result};
 use redis::AsyncCommands;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 /// Running jobs and GPUs held, from the leases' charges.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -133,15 +134,50 @@ pub(super) struct PriorityCensus {
     pub(super) oldest: Option<u64>,
 }
 
+/// The admission configuration as read once, with the SHA-1 of its JSON (empty when none
+/// is set): what enqueue.lua compares with the configuration it finds, so that an
+/// enqueue checked against a configuration that changed since is refused and checked
+/// again, without a read of the configuration on every enqueue.
+#[derive(Clone)]
+pub(super) struct AdmissionSeen {
+    pub(super) digest: String,
+    pub(super) config: Option<Arc<AdmissionConfig>>,
+}
+
+fn parse_admission(raw: &str) -> Result<AdmissionConfig> {
+    serde_json::from_str(raw).map_err(|e| Error::Corrupt(format!("admission configuration: {e}")))
+}
+
 impl RedisQueue {
     /// The admission configuration, if one was set.
     pub async fn admission(&self) -> Result<Option<AdmissionConfig>> {
         let mut conn = self.conn().await?;
         let raw: Option<String> = conn.get(self.keys.admission()).await?;
-        raw.map(|r| {
-            serde_json::from_str(&r).map_err(|e| Error::Corrupt(format!("admission configuration: {e}")))
-        })
-        .transpose()
+        raw.map(|r| parse_admission(&r)).transpose()
+    }
+
+    /// The admission configuration this process read last, or read now if it has none;
+    /// true when it was read now.
+    pub(super) async fn admission_seen(&self) -> Result<(AdmissionSeen, bool)> {
+        if let Some(seen) = self.admission_seen.lock().expect("admission lock").clone() {
+            return Ok((seen, false));
+        }
+        let mut conn = self.conn().await?;
+        let raw: Option<String> = conn.get(self.keys.admission()).await?;
+        let seen = AdmissionSeen {
+            digest: raw
+                .as_deref()
+                .map(|r| sha1_smol::Sha1::from(r).hexdigest())
+                .unwrap_or_default(),
+            config: raw.map(|r| parse_admission(&r)).transpose()?.map(Arc::new),
+        };
+        *self.admission_seen.lock().expect("admission lock") = Some(seen.clone());
+        Ok((seen, true))
+    }
+
+    /// Forgets the configuration read last (enqueue.lua found another one).
+    pub(super) fn forget_admission(&self) {
+        *self.admission_seen.lock().expect("admission lock") = None;
     }
 
     /// Replaces the whole admission configuration (`quota apply`), after validating it.
@@ -166,8 +202,7 @@ impl RedisQueue {
         loop {
             let raw: Option<String> = conn.get(self.keys.admission()).await?;
             let mut config: AdmissionConfig = match &raw {
-                Some(r) => serde_json::from_str(r)
-                    .map_err(|e| Error::Corrupt(format!("admission configuration: {e}")))?,
+                Some(r) => parse_admission(r)?,
                 None => AdmissionConfig::default(),
             };
             edit(&mut config)?;
@@ -184,6 +219,9 @@ impl RedisQueue {
                 .invoke_async(&mut conn)
                 .await?;
             if answer == "ok" {
+                // This process's enqueues check against the new one from now on (other
+                // processes' find out from enqueue.lua).
+                self.forget_admission();
                 return Ok(config);
             }
         }

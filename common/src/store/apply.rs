@@ -7,14 +7,14 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use std::collections::HashMap;
 
-/// Rows bound per multi-row INSERT (11 values each). Kept small because binding is
-/// quadratic in a statement's parameter count on SQLite (sqlx looks up each `$n` by name,
-/// and SQLite finds a name by walking the list): at 400 rows, binding took a third of
-/// `serve`'s time while draining.
-const HISTORY_CHUNK: usize = 50;
+/// Rows bound per multi-row INSERT (11 values each). Every statement is a round trip to
+/// SQLite's thread (or PostgreSQL), so few large ones beat many small ones, now that
+/// binding is linear in a statement's parameters (see [`Backend::mark`]); the bound keeps
+/// a statement well under SQLite's 32,766 parameters.
+const HISTORY_CHUNK: usize = 250;
 
-/// Ids per `IN (...)` lookup, small for the same reason.
-const LOOKUP_CHUNK: usize = 100;
+/// Ids per `IN (...)` lookup.
+const LOOKUP_CHUNK: usize = 500;
 
 /// A `jobs` row, as read, folded forward and written back.
 #[derive(Debug, Clone, PartialEq)]
@@ -453,10 +453,10 @@ async fn insert_history(
 }
 
 /// Inserts or moves a job row forward; a row already past this transition is left alone.
-/// Job rows written per multi-row upsert (21 values each; small for the reason given at
-/// [`HISTORY_CHUNK`]). One statement per chunk rather than per row: every statement is a
-/// round trip to SQLite's thread.
-const UPSERT_CHUNK: usize = 25;
+/// Job rows written per multi-row upsert (21 values each; see [`HISTORY_CHUNK`]). One
+/// statement per chunk rather than per row: every statement is a round trip to SQLite's
+/// thread.
+const UPSERT_CHUNK: usize = 125;
 
 /// Inserts or moves forward the given job rows (distinct ids). A row only moves forward in
 /// stream order, so a replayed or older batch changes nothing.

@@ -3,7 +3,10 @@
 -- ARGV[1]  prefix               ("{ns}")
 -- ARGV[2]  the outbox bound: while the outbox holds more entries than this (the job
 --          store is not draining it), nothing is enqueued
--- ARGV[3]  g, the number of groups; the jobs of a batch come in runs that share their
+-- ARGV[3]  the SHA-1 of the admission configuration ({ns}:admission) the jobs were
+--          checked against, '' for none: when Redis holds another, nothing is written and
+--          the answer is { -2 }, for the client to check them against the new one
+-- ARGV[4]  g, the number of groups; the jobs of a batch come in runs that share their
 --          settings, in batch order. Per group:
 --            priority ("p0".."p2"), max attempts, not-before (ms; a job not due yet waits
 --            in {ns}:delayed as 'deferred'; 0 = start now), fresh ('1' when the client
@@ -12,8 +15,8 @@
 --            enqueues it (the actor named in its history and the store), count, then per
 --            job: id, spec JSON
 -- Returns  { created_count, enqueued_at (ms, Redis time), existing_id_1, existing_id_2,
---          ... }, or { -1, outbox length } when the outbox is over its bound (nothing was
---          written).
+--          ... }, { -1, outbox length } when the outbox is over its bound, or { -2 } when
+--          the admission configuration changed (nothing was written in either case).
 -- An id counts as existing while its job hash exists, and after retention removed the
 -- hash while the store still has the job: ids a client chose are kept in {ns}:retired
 -- for that time (expire.lua), so an idempotent enqueue stays idempotent.
@@ -31,8 +34,10 @@ local prefix = ARGV[1]
 local outbox = prefix .. ':outbox'
 local backlog = redis.call('XLEN', outbox)
 if backlog > tonumber(ARGV[2]) then return { -1, backlog } end
+local admission = redis.call('GET', prefix .. ':admission')
+if (admission and redis.sha1hex(admission) or '') ~= ARGV[3] then return { -2 } end
 index_as_list(prefix)
-local groups = tonumber(ARGV[3])
+local groups = tonumber(ARGV[4])
 -- Microseconds too, kept for latency measurements (enqueue-to-start).
 local ms, us = server_time()
 local ms_n = tonumber(ms)
@@ -42,7 +47,7 @@ local CHUNK = 1000
 local created = 0
 local existing = {}
 local seen = {}
-local at = 4
+local at = 5
 for _ = 1, groups do
   local pri, max, fresh = ARGV[at], ARGV[at + 1], ARGV[at + 3] == '1'
   local not_before, charge, cap = ARGV[at + 2], ARGV[at + 4], ARGV[at + 5]
