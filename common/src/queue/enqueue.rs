@@ -97,7 +97,7 @@ impl RedisQueue {
         // against that (one round trip per enqueue while the configuration stands still).
         // A refusal is only ever given from a configuration read for it.
         let mut tries = 0;
-        let reply = loop {
+        let (reply, created) = loop {
             let (seen, just_read) = self.admission_seen().await?;
             let checked = specs.iter().try_for_each(|spec| {
                 if let Some(config) = &seen.config {
@@ -131,20 +131,12 @@ impl RedisQueue {
                 }
                 continue;
             }
-            if code >= 0 && acked < self.replica_acks() {
-                return Err(crate::Error::Unreplicated {
-                    acked,
-                    wanted: self.replica_acks(),
-                    ids,
-                });
+            let wanted = self.replica_acks();
+            if code >= 0 && acked < wanted {
+                return Err(crate::Error::Unreplicated { acked, wanted, ids });
             }
-            break reply;
+            break (reply, code);
         };
-        let created: i64 = reply
-            .first()
-            .map(redis::from_redis_value_ref)
-            .transpose()?
-            .unwrap_or(0);
         if created < 0 {
             let backlog = reply
                 .get(1)
