@@ -1144,3 +1144,61 @@ async fn in_a_strict_pool_a_teams_small_job_does_not_pass_its_held_up_larger_one
     let status = env.queue.status().await.unwrap();
     assert_eq!(status.priorities[1].parked, 2, "both wait in vision's lane");
 }
+
+/// The API's group commit: single enqueues that share one script call are each checked
+/// and answered on their own, and land with their own actor.
+#[tokio::test]
+async fn enqueues_sharing_one_call_are_each_checked_and_answered_on_their_own() {
+    let env = TestEnv::new().await;
+    env.queue
+        .set_admission(&config(&[("a100", pool(8, &[]))]))
+        .await
+        .unwrap();
+    let mut fixed = gpu_job("fixed", "vision", "a100", 1);
+    fixed.id = Some("fixed-1".parse().unwrap());
+    let mut invalid = gpu_job("invalid", "vision", "a100", 1);
+    invalid.epochs = 0;
+    let answers = env
+        .queue
+        .enqueue_each(vec![
+            (gpu_job("fits", "vision", "a100", 4), "alice".into()),
+            (gpu_job("too-big", "vision", "a100", 9), "bob".into()),
+            (fixed.clone(), "carol".into()),
+            (invalid, "dave".into()),
+            // The same id again in the same call: the first created it.
+            (fixed.clone(), "erin".into()),
+            (gpu_job("cpu", "nlp", "default", 0), "frank".into()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 6);
+    let report = |i: usize| answers[i].as_ref().unwrap();
+    let refusal = |i: usize| answers[i].as_ref().unwrap_err().to_string();
+    assert!(
+        refusal(1).contains("more than pool a100 holds (8)"),
+        "{}",
+        refusal(1)
+    );
+    assert!(refusal(3).contains("epochs"), "{}", refusal(3));
+    for (i, actor) in [(0, "alice"), (2, "carol"), (5, "frank")] {
+        assert_eq!((report(i).created, report(i).existing.len()), (1, 0), "job {i}");
+        let job = env.queue.get(&report(i).ids[0]).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(
+            job.events[0].detail.as_deref(),
+            Some(format!("enqueued by {actor}").as_str()),
+            "job {i}"
+        );
+    }
+    assert_eq!(report(2).ids[0].as_str(), "fixed-1");
+    assert_eq!(
+        (report(4).created, report(4).existing.clone()),
+        (0, vec![fixed.id.clone().unwrap()]),
+        "the second enqueue of an id finds the first"
+    );
+    assert_eq!(
+        env.queue.status().await.unwrap().outbox,
+        3,
+        "only the admitted jobs were written, each once"
+    );
+}

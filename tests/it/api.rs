@@ -536,3 +536,88 @@ fn the_checked_in_openapi_document_is_current() {
     // Every operation but the document itself needs the bearer token.
     assert_eq!(doc["security"], json!([{"bearer": []}]));
 }
+
+/// Single enqueues from many clients share script calls inside `serve` (a group
+/// commit). A SIGKILL of `serve` while they stream in loses none that was acknowledged:
+/// each is in Redis with its own actor, and reaches the store after a restart.
+#[tokio::test]
+async fn concurrent_single_enqueues_acknowledged_before_a_sigkill_of_serve_are_all_kept() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let env = TestEnv::new().await;
+    let t = token(
+        &env,
+        &["--team", "vision", "--role", "submitter", "--name", "vision-ci"],
+    );
+    let mut api = serve_api(&env, &[]).await;
+    let jobs = format!("{}/v1/jobs", api.base);
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let count = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for c in 0..16 {
+        let (jobs, t, acked, count) = (jobs.clone(), t.clone(), acked.clone(), count.clone());
+        clients.push(std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new().build();
+            for n in 0.. {
+                let mut s = spec("burst", "exit 0");
+                let id = format!("burst-{c}-{n}");
+                s["id"] = json!(id);
+                match agent
+                    .post(&jobs)
+                    .set("authorization", &format!("Bearer {t}"))
+                    .set("content-type", "application/json")
+                    .send_string(&s.to_string())
+                {
+                    Ok(r) => {
+                        assert_eq!(r.status(), 201, "{id}");
+                        let body: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+                        assert_eq!(body["job"]["id"], id.as_str());
+                        acked.lock().unwrap().push(id);
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                    // serve is gone: whatever this request did is unknown.
+                    Err(ureq::Error::Transport(_)) => return,
+                    Err(e) => panic!("{id}: {e}"),
+                }
+            }
+        }));
+    }
+    let seen = count.clone();
+    wait_for("1,000 acknowledged enqueues", Duration::from_secs(60), || {
+        let n = seen.load(Ordering::SeqCst);
+        async move { (n >= 1000).then_some(()) }
+    })
+    .await;
+    api._serve.kill();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 1000);
+    for id in &acked {
+        let job = env
+            .queue
+            .get(&id.parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged job {id} is not in Redis"));
+        assert_eq!(
+            job.events[0].detail.as_deref(),
+            Some("enqueued by vision-ci"),
+            "{id}"
+        );
+    }
+    // A new serve writes every acknowledged job to the store.
+    let _serve = env.serve();
+    wait_for("the outbox to drain", Duration::from_secs(60), || {
+        let q = env.queue.clone();
+        async move { (q.status().await.unwrap().outbox == 0).then_some(()) }
+    })
+    .await;
+    let store = common::store::JobStore::open(&env.database_url).await.unwrap();
+    let missing = store.missing(&acked).await.unwrap();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in the store: {missing:?}"
+    );
+}

@@ -4,6 +4,7 @@ use super::{scripts, RedisQueue};
 use crate::preemption::Preemption;
 use crate::{JobId, JobSpec, Result};
 use serde::Serialize;
+use std::sync::Arc;
 
 /// What an enqueue did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,47 +50,17 @@ impl RedisQueue {
         let mut groups: Vec<Group> = Vec::new();
         let mut ids = Vec::with_capacity(specs.len());
         let mut specs = specs;
+        let actor: Arc<str> = actor.into();
         for spec in specs.iter_mut() {
-            let fresh = spec.id.is_none();
-            let id = spec.id.get_or_insert_with(JobId::generate).clone();
-            let json = serde_json::to_string(spec).expect("a JobSpec always serializes");
-            if json.len() > crate::spec::MAX_SPEC_BYTES {
-                return Err(crate::SpecError::new(
-                    "",
-                    format!(
-                        "the spec of job {id} is {} bytes of JSON, more than {}",
-                        json.len(),
-                        crate::spec::MAX_SPEC_BYTES
-                    ),
-                )
-                .into());
-            }
-            let (priority, max_attempts, not_before) = (
-                spec.priority.as_str(),
-                spec.max_attempts,
-                spec.not_before.unwrap_or(0),
-            );
-            let charge = crate::admission::Charge::of(spec).encode();
-            let group_cap = spec.group_max_running;
+            let (settings, id, json) = encode(spec, &actor)?;
+            ids.push(id.clone());
             match groups.last_mut() {
-                Some(g)
-                    if (g.priority, g.max_attempts, g.not_before, g.fresh, g.group_cap)
-                        == (priority, max_attempts, not_before, fresh, group_cap)
-                        && g.charge == charge =>
-                {
-                    g.jobs.push((id.clone(), json))
-                }
+                Some(g) if g.settings == settings => g.jobs.push((id, json)),
                 _ => groups.push(Group {
-                    priority,
-                    max_attempts,
-                    not_before,
-                    fresh,
-                    charge,
-                    group_cap,
-                    jobs: vec![(id.clone(), json)],
+                    settings,
+                    jobs: vec![(id, json)],
                 }),
             }
-            ids.push(id);
         }
         // A job that could never be admitted is refused here, not left waiting forever.
         // The check uses the configuration this process read last; the script refuses
@@ -115,7 +86,7 @@ impl RedisQueue {
                 tries += 1;
                 continue;
             }
-            let (reply, acked) = self.run_enqueue(&groups, &seen.digest, actor).await?;
+            let (reply, acked) = self.run_enqueue(groups.iter(), &seen.digest).await?;
             let code = reply
                 .first()
                 .map(redis::from_redis_value_ref::<i64>)
@@ -148,25 +119,135 @@ impl RedisQueue {
                 limit: self.outbox_limit,
             });
         }
-        let created = created as usize;
-        let enqueued_at = reply
-            .get(1)
-            .map(redis::from_redis_value_ref::<u64>)
-            .transpose()?
-            .unwrap_or(0);
-        let existing = reply[2.min(reply.len())..]
-            .iter()
-            .map(|v| {
-                redis::from_redis_value_ref::<String>(v)
-                    .map(|s| s.parse().expect("ids in Redis were validated"))
-            })
-            .collect::<Result<Vec<JobId>, _>>()?;
+        let (enqueued_at, existing) = parse_created(&reply)?;
         Ok(EnqueueReport {
             ids,
-            created,
+            created: created as usize,
             existing,
             enqueued_at,
         })
+    }
+
+    /// Independent single enqueues in one script call: what a busy API does with the
+    /// requests that arrive together (a group commit). Each job is validated and checked
+    /// for admission on its own, and a refusal answers its own request only; the others
+    /// land together, atomically, each as its own group with its own actor. The answer
+    /// has one report or refusal per job, in order. An `Err` is a fault of the whole call
+    /// (Redis is gone, say): then nothing is known of any job, and the caller may enqueue
+    /// each on its own. Client-chosen ids twice in one call: the later ones wait for the
+    /// earlier and go on their own, so that each answer says which job it created.
+    pub async fn enqueue_each(&self, jobs: Vec<(JobSpec, String)>) -> Result<Vec<Result<EnqueueReport>>> {
+        let mut answers: Vec<Option<Result<EnqueueReport>>> = jobs.iter().map(|_| None).collect();
+        let mut pending: Vec<(usize, JobSpec, Group)> = Vec::with_capacity(jobs.len());
+        let mut later: Vec<(usize, JobSpec, String)> = Vec::new();
+        let mut chosen = std::collections::HashSet::new();
+        for (i, (mut spec, actor)) in jobs.into_iter().enumerate() {
+            if let Some(id) = &spec.id {
+                if !chosen.insert(id.clone()) {
+                    later.push((i, spec, actor));
+                    continue;
+                }
+            }
+            let encoded = spec
+                .validate()
+                .map_err(Into::into)
+                .and_then(|_| encode(&mut spec, &actor.into()));
+            match encoded {
+                Ok((settings, id, json)) => pending.push((
+                    i,
+                    spec,
+                    Group {
+                        settings,
+                        jobs: vec![(id, json)],
+                    },
+                )),
+                Err(e) => answers[i] = Some(Err(e)),
+            }
+        }
+        let mut tries = 0;
+        while !pending.is_empty() {
+            let (seen, just_read) = self.admission_seen().await?;
+            // As in enqueue_batch_as: a refusal comes from a configuration read for it.
+            let mut refusals = Vec::new();
+            for (n, (_, spec, _)) in pending.iter().enumerate() {
+                let checked = match &seen.config {
+                    Some(config) => config.check_admissible(spec),
+                    None => Ok(()),
+                }
+                .and_then(|_| Preemption::check_opt_out(seen.config.as_ref().map(|c| &c.preemption), spec));
+                if let Err(refusal) = checked {
+                    refusals.push((n, refusal));
+                }
+            }
+            if !refusals.is_empty() && !just_read && tries < MAX_STALE_TRIES {
+                self.forget_admission();
+                tries += 1;
+                continue;
+            }
+            for (n, refusal) in refusals.into_iter().rev() {
+                let (i, _, _) = pending.remove(n);
+                answers[i] = Some(Err(refusal));
+            }
+            if pending.is_empty() {
+                break;
+            }
+            let (reply, acked) = self
+                .run_enqueue(pending.iter().map(|(_, _, g)| g), &seen.digest)
+                .await?;
+            let code = reply
+                .first()
+                .map(redis::from_redis_value_ref::<i64>)
+                .transpose()?
+                .unwrap_or(0);
+            if code == STALE_ADMISSION {
+                self.forget_admission();
+                tries += 1;
+                if tries < MAX_STALE_TRIES {
+                    continue;
+                }
+            }
+            let wanted = self.replica_acks();
+            let created = (code >= 0 && acked >= wanted)
+                .then(|| parse_created(&reply))
+                .transpose()?;
+            for (i, _, g) in pending.drain(..) {
+                let id = g.jobs[0].0.clone();
+                answers[i] = Some(match &created {
+                    Some((enqueued_at, existing)) => {
+                        let existing: Vec<JobId> = existing.iter().filter(|e| **e == id).cloned().collect();
+                        Ok(EnqueueReport {
+                            created: usize::from(existing.is_empty()),
+                            existing,
+                            ids: vec![id],
+                            enqueued_at: *enqueued_at,
+                        })
+                    }
+                    None if code == STALE_ADMISSION => Err(crate::Error::Corrupt(format!(
+                        "the admission configuration changed {tries} times during one enqueue; nothing was enqueued"
+                    ))),
+                    None if code < 0 => Err(crate::Error::OutboxFull {
+                        backlog: reply
+                            .get(1)
+                            .map(redis::from_redis_value_ref)
+                            .transpose()?
+                            .unwrap_or(0),
+                        limit: self.outbox_limit,
+                    }),
+                    None => Err(crate::Error::Unreplicated {
+                        acked,
+                        wanted,
+                        ids: vec![id],
+                    }),
+                });
+            }
+        }
+        for (i, spec, actor) in later {
+            answers[i] = Some(self.enqueue_batch_as(vec![spec], &actor).await);
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every job has its answer"))
+            .collect())
     }
 }
 
@@ -196,23 +277,76 @@ const MAX_STALE_TRIES: u32 = 10;
 /// Jobs of a batch that share their settings, in batch order (see lua/enqueue.lua): a
 /// typical batch is one group, with two values per job.
 struct Group {
+    settings: Settings,
+    jobs: Vec<(JobId, String)>,
+}
+
+/// What the jobs of a group share.
+#[derive(PartialEq)]
+struct Settings {
     priority: &'static str,
     max_attempts: u32,
     not_before: u64,
     fresh: bool,
     charge: String,
     group_cap: Option<u32>,
-    jobs: Vec<(JobId, String)>,
+    /// Who enqueues them: named in their history and the store's.
+    actor: Arc<str>,
+}
+
+/// One validated spec for enqueue.lua: its group's settings, its id (given here when it
+/// has none) and its JSON.
+fn encode(spec: &mut JobSpec, actor: &Arc<str>) -> Result<(Settings, JobId, String)> {
+    let fresh = spec.id.is_none();
+    let id = spec.id.get_or_insert_with(JobId::generate).clone();
+    let json = serde_json::to_string(spec).expect("a JobSpec always serializes");
+    if json.len() > crate::spec::MAX_SPEC_BYTES {
+        return Err(crate::SpecError::new(
+            "",
+            format!(
+                "the spec of job {id} is {} bytes of JSON, more than {}",
+                json.len(),
+                crate::spec::MAX_SPEC_BYTES
+            ),
+        )
+        .into());
+    }
+    let settings = Settings {
+        priority: spec.priority.as_str(),
+        max_attempts: spec.max_attempts,
+        not_before: spec.not_before.unwrap_or(0),
+        fresh,
+        charge: crate::admission::Charge::of(spec).encode(),
+        group_cap: spec.group_max_running,
+        actor: actor.clone(),
+    };
+    Ok((settings, id, json))
+}
+
+/// enqueue.lua's answer past its code: when the new jobs were enqueued, and the ids that
+/// already existed.
+fn parse_created(reply: &[redis::Value]) -> Result<(u64, Vec<JobId>)> {
+    let enqueued_at = reply
+        .get(1)
+        .map(redis::from_redis_value_ref::<u64>)
+        .transpose()?
+        .unwrap_or(0);
+    let existing = reply[2.min(reply.len())..]
+        .iter()
+        .map(|v| {
+            redis::from_redis_value_ref::<String>(v).map(|s| s.parse().expect("ids in Redis were validated"))
+        })
+        .collect::<Result<Vec<JobId>, _>>()?;
+    Ok((enqueued_at, existing))
 }
 
 impl RedisQueue {
     /// Runs enqueue.lua once over `groups`, checked against the admission configuration
     /// with `digest`. Returns its reply and how many replicas acknowledged it.
-    async fn run_enqueue(
+    async fn run_enqueue<'a>(
         &self,
-        groups: &[Group],
+        groups: impl ExactSizeIterator<Item = &'a Group>,
         digest: &str,
-        actor: &str,
     ) -> Result<(Vec<redis::Value>, u32)> {
         let mut invocation = scripts::ENQUEUE.prepare_invoke();
         invocation
@@ -221,7 +355,7 @@ impl RedisQueue {
             .arg(self.outbox_limit)
             .arg(digest)
             .arg(groups.len());
-        for g in groups {
+        for Group { settings: g, jobs } in groups {
             invocation
                 .arg(g.priority)
                 .arg(g.max_attempts)
@@ -229,9 +363,9 @@ impl RedisQueue {
                 .arg(if g.fresh { "1" } else { "0" })
                 .arg(&g.charge)
                 .arg(g.group_cap.map(|c| c.to_string()).unwrap_or_default())
-                .arg(actor)
-                .arg(g.jobs.len());
-            for (id, json) in &g.jobs {
+                .arg(&*g.actor)
+                .arg(jobs.len());
+            for (id, json) in jobs {
                 invocation.arg(id.as_str()).arg(json.as_str());
             }
         }

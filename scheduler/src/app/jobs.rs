@@ -146,10 +146,7 @@ impl App {
             self.check_conflicts(std::slice::from_ref(&spec)).await?;
         }
         let warnings = self.enforce_budgets(std::slice::from_ref(&spec)).await?;
-        let report = self
-            .queue()
-            .enqueue_batch_as(vec![spec.clone()], &caller.actor)
-            .await?;
+        let report = self.committer().enqueue(spec.clone(), &caller.actor).await?;
         let created = report.created == 1;
         let estimate = if created {
             self.summarise_cost(std::slice::from_ref(&spec))

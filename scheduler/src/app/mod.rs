@@ -10,6 +10,7 @@
 mod budgets;
 mod cache;
 mod caller;
+mod commit;
 mod costs;
 mod error;
 mod jobs;
@@ -50,6 +51,8 @@ pub struct App {
     store: Arc<OnceCell<JobStore>>,
     pricing: Arc<CostModel>,
     cache: Arc<cache::Cache>,
+    /// Single enqueues share script calls (started on the first).
+    committer: Arc<std::sync::OnceLock<commit::Committer>>,
 }
 
 impl App {
@@ -62,6 +65,7 @@ impl App {
             store: Arc::new(OnceCell::new()),
             pricing: Arc::new(pricing),
             cache: Arc::default(),
+            committer: Arc::default(),
         }
     }
 
@@ -74,12 +78,19 @@ impl App {
             store: Arc::new(OnceCell::new_with(Some(store))),
             pricing: Arc::new(pricing),
             cache: Arc::default(),
+            committer: Arc::default(),
         }
     }
 
     /// The queue.
     pub fn queue(&self) -> &RedisQueue {
         &self.queue
+    }
+
+    /// The group commit for single enqueues.
+    pub(crate) fn committer(&self) -> &commit::Committer {
+        self.committer
+            .get_or_init(|| commit::Committer::start(self.queue.clone()))
     }
 
     /// The pricing model.
