@@ -13,6 +13,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod serve;
 pub mod store_sync;
+pub mod ui;
 
 pub use cli::{Cli, Command};
 pub use error::{CliError, CliResult};

@@ -56,7 +56,8 @@ pub async fn run(app: App, args: ServeArgs, shutdown: CancellationToken) -> CliR
             // The agent tools at /mcp share the API's tokens.
             Some(api) => base
                 .merge(api.router(shutdown.clone()))
-                .merge(crate::mcp::router(api.clone(), shutdown.clone())),
+                .merge(crate::mcp::router(api.clone(), shutdown.clone()))
+                .merge(crate::ui::router(api.clone())),
             None => base,
         };
         tasks.spawn(common::http::serve_router(listener, router, shutdown.clone()));

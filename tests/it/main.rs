@@ -17,4 +17,5 @@ mod protocol;
 mod servers;
 mod store;
 mod support;
+mod ui;
 mod workers;

@@ -133,10 +133,16 @@ impl RedisQueue {
     /// for admission on its own, and a refusal answers its own request only; the others
     /// land together, atomically, each as its own group with its own actor. The answer
     /// has one report or refusal per job, in order. An `Err` is a fault of the whole call
-    /// (Redis is gone, say): then nothing is known of any job, and the caller may enqueue
-    /// each on its own. Client-chosen ids twice in one call: the later ones wait for the
+    /// (Redis is gone or timed out, say): then nothing is known of any job (the call may
+    /// have been written). At most [`MAX_ATOMIC_BATCH`] jobs. Client-chosen ids twice in one call: the later ones wait for the
     /// earlier and go on their own, so that each answer says which job it created.
     pub async fn enqueue_each(&self, jobs: Vec<(JobSpec, String)>) -> Result<Vec<Result<EnqueueReport>>> {
+        if jobs.len() > MAX_ATOMIC_BATCH {
+            return Err(crate::Error::InvalidInput(format!(
+                "{} enqueues are more than the {MAX_ATOMIC_BATCH} one script call takes",
+                jobs.len()
+            )));
+        }
         let mut answers: Vec<Option<Result<EnqueueReport>>> = jobs.iter().map(|_| None).collect();
         let mut pending: Vec<(usize, JobSpec, Group)> = Vec::with_capacity(jobs.len());
         let mut later: Vec<(usize, JobSpec, String)> = Vec::new();

@@ -107,6 +107,11 @@ impl Keys {
         format!("{}:settings", self.prefix)
     }
 
+    /// A web dashboard session, by the SHA-256 of its cookie (see `queue/sessions.rs`).
+    pub fn ui_session(&self, hash: &str) -> String {
+        format!("{}:ui:session:{hash}", self.prefix)
+    }
+
     /// The admission configuration (JSON).
     pub fn admission(&self) -> String {
         format!("{}:admission", self.prefix)

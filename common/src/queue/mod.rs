@@ -13,6 +13,7 @@ mod preempt;
 mod quota;
 mod scripts;
 mod sentinel;
+mod sessions;
 
 pub use admin::{LogChunk, PriorityStatus, QueueStatus};
 pub use enqueue::{assign_batch_ids, EnqueueReport, MAX_ATOMIC_BATCH, REPLICA_ACK_TIMEOUT};

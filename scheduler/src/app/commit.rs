@@ -18,6 +18,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 const IN_FLIGHT: usize = 2;
 /// The most jobs one call takes (each is a group of its own in enqueue.lua).
 const MAX_GROUP: usize = 256;
+/// Enqueues waiting for a call; past this, requests wait to be taken (backpressure on
+/// the API's clients rather than an unbounded backlog in memory).
+const WAITING: usize = 4096;
 
 type Reply = oneshot::Sender<common::Result<EnqueueReport>>;
 
@@ -25,13 +28,13 @@ type Reply = oneshot::Sender<common::Result<EnqueueReport>>;
 /// last clone is dropped.
 #[derive(Clone)]
 pub(crate) struct Committer {
-    tx: mpsc::UnboundedSender<(JobSpec, String, Reply)>,
+    tx: mpsc::Sender<(JobSpec, String, Reply)>,
 }
 
 impl Committer {
     /// Starts the task that gathers enqueues for `queue`; needs a Tokio runtime.
     pub(crate) fn start(queue: RedisQueue) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(WAITING);
         tokio::spawn(gather(queue, rx));
         Committer { tx }
     }
@@ -42,6 +45,7 @@ impl Committer {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send((spec, actor.to_string(), reply))
+            .await
             .map_err(|_| common::Error::Corrupt("the enqueue task has stopped".into()))?;
         answer
             .await
@@ -49,7 +53,7 @@ impl Committer {
     }
 }
 
-async fn gather(queue: RedisQueue, mut rx: mpsc::UnboundedReceiver<(JobSpec, String, Reply)>) {
+async fn gather(queue: RedisQueue, mut rx: mpsc::Receiver<(JobSpec, String, Reply)>) {
     let calls = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut waiting = Vec::with_capacity(MAX_GROUP);
     loop {
@@ -69,27 +73,38 @@ async fn gather(queue: RedisQueue, mut rx: mpsc::UnboundedReceiver<(JobSpec, Str
 }
 
 /// One script call for the group; each job's answer goes to its own request. When the
-/// call as a whole fails, each job is enqueued on its own, so that each request gets the
-/// answer it would have had alone.
+/// call as a whole fails (Redis timed out, say), every request of the group gets that
+/// error, as it would have alone: the call may have been written, so it is not retried
+/// here (a spec without an id would become a second job); the client decides.
 async fn commit(queue: &RedisQueue, mut group: Vec<(JobSpec, String, Reply)>) {
     if group.len() == 1 {
         let (spec, actor, reply) = group.pop().expect("one job");
         let _ = reply.send(queue.enqueue_batch_as(vec![spec], &actor).await);
         return;
     }
-    let jobs = group.iter().map(|(s, a, _)| (s.clone(), a.clone())).collect();
+    let (jobs, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|(s, a, r)| ((s, a), r)).unzip();
     match queue.enqueue_each(jobs).await {
         Ok(answers) => {
-            for ((_, _, reply), answer) in group.into_iter().zip(answers) {
+            for (reply, answer) in replies.into_iter().zip(answers) {
                 // A request that went away has nothing to be told.
                 let _ = reply.send(answer);
             }
         }
         Err(e) => {
-            tracing::debug!(error = %e, jobs = group.len(), "a grouped enqueue failed; enqueueing each on its own");
-            for (spec, actor, reply) in group {
-                let _ = reply.send(queue.enqueue_batch_as(vec![spec], &actor).await);
+            tracing::warn!(error = %e, jobs = replies.len(), "a grouped enqueue failed; each of its requests is told");
+            for reply in replies {
+                let _ = reply.send(Err(shared(&e)));
             }
         }
+    }
+}
+
+/// The error of a whole call, for each of its requests.
+fn shared(e: &common::Error) -> common::Error {
+    use common::Error as E;
+    match e {
+        E::Redis(r) => E::Redis(r.clone()),
+        E::Store(s) => E::Store(s.clone()),
+        other => E::Corrupt(other.to_string()),
     }
 }

@@ -157,7 +157,13 @@ impl App {
         if !secret.starts_with(TOKEN_PREFIX) {
             return Err(AppError::Unauthenticated("that is not a gpuq token".into()));
         }
-        let hash = token_hash(secret);
+        self.authenticate_hash(&token_hash(secret)).await
+    }
+
+    /// The caller the token with this hash stands for, as [`Self::authenticate`]: a
+    /// dashboard session keeps the hash, so that a revoked or expired token ends it.
+    pub async fn authenticate_hash(&self, hash: &str) -> AppResult<Caller> {
+        let hash = hash.to_string();
         // A revocation anywhere moves the epoch, which empties the cache first.
         self.observe_settings().await?;
         let token = match self.cache.token(&hash) {

@@ -1,0 +1,183 @@
+//! The web dashboard under `/ui`: server-rendered HTML (maud) over the application
+//! layer, with a little plain JavaScript for live updates and no front-end build.
+//!
+//! Pages authenticate with a session cookie (`session.rs`), made from an API token at
+//! sign-in; every page is the [`crate::app`] call the API makes, with the same
+//! [`crate::app::Caller`], so a team's session sees its own team only.
+
+mod overview;
+mod session;
+
+use crate::api::Api;
+use crate::app::AppError;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+use session::NoSession;
+
+/// The dashboard's routes, served next to the API.
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/ui", get(overview::show))
+        .route("/ui/overview.part", get(overview::part))
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/logout", post(logout))
+        .with_state(api)
+}
+
+/// A whole page: the frame around `body`.
+fn page(title: &str, signed_in: Option<&session::Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · gpuq" }
+                style { (maud::PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    a.brand href="/ui" { "gpuq" }
+                    @if let Some(s) = signed_in {
+                        span.who { (s.caller.actor) " · " (s.caller.role.as_str())
+                            @if let Some(team) = &s.caller.team { " · team " (team) } }
+                        form.inline method="post" action="/ui/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf);
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+const STYLE: &str = "
+body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{display:flex;gap:1em;align-items:center;padding:.6em 1.2em;background:#1d2330;color:#fff}
+header a.brand{color:#fff;font-weight:700;text-decoration:none}
+header .who{margin-left:auto;opacity:.85}
+form.inline{display:inline;margin:0}
+main{padding:1em 1.2em;max-width:1200px}
+section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:.8em 1em;margin-bottom:1em}
+h2{font-size:15px;margin:.1em 0 .6em}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #eef0f3}
+th{font-weight:600;color:#5a6372}
+.num{text-align:right;font-variant-numeric:tabular-nums}
+.muted{color:#7a8391}
+.error{background:#fdecec;border:1px solid #f3b7b7;padding:.6em 1em;border-radius:6px}
+svg.bar rect.used{fill:#3b6fd8} svg.bar rect.reserved{fill:#e2a03f} svg.bar rect.free{fill:#e4e8ee}
+";
+
+/// How a page answers a request without a usable session: to the sign-in page, saying
+/// why; a fault of Redis or the store is a 503 page, not a sign-in loop.
+impl IntoResponse for NoSession {
+    fn into_response(self) -> Response {
+        match self {
+            NoSession::Missing => Redirect::to("/ui/login").into_response(),
+            NoSession::Refused => Redirect::to("/ui/login?why=refused").into_response(),
+            NoSession::Fault(e) => error_page(None, &e),
+        }
+    }
+}
+
+/// An error as a page, with the status its kind has over the API.
+fn error_page(signed_in: Option<&session::Session>, e: &AppError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = html! { p.error { (e.to_string()) } p { a href="/ui" { "Back to the overview" } } };
+    (status, maud_response(page("Error", signed_in, body))).into_response()
+}
+
+fn maud_response(m: Markup) -> axum::response::Html<String> {
+    axum::response::Html(m.into_string())
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    why: Option<String>,
+}
+
+async fn login_form(
+    State(api): State<Api>,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Response {
+    let note = match q.why.as_deref() {
+        Some("refused") => Some("Your token was revoked or has expired: sign in with a valid one."),
+        _ => None,
+    };
+    maud_response(login_page(&api, note)).into_response()
+}
+
+fn login_page(api: &Api, note: Option<&str>) -> Markup {
+    page(
+        "Sign in",
+        None,
+        html! {
+            section {
+                h2 { "Sign in" }
+                @if let Some(n) = note { p.error { (n) } }
+                form method="post" action="/ui/login" {
+                    @if api.insecure {
+                        p.muted { "This server runs without authentication (--insecure-no-auth): anyone who can reach it is an admin." }
+                        input type="hidden" name="token" value="";
+                    } @else {
+                        label { "API token " input type="password" name="token" autocomplete="off" required; }
+                        " "
+                    }
+                    button type="submit" { "Sign in" }
+                }
+                @if !api.insecure {
+                    p.muted { "Create one with " code { "scheduler token create --team <team> --role viewer" } "." }
+                }
+            }
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(api): State<Api>, Form(f): Form<LoginForm>) -> Response {
+    match session::sign_in(&api, f.token.trim()).await {
+        Ok((_, cookie)) => ([(header::SET_COOKIE, cookie)], Redirect::to("/ui")).into_response(),
+        Err(e @ AppError::Unauthenticated(_)) => (
+            StatusCode::UNAUTHORIZED,
+            maud_response(login_page(&api, Some(&e.to_string()))),
+        )
+            .into_response(),
+        Err(e) => error_page(None, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: Option<String>,
+}
+
+async fn logout(
+    State(api): State<Api>,
+    session: Result<session::Session, NoSession>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let session = match session {
+        Ok(s) => s,
+        Err(no) => return no.into_response(),
+    };
+    if let Err(e) = session.check_csrf(f.csrf.as_deref()) {
+        return error_page(Some(&session), &e);
+    }
+    match session::sign_out(&api, &headers).await {
+        Ok(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/ui/login")).into_response(),
+        Err(e) => error_page(Some(&session), &e),
+    }
+}

@@ -1,0 +1,265 @@
+//! The web dashboard over HTTP, against a real `scheduler serve --api`, Redis and store:
+//! signing in with a token, the session cookie, CSRF on state changes, revocation ending
+//! a session, team isolation on the overview, and the ETag of its live updates.
+
+use crate::support::{free_port, stderr, stdout, wait_for, TestEnv, WorkerProcess};
+use common::queue::Room;
+use common::{JobSpec, WorkerId, WorkerInfo};
+use std::time::Duration;
+
+struct Ui {
+    base: String,
+    serve: WorkerProcess,
+}
+
+fn token(env: &TestEnv, args: &[&str]) -> String {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    let out = env.scheduler(&all);
+    assert!(out.status.success(), "token create: {}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+async fn serve_ui(env: &TestEnv, extra: &[&str]) -> Ui {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec!["--api", "--listen", listen.as_str()];
+    args.extend_from_slice(extra);
+    let serve = env.serve_with(&args);
+    let base = format!("http://{listen}");
+    let probe = format!("{base}/ui/login");
+    wait_for("the dashboard to answer", Duration::from_secs(20), || {
+        let probe = probe.clone();
+        async move { ureq::get(&probe).call().ok().map(|_| ()) }
+    })
+    .await;
+    Ui { base, serve }
+}
+
+/// An agent that does not follow redirects, so that each answer can be checked.
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().redirects(0).build()
+}
+
+/// Status, headers of interest and body.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    etag: Option<String>,
+    body: String,
+}
+
+fn answer(r: Result<ureq::Response, ureq::Error>) -> Answer {
+    let r = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    Answer {
+        status: r.status(),
+        location: r.header("location").map(str::to_string),
+        set_cookie: r.header("set-cookie").map(str::to_string),
+        etag: r.header("etag").map(str::to_string),
+        body: r.into_string().unwrap_or_default(),
+    }
+}
+
+fn get(url: &str, cookie: Option<&str>) -> Answer {
+    let mut req = agent().get(url);
+    if let Some(c) = cookie {
+        req = req.set("cookie", c);
+    }
+    answer(req.call())
+}
+
+fn post_form(url: &str, cookie: Option<&str>, form: &[(&str, &str)]) -> Answer {
+    let mut req = agent().post(url);
+    if let Some(c) = cookie {
+        req = req.set("cookie", c);
+    }
+    answer(req.send_form(form))
+}
+
+/// Signs in; the `name=value` of the session cookie.
+fn sign_in(ui: &Ui, token: &str) -> String {
+    let a = post_form(&format!("{}/ui/login", ui.base), None, &[("token", token)]);
+    assert_eq!(
+        (a.status, a.location.as_deref()),
+        (303, Some("/ui")),
+        "{}",
+        a.body
+    );
+    let set = a.set_cookie.expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    set.split(';').next().unwrap().to_string()
+}
+
+/// The CSRF value of the page's forms.
+fn csrf_of(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token")
+        + 19;
+    page[at..at + page[at..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn a_token_signs_in_to_a_session_that_sign_out_and_revocation_end() {
+    let env = TestEnv::new().await;
+    let viewer = token(&env, &["--team", "vision", "--role", "viewer", "--name", "lead"]);
+    let ui = serve_ui(&env, &[]).await;
+
+    // Nothing is served without a session.
+    let a = get(&format!("{}/ui", ui.base), None);
+    assert_eq!((a.status, a.location.as_deref()), (303, Some("/ui/login")));
+    assert_eq!(get(&format!("{}/ui/overview.part", ui.base), None).status, 401);
+    // A wrong token gets the sign-in page again, saying so, and no cookie.
+    let a = post_form(&format!("{}/ui/login", ui.base), None, &[("token", "gpuq_nope")]);
+    assert_eq!(a.status, 401);
+    assert!(a.body.contains("unknown token"), "{}", a.body);
+    assert!(a.set_cookie.is_none());
+    // A made-up cookie is no session.
+    let a = get(&format!("{}/ui", ui.base), Some("gpuq_session=0123456789abcdef"));
+    assert_eq!(a.status, 303);
+
+    let cookie = sign_in(&ui, &viewer);
+    assert!(!cookie.contains(&viewer), "the cookie is not the token");
+    let page = get(&format!("{}/ui", ui.base), Some(&cookie));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("lead · viewer · team vision"), "{}", page.body);
+    assert!(page.body.contains("id=\"queues\""), "{}", page.body);
+
+    // Signing out needs the page's CSRF token: without it (or with another) nothing
+    // changes.
+    let logout = format!("{}/ui/logout", ui.base);
+    assert_eq!(post_form(&logout, Some(&cookie), &[]).status, 403);
+    let a = post_form(&logout, Some(&cookie), &[("csrf", "forged")]);
+    assert_eq!(a.status, 403);
+    assert!(a.body.contains("CSRF"), "{}", a.body);
+    assert_eq!(get(&format!("{}/ui", ui.base), Some(&cookie)).status, 200);
+    let a = post_form(&logout, Some(&cookie), &[("csrf", &csrf_of(&page.body))]);
+    assert_eq!((a.status, a.location.as_deref()), (303, Some("/ui/login")));
+    assert!(a.set_cookie.unwrap().contains("Max-Age=0"));
+    assert_eq!(get(&format!("{}/ui", ui.base), Some(&cookie)).status, 303);
+
+    // Revoking the token ends its sessions at once.
+    let cookie = sign_in(&ui, &viewer);
+    assert_eq!(get(&format!("{}/ui", ui.base), Some(&cookie)).status, 200);
+    let out = env.scheduler(&["token", "revoke", "lead"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let revoked = format!("{}/ui", ui.base);
+    wait_for(
+        "the revocation to reach the dashboard",
+        Duration::from_secs(5),
+        || {
+            let a = get(&revoked, Some(&cookie));
+            async move { (a.status == 303).then_some(a) }
+        },
+    )
+    .await
+    .location
+    .filter(|l| l == "/ui/login?why=refused")
+    .expect("sent to sign in, saying why");
+    let _ = &ui.serve;
+}
+
+#[tokio::test]
+async fn the_overview_shows_a_team_its_own_jobs_and_updates_by_etag() {
+    let env = TestEnv::new().await;
+    let vision = token(&env, &["--team", "vision", "--role", "viewer"]);
+    let nlp = token(&env, &["--team", "nlp", "--role", "viewer"]);
+    let admin = token(&env, &["--role", "admin"]);
+    let ui = serve_ui(&env, &[]).await;
+    let w = WorkerId::generate("ui");
+    env.queue
+        .heartbeat(
+            &WorkerInfo::starting(&w, "test", "test", 4),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    let report = env
+        .queue
+        .enqueue_batch(vec![
+            JobSpec::new("vision-train", "vision", vec!["true".into()]),
+            JobSpec::new("nlp-train", "nlp", vec!["true".into()]),
+        ])
+        .await
+        .unwrap();
+    let claimed = env
+        .queue
+        .claim_within(&w, 2, "t", &Room::default())
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(claimed.len(), 2);
+    let (vision_job, nlp_job) = (report.ids[0].as_str(), report.ids[1].as_str());
+
+    // The overview counts what waits for the store: let serve write it all first.
+    wait_for("the outbox to drain", Duration::from_secs(20), || {
+        let q = env.queue.clone();
+        async move { (q.status().await.unwrap().outbox == 0).then_some(()) }
+    })
+    .await;
+    let part = format!("{}/ui/overview.part", ui.base);
+    let seen_by = |t: &str| {
+        let cookie = sign_in(&ui, t);
+        let a = get(&part, Some(&cookie));
+        assert_eq!(a.status, 200, "{}", a.body);
+        (cookie, a)
+    };
+    let (cookie, mine) = seen_by(&vision);
+    assert!(mine.body.contains(vision_job), "{}", mine.body);
+    assert!(
+        !mine.body.contains(nlp_job),
+        "team vision sees nlp's job: {}",
+        mine.body
+    );
+    let (_, theirs) = seen_by(&nlp);
+    assert!(theirs.body.contains(nlp_job) && !theirs.body.contains(vision_job));
+    let (_, all) = seen_by(&admin);
+    assert!(all.body.contains(nlp_job) && all.body.contains(vision_job));
+
+    // Unchanged: a 304 without a body. Changed (a job queued): the new body.
+    let etag = mine.etag.expect("an ETag");
+    let again = agent()
+        .get(&part)
+        .set("cookie", &cookie)
+        .set("if-none-match", &etag)
+        .call();
+    let again = answer(again);
+    assert_eq!((again.status, again.body.as_str()), (304, ""));
+    env.queue
+        .enqueue_batch(vec![JobSpec::new("more", "vision", vec!["true".into()])])
+        .await
+        .unwrap();
+    let changed = wait_for("the overview to change", Duration::from_secs(10), || {
+        let a = answer(
+            agent()
+                .get(&part)
+                .set("cookie", &cookie)
+                .set("if-none-match", &etag)
+                .call(),
+        );
+        async move { (a.status == 200).then_some(a) }
+    })
+    .await;
+    assert_ne!(changed.etag.as_deref(), Some(etag.as_str()));
+    let _ = &ui.serve;
+}
+
+#[tokio::test]
+async fn without_authentication_the_dashboard_says_so_and_still_needs_its_csrf_token() {
+    let env = TestEnv::new().await;
+    let ui = serve_ui(&env, &["--insecure-no-auth"]).await;
+    let a = get(&format!("{}/ui/login", ui.base), None);
+    assert!(a.body.contains("runs without authentication"), "{}", a.body);
+    let cookie = sign_in(&ui, "");
+    let page = get(&format!("{}/ui", ui.base), Some(&cookie));
+    assert_eq!(page.status, 200);
+    let logout = format!("{}/ui/logout", ui.base);
+    assert_eq!(post_form(&logout, Some(&cookie), &[]).status, 403);
+    let _ = &ui.serve;
+}
