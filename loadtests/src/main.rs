@@ -72,9 +72,11 @@ enum Bench {
     /// The HTTP API against the library in the same run: single enqueues from 16
     /// clients, batches of 1,000, latency, and an idle `serve --api`'s memory.
     Api {
-        #[arg(long, default_value_t = 16_000)]
+        // Long enough (about a second per case) that one slow moment of a shared
+        // 2-core machine does not decide a ratio.
+        #[arg(long, default_value_t = 32_000)]
         singles: usize,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 60)]
         batches: usize,
     },
     /// Redis memory while N jobs pass through (worker, SQLite store, 1 s retention), and
