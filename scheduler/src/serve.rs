@@ -57,7 +57,7 @@ pub async fn run(app: App, args: ServeArgs, shutdown: CancellationToken) -> CliR
             Some(api) => base
                 .merge(api.router(shutdown.clone()))
                 .merge(crate::mcp::router(api.clone(), shutdown.clone()))
-                .merge(crate::ui::router(api.clone())),
+                .merge(crate::ui::router(api.clone(), shutdown.clone())),
             None => base,
         };
         tasks.spawn(common::http::serve_router(listener, router, shutdown.clone()));

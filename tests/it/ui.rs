@@ -263,3 +263,108 @@ async fn without_authentication_the_dashboard_says_so_and_still_needs_its_csrf_t
     assert_eq!(post_form(&logout, Some(&cookie), &[]).status, 403);
     let _ = &ui.serve;
 }
+
+#[tokio::test]
+async fn a_job_page_shows_its_history_and_log_and_its_buttons_only_to_roles_that_may_act() {
+    let env = TestEnv::new().await;
+    let submitter = token(
+        &env,
+        &["--team", "vision", "--role", "submitter", "--name", "vision-ci"],
+    );
+    let viewer = token(&env, &["--team", "vision", "--role", "viewer"]);
+    let other_team = token(&env, &["--team", "nlp", "--role", "submitter"]);
+    let ui = serve_ui(&env, &[]).await;
+    let mut talker = JobSpec::new(
+        "talker",
+        "vision",
+        vec!["sh".into(), "-c".into(), "echo line-1; echo line-2".into()],
+    );
+    talker.id = Some("ui-talker".parse().unwrap());
+    let mut waiter = JobSpec::new("waiter", "vision", vec!["true".into()]);
+    waiter.id = Some("ui-waiter".parse().unwrap());
+    env.queue
+        .enqueue_batch_as(vec![waiter], "vision-ci")
+        .await
+        .unwrap();
+    let job_url = format!("{}/ui/jobs/ui-waiter", ui.base);
+
+    // A viewer sees the job and no buttons, and cannot cancel it with a forged form.
+    let as_viewer = sign_in(&ui, &viewer);
+    let page = get(&job_url, Some(&as_viewer));
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("enqueued by vision-ci"), "{}", page.body);
+    assert!(!page.body.contains("id=\"cancel\""), "{}", page.body);
+    let session_csrf = csrf_of(&page.body);
+    let a = post_form(
+        &format!("{job_url}/cancel"),
+        Some(&as_viewer),
+        &[("csrf", &session_csrf)],
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    // Another team's job is not found, even by URL; a malformed id is named.
+    let as_other = sign_in(&ui, &other_team);
+    assert_eq!(get(&job_url, Some(&as_other)).status, 404);
+    let bad = get(&format!("{}/ui/jobs/no%20such!", ui.base), Some(&as_other));
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("job id"), "{}", bad.body);
+
+    // A submitter has the button; the form without its CSRF token changes nothing.
+    let as_submitter = sign_in(&ui, &submitter);
+    let page = get(&job_url, Some(&as_submitter));
+    assert!(page.body.contains("id=\"cancel\""), "{}", page.body);
+    assert_eq!(
+        post_form(&format!("{job_url}/cancel"), Some(&as_submitter), &[]).status,
+        403
+    );
+    let id: common::JobId = "ui-waiter".parse().unwrap();
+    assert_eq!(
+        env.queue.get(&id).await.unwrap().unwrap().state,
+        common::JobState::Queued
+    );
+    let a = post_form(
+        &format!("{job_url}/cancel"),
+        Some(&as_submitter),
+        &[("csrf", &csrf_of(&page.body))],
+    );
+    assert_eq!(
+        (a.status, a.location.as_deref()),
+        (303, Some("/ui/jobs/ui-waiter")),
+        "{}",
+        a.body
+    );
+    let job = env.queue.get(&id).await.unwrap().unwrap();
+    assert_eq!(job.state, common::JobState::Cancelled);
+    let page = get(&job_url, Some(&as_submitter));
+    assert!(page.body.contains("cancelled by vision-ci"), "{}", page.body);
+    assert!(page.body.contains("id=\"retry\"") && !page.body.contains("id=\"cancel\""));
+
+    // The log arrives over Server-Sent Events, to its end.
+    env.queue
+        .enqueue_batch_as(vec![talker], "vision-ci")
+        .await
+        .unwrap();
+    let _worker = env.worker(&["--gpus", "0"]);
+    let stream = answer(
+        agent()
+            .get(&format!("{}/ui/jobs/ui-talker/logs/stream", ui.base))
+            .set("cookie", &as_viewer)
+            .call(),
+    );
+    assert_eq!(stream.status, 200);
+    let data: Vec<&str> = stream
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(&data[..2], ["line-1", "line-2"], "{}", stream.body);
+    assert!(stream.body.contains("event: end"), "{}", stream.body);
+    assert_eq!(
+        get(
+            &format!("{}/ui/jobs/ui-talker/logs/stream", ui.base),
+            Some(&as_other)
+        )
+        .status,
+        404
+    );
+    let _ = &ui.serve;
+}

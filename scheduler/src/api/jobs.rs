@@ -450,6 +450,16 @@ pub(super) async fn follow(
 ) -> ApiResult<Response> {
     let id = job_id(&id)?;
     api.app.check_log_access(&caller, &id).await?;
+    log_events(api, id, shutdown).await
+}
+
+/// A job's log as Server-Sent Events (`data` per line, then `end`), for a caller already
+/// allowed to read it: the API's follow and the dashboard's job page.
+pub(crate) async fn log_events(
+    api: Api,
+    id: common::JobId,
+    shutdown: CancellationToken,
+) -> ApiResult<Response> {
     let conn = api.wait_connection().await?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(64);
     tokio::spawn(async move {

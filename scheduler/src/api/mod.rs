@@ -15,6 +15,7 @@ pub mod openapi;
 
 pub use error::{ApiError, ApiResult, ErrorBody};
 pub(crate) use extract::Authed;
+pub(crate) use jobs::log_events;
 
 use crate::app::App;
 use crate::cli::ServeArgs;

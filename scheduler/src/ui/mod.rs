@@ -5,6 +5,7 @@
 //! sign-in; every page is the [`crate::app`] call the API makes, with the same
 //! [`crate::app::Caller`], so a team's session sees its own team only.
 
+mod job;
 mod overview;
 mod session;
 
@@ -20,13 +21,19 @@ use serde::Deserialize;
 use session::NoSession;
 
 /// The dashboard's routes, served next to the API.
-pub fn router(api: Api) -> Router {
+pub fn router(api: Api, shutdown: tokio_util::sync::CancellationToken) -> Router {
     Router::new()
         .route("/ui", get(overview::show))
         .route("/ui/overview.part", get(overview::part))
+        .route("/ui/jobs/{id}", get(job::show))
+        .route("/ui/jobs/{id}/logs/stream", get(job::follow))
+        .route("/ui/jobs/{id}/cancel", post(job::cancel))
+        .route("/ui/jobs/{id}/retry", post(job::retry))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/logout", post(logout))
         .with_state(api)
+        // Log streams end when serve stops.
+        .layer(axum::Extension(shutdown))
 }
 
 /// A whole page: the frame around `body`.

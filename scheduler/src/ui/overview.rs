@@ -185,7 +185,7 @@ fn body(d: &Dashboard) -> Markup {
                     tr { th { "job" } th { "name" } th { "team" } th.num { "GPUs" } th { "worker" } th { "progress" } }
                     @for j in &d.running {
                         tr.job data-id=(j.id.as_str()) data-state=(j.state.to_string()) {
-                            td { code { (j.id.as_str()) } } td { (j.spec.name) } td { (j.spec.team) }
+                            td { a href=(format!("/ui/jobs/{}", j.id.as_str())) { code { (j.id.as_str()) } } } td { (j.spec.name) } td { (j.spec.team) }
                             td.num { (j.spec.resources.gpus) }
                             td { (j.worker.as_deref().unwrap_or("–")) }
                             td { (j.progress.as_deref().unwrap_or("–")) }
