@@ -368,3 +368,59 @@ async fn a_job_page_shows_its_history_and_log_and_its_buttons_only_to_roles_that
     );
     let _ = &ui.serve;
 }
+
+#[tokio::test]
+async fn the_job_list_filters_and_pages_a_teams_jobs_and_names_a_bad_filter() {
+    let env = TestEnv::new().await;
+    let vision = token(&env, &["--team", "vision", "--role", "viewer"]);
+    let ui = serve_ui(&env, &[]).await;
+    let mut specs: Vec<JobSpec> = (0..60)
+        .map(|i| JobSpec::new(format!("sweep-{i}"), "vision", vec!["true".into()]))
+        .collect();
+    specs[0].priority = common::Priority::Urgent;
+    specs.push(JobSpec::new("theirs", "nlp", vec!["true".into()]));
+    env.queue.enqueue_batch(specs).await.unwrap();
+    let cookie = sign_in(&ui, &vision);
+    let list = format!("{}/ui/jobs", ui.base);
+
+    // 60 of the team's jobs: a page of 50, then the rest; never the other team's.
+    let first = get(&list, Some(&cookie));
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(first.body.matches("class=\"job\"").count(), 50);
+    assert!(!first.body.contains("theirs"), "{}", first.body);
+    let at = first.body.find("id=\"next\" href=\"").expect("a next page") + 16;
+    let next = first.body[at..at + first.body[at..].find('"').unwrap()].replace("&amp;", "&");
+    let second = get(&format!("{}{next}", ui.base), Some(&cookie));
+    assert_eq!(
+        second.body.matches("class=\"job\"").count(),
+        10,
+        "{}",
+        second.body
+    );
+    let urgent = get(
+        &format!("{list}?priority=urgent&state=queued&team=&model_type=&since=&until="),
+        Some(&cookie),
+    );
+    assert_eq!(urgent.body.matches("class=\"job\"").count(), 1, "{}", urgent.body);
+    assert!(urgent.body.contains("sweep-0"));
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let since = get(&format!("{list}?since={yesterday}"), Some(&cookie));
+    assert_eq!(since.body.matches("class=\"job\"").count(), 50);
+    let until = get(&format!("{list}?until={yesterday}"), Some(&cookie));
+    assert!(until.body.contains("No job matches"), "{}", until.body);
+
+    // Bad filters: a clear message, 400.
+    for (query, says) in [
+        ("colour=red", "colour"),
+        ("since=yesterday", "yesterday&quot;: not a date"),
+        ("state=sleeping", "state"),
+        ("before=garbage", "before"),
+    ] {
+        let a = get(&format!("{list}?{query}"), Some(&cookie));
+        assert_eq!(a.status, 400, "{query}: {}", a.body);
+        assert!(a.body.contains(says), "{query}: {}", a.body);
+    }
+    let _ = &ui.serve;
+}

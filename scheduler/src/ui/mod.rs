@@ -6,6 +6,7 @@
 //! [`crate::app::Caller`], so a team's session sees its own team only.
 
 mod job;
+mod jobs;
 mod overview;
 mod session;
 
@@ -25,6 +26,7 @@ pub fn router(api: Api, shutdown: tokio_util::sync::CancellationToken) -> Router
     Router::new()
         .route("/ui", get(overview::show))
         .route("/ui/overview.part", get(overview::part))
+        .route("/ui/jobs", get(jobs::list))
         .route("/ui/jobs/{id}", get(job::show))
         .route("/ui/jobs/{id}/logs/stream", get(job::follow))
         .route("/ui/jobs/{id}/cancel", post(job::cancel))
@@ -50,6 +52,7 @@ fn page(title: &str, signed_in: Option<&session::Session>, body: Markup) -> Mark
             body {
                 header {
                     a.brand href="/ui" { "gpuq" }
+                    @if signed_in.is_some() { nav { a href="/ui" { "Overview" } " " a href="/ui/jobs" { "Jobs" } } }
                     @if let Some(s) = signed_in {
                         span.who { (s.caller.actor) " · " (s.caller.role.as_str())
                             @if let Some(team) = &s.caller.team { " · team " (team) } }
@@ -69,6 +72,7 @@ const STYLE: &str = "
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{display:flex;gap:1em;align-items:center;padding:.6em 1.2em;background:#1d2330;color:#fff}
 header a.brand{color:#fff;font-weight:700;text-decoration:none}
+header nav a{color:#cfd6e4;margin-right:.8em}
 header .who{margin-left:auto;opacity:.85}
 form.inline{display:inline;margin:0}
 main{padding:1em 1.2em;max-width:1200px}
