@@ -70,12 +70,7 @@ impl RedisQueue {
         let mut tries = 0;
         let (reply, created) = loop {
             let (seen, just_read) = self.admission_seen().await?;
-            let checked = specs.iter().try_for_each(|spec| {
-                if let Some(config) = &seen.config {
-                    config.check_admissible(spec)?;
-                }
-                Preemption::check_opt_out(seen.config.as_ref().map(|c| &c.preemption), spec)
-            });
+            let checked = specs.iter().try_for_each(|spec| admissible(&seen, spec));
             if let Err(refusal) = checked {
                 // A refusal is rare and final, so it comes from the configuration of
                 // the moment: a copy read earlier is read again first.
@@ -87,11 +82,7 @@ impl RedisQueue {
                 continue;
             }
             let (reply, acked) = self.run_enqueue(groups.iter(), &seen.digest).await?;
-            let code = reply
-                .first()
-                .map(redis::from_redis_value_ref::<i64>)
-                .transpose()?
-                .unwrap_or(0);
+            let code = answer_code(&reply)?;
             if code == STALE_ADMISSION {
                 self.forget_admission();
                 tries += 1;
@@ -109,15 +100,7 @@ impl RedisQueue {
             break (reply, code);
         };
         if created < 0 {
-            let backlog = reply
-                .get(1)
-                .map(redis::from_redis_value_ref)
-                .transpose()?
-                .unwrap_or(0);
-            return Err(crate::Error::OutboxFull {
-                backlog,
-                limit: self.outbox_limit,
-            });
+            return Err(self.outbox_full(&reply)?);
         }
         let (enqueued_at, existing) = parse_created(&reply)?;
         Ok(EnqueueReport {
@@ -134,8 +117,9 @@ impl RedisQueue {
     /// land together, atomically, each as its own group with its own actor. The answer
     /// has one report or refusal per job, in order. An `Err` is a fault of the whole call
     /// (Redis is gone or timed out, say): then nothing is known of any job (the call may
-    /// have been written). At most [`MAX_ATOMIC_BATCH`] jobs. Client-chosen ids twice in one call: the later ones wait for the
-    /// earlier and go on their own, so that each answer says which job it created.
+    /// have been written). At most [`MAX_ATOMIC_BATCH`] jobs. Client-chosen ids twice in
+    /// one call: the later ones wait for the earlier and go on their own, so that each
+    /// answer says which job it created.
     pub async fn enqueue_each(&self, jobs: Vec<(JobSpec, String)>) -> Result<Vec<Result<EnqueueReport>>> {
         if jobs.len() > MAX_ATOMIC_BATCH {
             return Err(crate::Error::InvalidInput(format!(
@@ -176,12 +160,7 @@ impl RedisQueue {
             // As in enqueue_batch_as: a refusal comes from a configuration read for it.
             let mut refusals = Vec::new();
             for (n, (_, spec, _)) in pending.iter().enumerate() {
-                let checked = match &seen.config {
-                    Some(config) => config.check_admissible(spec),
-                    None => Ok(()),
-                }
-                .and_then(|_| Preemption::check_opt_out(seen.config.as_ref().map(|c| &c.preemption), spec));
-                if let Err(refusal) = checked {
+                if let Err(refusal) = admissible(&seen, spec) {
                     refusals.push((n, refusal));
                 }
             }
@@ -200,11 +179,7 @@ impl RedisQueue {
             let (reply, acked) = self
                 .run_enqueue(pending.iter().map(|(_, _, g)| g), &seen.digest)
                 .await?;
-            let code = reply
-                .first()
-                .map(redis::from_redis_value_ref::<i64>)
-                .transpose()?
-                .unwrap_or(0);
+            let code = answer_code(&reply)?;
             if code == STALE_ADMISSION {
                 self.forget_admission();
                 tries += 1;
@@ -231,14 +206,7 @@ impl RedisQueue {
                     None if code == STALE_ADMISSION => Err(crate::Error::Corrupt(format!(
                         "the admission configuration changed {tries} times during one enqueue; nothing was enqueued"
                     ))),
-                    None if code < 0 => Err(crate::Error::OutboxFull {
-                        backlog: reply
-                            .get(1)
-                            .map(redis::from_redis_value_ref)
-                            .transpose()?
-                            .unwrap_or(0),
-                        limit: self.outbox_limit,
-                    }),
+                    None if code < 0 => Err(self.outbox_full(&reply)?),
                     None => Err(crate::Error::Unreplicated {
                         acked,
                         wanted,
@@ -329,6 +297,24 @@ fn encode(spec: &mut JobSpec, actor: &Arc<str>) -> Result<(Settings, JobId, Stri
     Ok((settings, id, json))
 }
 
+/// Whether `spec` could ever be admitted under the configuration `seen` (none: always).
+fn admissible(seen: &super::quota::AdmissionSeen, spec: &JobSpec) -> Result<()> {
+    if let Some(config) = &seen.config {
+        config.check_admissible(spec)?;
+    }
+    Preemption::check_opt_out(seen.config.as_ref().map(|c| &c.preemption), spec)
+}
+
+/// enqueue.lua's answer code: the number created, or `-1` (outbox full) or `-2` (stale
+/// admission configuration).
+fn answer_code(reply: &[redis::Value]) -> Result<i64> {
+    Ok(reply
+        .first()
+        .map(redis::from_redis_value_ref::<i64>)
+        .transpose()?
+        .unwrap_or(0))
+}
+
 /// enqueue.lua's answer past its code: when the new jobs were enqueued, and the ids that
 /// already existed.
 fn parse_created(reply: &[redis::Value]) -> Result<(u64, Vec<JobId>)> {
@@ -347,6 +333,19 @@ fn parse_created(reply: &[redis::Value]) -> Result<(u64, Vec<JobId>)> {
 }
 
 impl RedisQueue {
+    /// The refusal enqueue.lua gave (`{ -1, backlog }`) as an error.
+    fn outbox_full(&self, reply: &[redis::Value]) -> Result<crate::Error> {
+        let backlog = reply
+            .get(1)
+            .map(redis::from_redis_value_ref)
+            .transpose()?
+            .unwrap_or(0);
+        Ok(crate::Error::OutboxFull {
+            backlog,
+            limit: self.outbox_limit,
+        })
+    }
+
     /// Runs enqueue.lua once over `groups`, checked against the admission configuration
     /// with `digest`. Returns its reply and how many replicas acknowledged it.
     async fn run_enqueue<'a>(
