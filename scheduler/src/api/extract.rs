@@ -76,8 +76,7 @@ pub(super) fn strip_position(msg: &str) -> String {
 
 /// A job id from the path; a malformed one is a 400 naming it.
 pub(super) fn job_id(raw: &str) -> ApiResult<common::JobId> {
-    raw.parse()
-        .map_err(|e: String| ApiError::bad_request("bad_input", format!("job id {raw:?}: {e}")))
+    Ok(crate::app::parse_job_id(raw)?)
 }
 
 /// Query parameters; an unknown or malformed one is a 400 naming it.
@@ -109,10 +108,7 @@ impl FromRequestParts<Api> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, ApiError> {
         if api.insecure {
-            return Ok(Authed(Caller {
-                actor: "anonymous (no auth)".into(),
-                ..Caller::operator()
-            }));
+            return Ok(Authed(Caller::unauthenticated()));
         }
         let header = parts
             .headers

@@ -80,6 +80,12 @@ pub enum SameId {
 /// The most a single wait may last.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
+/// A job id as a caller wrote it; a malformed one is bad input naming it.
+pub fn parse_job_id(raw: &str) -> AppResult<JobId> {
+    raw.parse()
+        .map_err(|e: String| AppError::bad_input(format!("job id {raw:?}: {e}")))
+}
+
 impl App {
     /// Checks that `spec` may be enqueued by `caller`: a team caller enqueues for its
     /// own team only. A spec that names no team (or the `default` team) takes the

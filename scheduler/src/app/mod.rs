@@ -29,7 +29,8 @@ pub use costs::{
 };
 pub use error::{AppError, AppResult};
 pub use jobs::{
-    BatchOutcome, CancelOutcome, EnqueueOutcome, JobPage, ListRequest, SameId, Validation, Wait, MAX_WAIT,
+    parse_job_id, BatchOutcome, CancelOutcome, EnqueueOutcome, JobPage, ListRequest, SameId, Validation,
+    Wait, MAX_WAIT,
 };
 pub use quotas::{parse_quota_file, QuotaView};
 pub(crate) use quotas::{PoolRow, TeamRow};

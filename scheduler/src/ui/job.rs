@@ -6,25 +6,16 @@
 use super::session::{NoSession, Session};
 use super::{error_page, maud_response, page};
 use crate::api::Api;
+use crate::app::parse_job_id as parse_id;
 use crate::app::{AppError, Role};
+use crate::format::timestamp as when;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
-use common::{JobId, JobRecord, JobState};
+use common::{JobRecord, JobState};
 use maud::{html, Markup, PreEscaped};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-
-fn parse_id(raw: &str) -> Result<JobId, AppError> {
-    raw.parse()
-        .map_err(|e: String| AppError::bad_input(format!("job id {raw:?}: {e}")))
-}
-
-fn when(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
 
 /// `GET /ui/jobs/{id}`. Another team's job is "not found", as over the API.
 pub(super) async fn show(
@@ -129,8 +120,7 @@ pub(super) async fn follow(
 ) -> Response {
     let session = match session {
         Ok(s) => s,
-        Err(NoSession::Fault(e)) => return error_page(None, &e),
-        Err(_) => return axum::http::StatusCode::UNAUTHORIZED.into_response(),
+        Err(no) => return no.for_script(),
     };
     let id = match parse_id(&raw) {
         Ok(id) => id,

@@ -5,6 +5,7 @@ use super::session::{NoSession, Session};
 use super::{error_page, maud_response, page};
 use crate::api::Api;
 use crate::app::AppError;
+use crate::format::timestamp as when;
 use axum::extract::State;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
@@ -126,12 +127,6 @@ pub(super) async fn list(State(api): State<Api>, session: Result<Session, NoSess
         }
         Err(e) => error_page(Some(&session), &e),
     }
-}
-
-fn when(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 fn body(f: &Filters, jobs: &crate::app::JobPage) -> Markup {

@@ -159,7 +159,7 @@ struct LoginForm {
 
 async fn login(State(api): State<Api>, Form(f): Form<LoginForm>) -> Response {
     match session::sign_in(&api, f.token.trim()).await {
-        Ok((_, cookie)) => ([(header::SET_COOKIE, cookie)], Redirect::to("/ui")).into_response(),
+        Ok(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/ui")).into_response(),
         Err(e @ AppError::Unauthenticated(_)) => (
             StatusCode::UNAUTHORIZED,
             maud_response(login_page(&api, Some(&e.to_string()))),

@@ -51,9 +51,7 @@ pub(super) async fn part(
 ) -> Response {
     let session = match session {
         Ok(s) => s,
-        // The script sends the browser to sign in.
-        Err(NoSession::Fault(e)) => return error_page(None, &e),
-        Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(no) => return no.for_script(),
     };
     let html = match render(&api, &session).await {
         Ok(m) => m.into_string(),
@@ -100,7 +98,7 @@ const POLL: &str = r#"
 fn ago(ms: Option<u64>) -> String {
     match ms {
         None => "–".into(),
-        Some(ms) => humantime::format_duration(std::time::Duration::from_secs(ms / 1000)).to_string(),
+        Some(ms) => crate::format::short_duration(ms),
     }
 }
 

@@ -65,13 +65,13 @@ pub(super) fn cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Starts a session for `secret` (empty when the server runs without authentication).
-/// Returns the caller and the `Set-Cookie` value.
-pub(super) async fn sign_in(api: &Api, secret: &str) -> Result<(Caller, String), AppError> {
-    let (caller, token) = if api.insecure {
-        (anonymous(), String::new())
+/// Returns the `Set-Cookie` value.
+pub(super) async fn sign_in(api: &Api, secret: &str) -> Result<String, AppError> {
+    let token = if api.insecure {
+        String::new()
     } else {
-        let caller = api.app.authenticate(secret).await?;
-        (caller, token_hash(secret))
+        api.app.authenticate(secret).await?;
+        token_hash(secret)
     };
     let id = random();
     let stored = Stored {
@@ -87,7 +87,7 @@ pub(super) async fn sign_in(api: &Api, secret: &str) -> Result<(Caller, String),
         "{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={}",
         SESSION_TTL.as_secs()
     );
-    Ok((caller, cookie))
+    Ok(cookie)
 }
 
 /// Ends the session in these headers, if any; the `Set-Cookie` value that clears it.
@@ -98,13 +98,6 @@ pub(super) async fn sign_out(api: &Api, headers: &HeaderMap) -> Result<String, A
     Ok(format!(
         "{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0"
     ))
-}
-
-fn anonymous() -> Caller {
-    Caller {
-        actor: "anonymous (no auth)".into(),
-        ..Caller::operator()
-    }
 }
 
 impl FromRequestParts<Api> for Session {
@@ -125,7 +118,7 @@ impl FromRequestParts<Api> for Session {
                 // A session made while the server ran without authentication.
                 return Err(NoSession::Missing);
             }
-            anonymous()
+            Caller::unauthenticated()
         } else {
             match api.app.authenticate_hash(&stored.token).await {
                 Ok(c) => c,
@@ -137,6 +130,18 @@ impl FromRequestParts<Api> for Session {
             caller,
             csrf: stored.csrf,
         })
+    }
+}
+
+impl NoSession {
+    /// The answer to a script's request (a poll, a log stream): 401 sends the page to
+    /// sign in; a fault of Redis or the store is a 503 page.
+    pub(super) fn for_script(self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        match self {
+            NoSession::Fault(e) => super::error_page(None, &e),
+            _ => axum::http::StatusCode::UNAUTHORIZED.into_response(),
+        }
     }
 }
 
