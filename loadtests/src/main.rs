@@ -148,6 +148,16 @@ enum Bench {
         #[arg(long, default_value_t = 500)]
         exit_ms: u64,
     },
+    /// The dashboard's overview at 10^4 queued and 10^3 running jobs: server time (p50,
+    /// p95) and weight, against `GET /v1/status` of the same dashboard.
+    Ui {
+        #[arg(long, default_value_t = 10_000)]
+        queued: usize,
+        #[arg(long, default_value_t = 1_000)]
+        running: usize,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Write a synthetic trace for `replay`.
     Trace {
         #[arg(long, default_value_t = 1000)]
@@ -234,6 +244,11 @@ async fn main() -> Result<()> {
             rows
         }
         Bench::Preemption { reps, exit_ms } => bench::preemption::run(url, reps, exit_ms).await?,
+        Bench::Ui {
+            queued,
+            running,
+            samples,
+        } => bench::ui::run(url, queued, running, samples).await?,
         Bench::Trace {
             jobs,
             teams,

@@ -100,3 +100,12 @@ ensure_python_packages() {
   python3 -m pip install --quiet "${missing[@]}" 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages "${missing[@]}"
 }
+
+# The dashboard's browser tests drive the distribution's headless Chromium through its
+# chromedriver (Debian's chromium and chromium-driver).
+ensure_chromium() {
+  if [ -x "${CHROMIUM:-/usr/bin/chromium}" ] && [ -x "${CHROMEDRIVER:-/usr/bin/chromedriver}" ]; then
+    return 0
+  fi
+  apt_install chromium chromium-driver
+}

@@ -4,6 +4,7 @@
 mod admission;
 mod admission_model;
 mod api;
+mod browser;
 mod chaos;
 mod cli;
 mod connections;

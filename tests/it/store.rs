@@ -110,6 +110,24 @@ async fn success_is_recorded_in_order(url: &str) {
     assert_eq!(states(&rec.events), ["queued", "running", "succeeded"]);
     // The store's history is the same as Redis's, transition for transition.
     assert_eq!(rec.events, env.record(&id).await.events);
+    // The dashboard's per-minute count of ended jobs, for all teams and for one.
+    let minute = rec.finished_at.unwrap() / 60_000 * 60_000;
+    let ended = vec![(minute, JobState::Succeeded, 1)];
+    assert_eq!(store.ended_per_minute(0, None).await.unwrap(), ended);
+    assert_eq!(
+        store.ended_per_minute(0, Some(&rec.spec.team)).await.unwrap(),
+        ended
+    );
+    assert!(store
+        .ended_per_minute(0, Some("nobody"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .ended_per_minute(minute + 60_000, None)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn failure_retry_and_dead_letter_are_recorded(url: &str) {

@@ -7,12 +7,12 @@ use common::queue::Room;
 use common::{JobSpec, WorkerId, WorkerInfo};
 use std::time::Duration;
 
-struct Ui {
-    base: String,
-    serve: WorkerProcess,
+pub(crate) struct Ui {
+    pub(crate) base: String,
+    pub(crate) serve: WorkerProcess,
 }
 
-fn token(env: &TestEnv, args: &[&str]) -> String {
+pub(crate) fn token(env: &TestEnv, args: &[&str]) -> String {
     let mut all = vec!["token", "create"];
     all.extend_from_slice(args);
     let out = env.scheduler(&all);
@@ -20,7 +20,7 @@ fn token(env: &TestEnv, args: &[&str]) -> String {
     stdout(&out).trim().to_string()
 }
 
-async fn serve_ui(env: &TestEnv, extra: &[&str]) -> Ui {
+pub(crate) async fn serve_ui(env: &TestEnv, extra: &[&str]) -> Ui {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut args = vec!["--api", "--listen", listen.as_str()];
     args.extend_from_slice(extra);
@@ -422,5 +422,81 @@ async fn the_job_list_filters_and_pages_a_teams_jobs_and_names_a_bad_filter() {
         assert_eq!(a.status, 400, "{query}: {}", a.body);
         assert!(a.body.contains(says), "{query}: {}", a.body);
     }
+    let _ = &ui.serve;
+}
+
+#[tokio::test]
+async fn the_costs_page_names_a_bad_query_offers_its_csv_and_an_expired_session_is_said() {
+    let env = TestEnv::new().await;
+    let viewer = token(&env, &["--team", "vision", "--role", "viewer"]);
+    let ui = serve_ui(&env, &[]).await;
+    let cookie = sign_in(&ui, &viewer);
+
+    let page = get(&format!("{}/ui/costs", ui.base), Some(&cookie));
+    assert_eq!(page.status, 200, "{}", page.body);
+    for part in [
+        "id=\"budgets\"",
+        "id=\"spend\"",
+        "id=\"report\"",
+        "/ui/costs.part?by=team&amp;days=30",
+    ] {
+        assert!(page.body.contains(part), "{part}: {}", page.body);
+    }
+    let csv = answer(
+        agent()
+            .get(&format!("{}/ui/costs.csv?by=model-type&days=7", ui.base))
+            .set("cookie", &cookie)
+            .call(),
+    );
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.body
+            .starts_with("group,cost,runs,avg_cost,avg_run_secs,previous_cost,change_pct,top_job\r\n"),
+        "{}",
+        csv.body
+    );
+    // The live part answers 304 to the ETag it gave.
+    let part = get(
+        &format!("{}/ui/costs.part?by=team&days=30", ui.base),
+        Some(&cookie),
+    );
+    let etag = part.etag.expect("an ETag");
+    let again = answer(
+        agent()
+            .get(&format!("{}/ui/costs.part?by=team&days=30", ui.base))
+            .set("cookie", &cookie)
+            .set("if-none-match", &etag)
+            .call(),
+    );
+    assert_eq!(again.status, 304);
+
+    // Bad queries are named on the page, with a 400.
+    for (query, named) in [
+        ("days=abc", "days \"abc\""),
+        ("days=0", "days 0"),
+        ("days=400", "days 400"),
+        ("by=colour", "cannot group by \"colour\""),
+        ("colour=red", "unknown field `colour`"),
+    ] {
+        let bad = get(&format!("{}/ui/costs?{query}", ui.base), Some(&cookie));
+        assert_eq!(bad.status, 400, "{query}: {}", bad.body);
+        let said = bad.body.replace("&quot;", "\"");
+        assert!(said.contains(named), "{query}: {said}");
+    }
+
+    // A session Redis no longer knows (expired) goes to sign in, saying so.
+    let stale = "gpuq_session=0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let a = get(&format!("{}/ui/costs", ui.base), Some(stale));
+    assert_eq!(
+        (a.status, a.location.as_deref()),
+        (303, Some("/ui/login?why=expired"))
+    );
+    let login = get(&format!("{}/ui/login?why=expired", ui.base), None);
+    assert!(login.body.contains("Your session has expired"), "{}", login.body);
+    // A script's poll with it gets a 401 (and the page reloads into the redirect above).
+    assert_eq!(
+        get(&format!("{}/ui/overview.part", ui.base), Some(stale)).status,
+        401
+    );
     let _ = &ui.serve;
 }

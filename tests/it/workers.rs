@@ -130,7 +130,10 @@ async fn cancel_stops_queued_and_running_jobs() {
     let rec = env
         .wait_state(&ids[0], JobState::Cancelled, Duration::from_secs(10))
         .await;
-    assert_eq!(rec.reason.as_deref(), Some("cancelled"));
+    // The history says who stopped it, as for a queued job, not only that it stopped.
+    let reason = rec.reason.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("cancelled by "), "{reason}");
+    assert_eq!(rec.events.last().unwrap().detail.as_deref(), Some(reason));
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()

@@ -329,3 +329,35 @@ impl JobStore {
             .collect()
     }
 }
+
+impl JobStore {
+    /// Jobs that ended since `since_ms`, counted per minute and end state (a team's only
+    /// when `team` is given): `(minute start ms, state, count)`, oldest first. Feeds the
+    /// dashboard's throughput chart, from the `jobs_by_finish` index.
+    pub async fn ended_per_minute(
+        &self,
+        since_ms: u64,
+        team: Option<&str>,
+    ) -> Result<Vec<(u64, JobState, u64)>> {
+        let rows = sqlx::query(
+            "SELECT finished_at / 60000 AS minute, state, COUNT(*) AS n FROM jobs \
+             WHERE finished_at >= $1 AND ($2 = '' OR team = $2) GROUP BY finished_at / 60000, state ORDER BY 1",
+        )
+        .bind(since_ms as i64)
+        .bind(team.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(store_err)?;
+        rows.iter()
+            .map(|r| {
+                let minute: i64 = r.try_get("minute").map_err(store_err)?;
+                let state: String = r.try_get("state").map_err(store_err)?;
+                let n: i64 = r.try_get("n").map_err(store_err)?;
+                let state = state
+                    .parse()
+                    .map_err(|e| Error::Corrupt(format!("store state {state:?}: {e}")))?;
+                Ok((minute.max(0) as u64 * 60_000, state, n.max(0) as u64))
+            })
+            .collect()
+    }
+}

@@ -12,6 +12,7 @@ pub(crate) mod latency;
 pub(crate) mod memory;
 pub(crate) mod preemption;
 pub(crate) mod replay;
+pub(crate) mod ui;
 
 use common::{JobSpec, Priority};
 

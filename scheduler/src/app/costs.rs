@@ -573,3 +573,16 @@ fn epoch_metrics(lines: &[String]) -> Vec<cost::EpochMetrics> {
         })
         .collect()
 }
+
+impl App {
+    /// What a running job's current attempt has cost so far at on-demand rates, formatted;
+    /// `None` for a job that is not running. No I/O: the dashboard prices each running row.
+    pub fn cost_so_far(&self, job: &common::JobRecord) -> Option<String> {
+        let started = job
+            .started_at
+            .filter(|_| job.state == common::JobState::Running)?;
+        let pricing = &self.pricing().pricing;
+        let money = pricing.actual_cost(&Usage::of(&job.spec, false), utc(started), Utc::now());
+        Some(pricing.currency().format(money))
+    }
+}

@@ -404,6 +404,18 @@ impl App {
         Ok(JobPage { jobs, next })
     }
 
+    /// Fills in each queued job's position and the reason it waits, as `job` does for
+    /// one: a script call per queued job, so for a page of jobs, not for a whole listing.
+    pub async fn explain_waiting(&self, jobs: &mut [JobRecord]) -> AppResult<()> {
+        for j in jobs.iter_mut().filter(|j| j.state == common::JobState::Queued) {
+            if let Some(w) = self.queue().why_waiting(&j.id).await? {
+                j.position = w.position;
+                j.waiting = Some(w.reason);
+            }
+        }
+        Ok(())
+    }
+
     /// The last `lines` lines of the job's output.
     pub async fn logs(&self, caller: &Caller, id: &JobId, lines: usize) -> AppResult<Vec<String>> {
         caller.require(Role::Viewer, "reading logs")?;

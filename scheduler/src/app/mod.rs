@@ -15,6 +15,7 @@ mod costs;
 mod error;
 mod jobs;
 mod quotas;
+mod spend;
 mod status;
 mod tokens;
 
@@ -34,7 +35,8 @@ pub use jobs::{
 };
 pub use quotas::{parse_quota_file, QuotaView};
 pub(crate) use quotas::{PoolRow, TeamRow};
-pub use status::{Capacity, Dashboard, Health, QueueRow};
+pub use spend::{DailySpend, DAY_MS, MAX_DAYS};
+pub use status::{Activity, Capacity, Dashboard, Health, QueueRow, ACTIVITY_MINUTES, RUNNING_SHOWN};
 pub use tokens::{token_hash, CreatedToken, TokenRequest, TOKEN_PREFIX};
 
 use common::queue::RedisQueue;

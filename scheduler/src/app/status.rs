@@ -26,6 +26,61 @@ pub struct Dashboard {
     pub pools: Vec<PoolRow>,
     /// Each team's GPUs in each pool against its quota, with what it borrowed.
     pub teams: Vec<TeamRow>,
+    /// Jobs ended per minute over the last hour, from the store.
+    pub activity: Activity,
+}
+
+/// How many jobs of the caller's scope ended in each of the last [`ACTIVITY_MINUTES`]
+/// minutes, the current minute last. From the store (Redis keeps no per-minute history),
+/// so a store outage leaves it empty with the error said.
+#[derive(Debug, Serialize, Default)]
+pub struct Activity {
+    /// Start of the first minute, ms.
+    pub since_ms: u64,
+    /// Jobs that succeeded, per minute.
+    pub succeeded: Vec<u64>,
+    /// Jobs that failed or were dead-lettered, per minute.
+    pub failed: Vec<u64>,
+    /// Why the store could not be read.
+    pub error: Option<String>,
+}
+
+/// The activity chart's span.
+pub const ACTIVITY_MINUTES: u64 = 60;
+
+/// The most running jobs the dashboard lists; the job list has them all.
+pub const RUNNING_SHOWN: usize = 50;
+
+impl Activity {
+    fn failed(since_ms: u64, e: &dyn std::fmt::Display) -> Activity {
+        Activity {
+            since_ms,
+            error: Some(e.to_string()),
+            ..Activity::default()
+        }
+    }
+
+    /// Buckets the store's `(minute start, state, count)` rows.
+    fn of(rows: &[(u64, JobState, u64)], since_ms: u64) -> Activity {
+        let n = ACTIVITY_MINUTES as usize;
+        let mut a = Activity {
+            since_ms,
+            succeeded: vec![0; n],
+            failed: vec![0; n],
+            error: None,
+        };
+        for &(minute, state, count) in rows {
+            let Some(i) = minute.checked_sub(since_ms).map(|d| (d / 60_000) as usize) else {
+                continue;
+            };
+            match (state, i < n) {
+                (JobState::Succeeded, true) => a.succeeded[i] += count,
+                (JobState::Failed | JobState::Dead, true) => a.failed[i] += count,
+                _ => {}
+            }
+        }
+        a
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -66,14 +121,15 @@ impl App {
         queue.ping().await?;
         let redis_ms = t.elapsed().as_secs_f64() * 1000.0;
         let status = queue.status().await?;
-        let (store_ok, store_error) = match self.store().await {
-            Ok(s) => match s.ping().await {
-                Ok(()) => (true, None),
-                Err(e) => (false, Some(e.to_string())),
-            },
-            Err(e) => (false, Some(e.to_string())),
-        };
         let now = now_ms();
+        let since = (now / 60_000 + 1 - ACTIVITY_MINUTES) * 60_000;
+        let (store_ok, store_error, activity) = match self.store().await {
+            Ok(s) => match s.ended_per_minute(since, caller.team.as_deref()).await {
+                Ok(rows) => (true, None, Activity::of(&rows, since)),
+                Err(e) => (false, Some(e.to_string()), Activity::failed(since, &e)),
+            },
+            Err(e) => (false, Some(e.to_string()), Activity::failed(since, &e)),
+        };
         let finished = queue.finished_since(now.saturating_sub(RATE_WINDOW_MS)).await?;
         let per_ms = finished as f64 / RATE_WINDOW_MS as f64;
         let mut ahead = 0;
@@ -95,7 +151,7 @@ impl App {
             .list(&ListFilter {
                 state: Some(JobState::Running),
                 team: caller.team.clone(),
-                limit: 50,
+                limit: RUNNING_SHOWN,
                 ..ListFilter::default()
             })
             .await?
@@ -113,6 +169,7 @@ impl App {
         let (pools, mut teams) = super::quotas::rows(&config, &status.pools, &status.usage);
         teams.retain(|t| caller.sees_team(&t.team));
         Ok(Dashboard {
+            activity,
             pools,
             teams,
             generated_at: now,
@@ -144,5 +201,29 @@ impl App {
     pub async fn workers(&self, caller: &Caller) -> AppResult<Vec<WorkerInfo>> {
         caller.require(Role::Viewer, "reading workers")?;
         Ok(self.queue().workers().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ended_jobs_count_in_their_minute_and_only_successes_and_failures_are_drawn() {
+        let since = 1_000 * 60_000;
+        let last = since + (ACTIVITY_MINUTES - 1) * 60_000;
+        let rows = [
+            (since - 60_000, JobState::Succeeded, 7), // before the hour
+            (since, JobState::Succeeded, 2),
+            (since, JobState::Failed, 1),
+            (since, JobState::Cancelled, 5), // neither
+            (last, JobState::Dead, 3),
+            (last + 60_000, JobState::Succeeded, 9), // after it
+        ];
+        let a = Activity::of(&rows, since);
+        assert_eq!((a.succeeded.len(), a.failed.len()), (60, 60));
+        assert_eq!((a.succeeded[0], a.failed[0]), (2, 1));
+        assert_eq!((a.succeeded[59], a.failed[59]), (0, 3));
+        assert_eq!(a.succeeded.iter().sum::<u64>() + a.failed.iter().sum::<u64>(), 6);
     }
 }

@@ -4,12 +4,13 @@
 //! cancel and retry buttons for the roles that may use them.
 
 use super::session::{NoSession, Session};
-use super::{error_page, maud_response, page};
+use super::{error_page, maud_response, page, part_response};
 use crate::api::Api;
 use crate::app::parse_job_id as parse_id;
 use crate::app::{AppError, Role};
 use crate::format::timestamp as when;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use common::{JobRecord, JobState};
@@ -27,20 +28,107 @@ pub(super) async fn show(
         Ok(s) => s,
         Err(no) => return no.into_response(),
     };
-    let job = match parse_id(&raw) {
-        Ok(id) => api.app.job(&session.caller, &id).await,
-        Err(e) => Err(e),
-    };
-    match job {
-        Ok(job) => maud_response(page(&job.spec.name, Some(&session), body(&job, &session))).into_response(),
-        Err(e) => error_page(Some(&session), &e),
+    match render(&api, &session, &raw).await {
+        Ok((job, live)) => {
+            let id = job.id.as_str();
+            let spec = serde_json::to_string_pretty(&job.spec).unwrap_or_default();
+            maud_response(page(
+                &job.spec.name,
+                Some(&session),
+                html! {
+                    (super::live(&format!("/ui/jobs/{id}/part"), live))
+                    section {
+                        h2 { "Log" }
+                        pre #log data-stream=(format!("/ui/jobs/{id}/logs/stream")) {}
+                        p.muted #log-state { "Following…" }
+                        script { (PreEscaped(FOLLOW)) }
+                    }
+                    section {
+                        h2 { "Spec" }
+                        pre #spec { (spec) }
+                    }
+                },
+            ))
+            .into_response()
+        }
+        Err(r) => r,
     }
 }
 
-fn body(job: &JobRecord, session: &Session) -> Markup {
+/// `GET /ui/jobs/{id}/part`: the page's live part (state, cost, history), or 304.
+pub(super) async fn part(
+    State(api): State<Api>,
+    session: Result<Session, NoSession>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Response {
+    let session = match session {
+        Ok(s) => s,
+        Err(no) => return no.for_script(),
+    };
+    match render(&api, &session, &raw).await {
+        Ok((_, live)) => part_response(&headers, live.into_string()),
+        Err(r) => r,
+    }
+}
+
+async fn render(api: &Api, session: &Session, raw: &str) -> Result<(JobRecord, Markup), Response> {
+    let job = match parse_id(raw) {
+        Ok(id) => api.app.job(&session.caller, &id).await,
+        Err(e) => Err(e),
+    };
+    let job = job.map_err(|e| error_page(Some(session), &e))?;
+    let costs = costs(api, session, &job).await;
+    let live = body(&job, session, costs);
+    Ok((job, live))
+}
+
+/// The estimate (what the job costs at its configuration, from history or the default
+/// table) against what its running attempt has cost so far and is projected to cost.
+/// A cost that cannot be worked out is said, not a failed page.
+async fn costs(api: &Api, session: &Session, job: &JobRecord) -> Markup {
+    let currency = api.app.pricing().pricing.currency();
+    let estimate = api
+        .app
+        .estimate(&session.caller, std::slice::from_ref(&job.spec), false, None)
+        .await;
+    let forecast = match job.state {
+        JobState::Running => Some(api.app.forecast(&session.caller, &job.id).await),
+        _ => None,
+    };
+    html! {
+        section #costs {
+            h2 { "Cost" }
+            table {
+                tr { th { "estimate" } td.num #estimate {
+                    @match &estimate {
+                        Ok(e) => { @if let Some(e) = e.first() { (e.cost) " for ~" (crate::format::short_duration(e.duration_secs * 1000)) span.muted { " (" (e.basis) ")" } } }
+                        Err(e) => { span.error { (e.to_string()) } }
+                    }
+                } }
+                @if let Some(f) = &forecast {
+                    tr { th { "so far" } td.num #so-far {
+                        @match f {
+                            Ok((f, _)) => { (currency.format(f.so_far)) }
+                            Err(e) => { span.error { (e.to_string()) } }
+                        }
+                    } }
+                    @if let Some(Ok((f, done))) = forecast.as_ref().map(|f| f.as_ref()) {
+                        tr { th { "projected" } td.num #projected {
+                            @if let Some(t) = f.projected_total { (currency.format(t)) " at the pace of its " (done) " epoch(s) so far" }
+                            @else { span.muted { "after its first epoch" } }
+                        } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The live part: where the job stands, its buttons, its cost and its history.
+fn body(job: &JobRecord, session: &Session, costs: Markup) -> Markup {
     let id = job.id.as_str();
     let may_act = session.caller.require(Role::Submitter, "").is_ok();
-    let spec = serde_json::to_string_pretty(&job.spec).unwrap_or_default();
     html! {
         section #job data-id=(id) data-state=(job.state.to_string()) {
             h2 { (job.spec.name) " " code { (id) } }
@@ -76,6 +164,7 @@ fn body(job: &JobRecord, session: &Session) -> Markup {
                 }
             }
         }
+        (costs)
         section #history {
             h2 { "History" }
             table {
@@ -85,16 +174,6 @@ fn body(job: &JobRecord, session: &Session) -> Markup {
                         td { (e.worker.as_deref().unwrap_or("")) } td { (e.detail.as_deref().unwrap_or("")) } }
                 }
             }
-        }
-        section {
-            h2 { "Log" }
-            pre #log data-stream=(format!("/ui/jobs/{id}/logs/stream")) {}
-            p.muted #log-state { "Following…" }
-            script { (PreEscaped(FOLLOW)) }
-        }
-        section {
-            h2 { "Spec" }
-            pre #spec { (spec) }
         }
     }
 }

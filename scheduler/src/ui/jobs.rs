@@ -117,19 +117,20 @@ pub(super) async fn list(State(api): State<Api>, session: Result<Session, NoSess
     };
     let listed = async {
         let filters = Filters::parse(&uri)?;
-        let page = api.app.list(&session.caller, filters.filter()?).await?;
+        let mut page = api.app.list(&session.caller, filters.filter()?).await?;
+        api.app.explain_waiting(&mut page.jobs).await?;
         Ok::<_, AppError>((filters, page))
     }
     .await;
     match listed {
         Ok((filters, jobs)) => {
-            maud_response(page("Jobs", Some(&session), body(&filters, &jobs))).into_response()
+            maud_response(page("Jobs", Some(&session), body(&api, &filters, &jobs))).into_response()
         }
         Err(e) => error_page(Some(&session), &e),
     }
 }
 
-fn body(f: &Filters, jobs: &crate::app::JobPage) -> Markup {
+fn body(api: &Api, f: &Filters, jobs: &crate::app::JobPage) -> Markup {
     const STATES: [&str; 8] = [
         "deferred",
         "queued",
@@ -163,7 +164,7 @@ fn body(f: &Filters, jobs: &crate::app::JobPage) -> Markup {
             @if jobs.jobs.is_empty() { p.muted { "No job matches." } }
             @else {
                 table #jobs {
-                    tr { th { "job" } th { "name" } th { "team" } th { "state" } th { "priority" } th.num { "GPUs" } th { "enqueued" } th { "where it is" } }
+                    tr { th { "job" } th { "name" } th { "team" } th { "state" } th { "priority" } th.num { "GPUs" } th { "enqueued" } th { "where it is" } th.num { "cost so far" } }
                     @for j in &jobs.jobs {
                         tr.job data-id=(j.id.as_str()) data-state=(j.state.to_string()) {
                             td { a href=(format!("/ui/jobs/{}", j.id.as_str())) { code { (j.id.as_str()) } } }
@@ -176,6 +177,7 @@ fn body(f: &Filters, jobs: &crate::app::JobPage) -> Markup {
                                 @else if let Some(w) = &j.worker { "on " (w) }
                                 @if let Some(p) = &j.progress { " · " (p) }
                             }
+                            td.num { (api.app.cost_so_far(j).unwrap_or_default()) }
                         }
                     }
                 }

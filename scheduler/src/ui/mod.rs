@@ -5,6 +5,8 @@
 //! sign-in; every page is the [`crate::app`] call the API makes, with the same
 //! [`crate::app::Caller`], so a team's session sees its own team only.
 
+mod chart;
+mod costs;
 mod job;
 mod jobs;
 mod overview;
@@ -26,8 +28,12 @@ pub fn router(api: Api, shutdown: tokio_util::sync::CancellationToken) -> Router
     Router::new()
         .route("/ui", get(overview::show))
         .route("/ui/overview.part", get(overview::part))
+        .route("/ui/costs", get(costs::show))
+        .route("/ui/costs.part", get(costs::part))
+        .route("/ui/costs.csv", get(costs::csv))
         .route("/ui/jobs", get(jobs::list))
         .route("/ui/jobs/{id}", get(job::show))
+        .route("/ui/jobs/{id}/part", get(job::part))
         .route("/ui/jobs/{id}/logs/stream", get(job::follow))
         .route("/ui/jobs/{id}/cancel", post(job::cancel))
         .route("/ui/jobs/{id}/retry", post(job::retry))
@@ -47,12 +53,12 @@ fn page(title: &str, signed_in: Option<&session::Session>, body: Markup) -> Mark
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · gpuq" }
-                style { (maud::PreEscaped(STYLE)) }
+                style { (maud::PreEscaped(STYLE)) (maud::PreEscaped(chart::STYLE)) }
             }
             body {
                 header {
                     a.brand href="/ui" { "gpuq" }
-                    @if signed_in.is_some() { nav { a href="/ui" { "Overview" } " " a href="/ui/jobs" { "Jobs" } } }
+                    @if signed_in.is_some() { nav { a href="/ui" { "Overview" } " " a href="/ui/jobs" { "Jobs" } " " a href="/ui/costs" { "Costs" } } }
                     @if let Some(s) = signed_in {
                         span.who { (s.caller.actor) " · " (s.caller.role.as_str())
                             @if let Some(team) = &s.caller.team { " · team " (team) } }
@@ -85,7 +91,57 @@ th{font-weight:600;color:#5a6372}
 .muted{color:#7a8391}
 .error{background:#fdecec;border:1px solid #f3b7b7;padding:.6em 1em;border-radius:6px}
 svg.bar rect.used{fill:#3b6fd8} svg.bar rect.reserved{fill:#e2a03f} svg.bar rect.free{fill:#e4e8ee}
+svg.bar rect.spent{fill:#3b6fd8} svg.bar rect.committed{fill:#a9c0ef} svg.bar line.warn{stroke:#d64545;stroke-width:2}
+tr.over-warn td.pct{color:#d64545;font-weight:600}
+.cols{display:grid;grid-template-columns:1fr 1fr;gap:1em} .cols>section{margin:0}
 ";
+
+/// The live part of a page: `inner`, replaced by what `part` answers whenever that
+/// changes. The browser polls every second with the ETag it has, so an unchanged part
+/// costs a 304 and no rendering; a lost session reloads the page, which then goes to
+/// sign in saying why.
+fn live(part: &str, inner: Markup) -> Markup {
+    html! {
+        div #live data-part=(part) { (inner) }
+        script { (maud::PreEscaped(POLL)) }
+    }
+}
+
+const POLL: &str = r#"
+(function () {
+  var live = document.getElementById('live');
+  var etag = null;
+  function tick() {
+    var h = etag ? { 'If-None-Match': etag } : {};
+    fetch(live.dataset.part, { headers: h, credentials: 'same-origin' }).then(function (r) {
+      if (r.status === 401) { location.reload(); return; }
+      if (r.status === 200) {
+        etag = r.headers.get('ETag');
+        return r.text().then(function (t) { live.innerHTML = t; });
+      }
+    }).catch(function () {}).then(function () { setTimeout(tick, 1000); });
+  }
+  setTimeout(tick, 1000);
+})();
+"#;
+
+/// `html` with its ETag (a SHA-256 prefix), or 304 when the browser already has it.
+fn part_response(headers: &HeaderMap, html: String) -> Response {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(html.as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    let etag = format!("\"{hex}\"");
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    let cache = [(header::ETAG, etag), (header::CACHE_CONTROL, "no-cache".into())];
+    if fresh {
+        (StatusCode::NOT_MODIFIED, cache).into_response()
+    } else {
+        (cache, axum::response::Html(html)).into_response()
+    }
+}
 
 /// How a page answers a request without a usable session: to the sign-in page, saying
 /// why; a fault of Redis or the store is a 503 page, not a sign-in loop.
@@ -93,6 +149,7 @@ impl IntoResponse for NoSession {
     fn into_response(self) -> Response {
         match self {
             NoSession::Missing => Redirect::to("/ui/login").into_response(),
+            NoSession::Expired => Redirect::to("/ui/login?why=expired").into_response(),
             NoSession::Refused => Redirect::to("/ui/login?why=refused").into_response(),
             NoSession::Fault(e) => error_page(None, &e),
         }
@@ -121,6 +178,7 @@ async fn login_form(
 ) -> Response {
     let note = match q.why.as_deref() {
         Some("refused") => Some("Your token was revoked or has expired: sign in with a valid one."),
+        Some("expired") => Some("Your session has expired or was signed out: sign in again."),
         _ => None,
     };
     maud_response(login_page(&api, note)).into_response()

@@ -1,18 +1,17 @@
 //! The overview: each priority's depth and oldest wait, pools as bars of used, reserved
 //! and free GPUs, teams against their quotas, live workers, and the running jobs.
 //!
-//! The page polls its own body (`/ui/overview.part`) every second with the ETag of what
-//! it has, so an unchanged overview costs a 304 and no rendering on the browser's side.
+//! The page polls its own body (`/ui/overview.part`, see [`super::live`]).
 
+use super::chart::{lines, Series};
 use super::session::{NoSession, Session};
-use super::{error_page, maud_response, page};
+use super::{error_page, maud_response, page, part_response};
 use crate::api::Api;
-use crate::app::{Dashboard, PoolRow};
+use crate::app::{Activity, App, Dashboard, PoolRow, RUNNING_SHOWN};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use maud::{html, Markup, PreEscaped};
-use sha2::{Digest, Sha256};
+use maud::{html, Markup};
 
 async fn render(api: &Api, session: &Session) -> Result<Markup, Response> {
     let d = api
@@ -20,7 +19,7 @@ async fn render(api: &Api, session: &Session) -> Result<Markup, Response> {
         .dashboard(&session.caller)
         .await
         .map_err(|e| error_page(Some(session), &e))?;
-    Ok(body(&d))
+    Ok(body(&d, &api.app))
 }
 
 /// `GET /ui`.
@@ -33,10 +32,7 @@ pub(super) async fn show(State(api): State<Api>, session: Result<Session, NoSess
         Ok(live) => maud_response(page(
             "Overview",
             Some(&session),
-            html! {
-                div #live { (live) }
-                script { (PreEscaped(POLL)) }
-            },
+            super::live("/ui/overview.part", live),
         ))
         .into_response(),
         Err(r) => r,
@@ -53,47 +49,11 @@ pub(super) async fn part(
         Ok(s) => s,
         Err(no) => return no.for_script(),
     };
-    let html = match render(&api, &session).await {
-        Ok(m) => m.into_string(),
-        Err(r) => return r,
-    };
-    let digest = Sha256::digest(html.as_bytes());
-    let etag = format!(
-        "\"{}\"",
-        digest[..12]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == etag);
-    let cache = [(header::ETAG, etag), (header::CACHE_CONTROL, "no-cache".into())];
-    if fresh {
-        (StatusCode::NOT_MODIFIED, cache).into_response()
-    } else {
-        (cache, axum::response::Html(html)).into_response()
+    match render(&api, &session).await {
+        Ok(m) => part_response(&headers, m.into_string()),
+        Err(r) => r,
     }
 }
-
-/// Replaces the overview's body when it changed; a lost session goes to sign in.
-const POLL: &str = r#"
-(function () {
-  var etag = null;
-  function tick() {
-    var h = etag ? { 'If-None-Match': etag } : {};
-    fetch('/ui/overview.part', { headers: h, credentials: 'same-origin' }).then(function (r) {
-      if (r.status === 401) { location.href = '/ui/login?why=refused'; return; }
-      if (r.status === 200) {
-        etag = r.headers.get('ETag');
-        return r.text().then(function (t) { document.getElementById('live').innerHTML = t; });
-      }
-    }).catch(function () {}).then(function () { setTimeout(tick, 1000); });
-  }
-  setTimeout(tick, 1000);
-})();
-"#;
 
 fn ago(ms: Option<u64>) -> String {
     match ms {
@@ -117,15 +77,38 @@ fn bar(p: &PoolRow) -> Markup {
     }
 }
 
-fn body(d: &Dashboard) -> Markup {
+/// Jobs that ended per minute over the last hour, succeeded against failed.
+fn activity(a: &Activity) -> Markup {
+    let series = [
+        Series {
+            label: "succeeded",
+            class: "ok",
+            values: a.succeeded.iter().map(|&n| n as f64).collect(),
+        },
+        Series {
+            label: "failed",
+            class: "bad",
+            values: a.failed.iter().map(|&n| n as f64).collect(),
+        },
+    ];
+    html! {
+        section #activity {
+            h2 { "Ended per minute, last hour" }
+            @if let Some(e) = &a.error { p.error { "The store cannot be read, so there is no history to draw: " (e) } }
+            @else { (lines("activity-chart", &series, "an hour ago", "now", |top| format!("{top:.0}/min"))) }
+        }
+    }
+}
+
+fn body(d: &Dashboard, app: &App) -> Markup {
     html! {
         section #queues {
             h2 { "Queues" }
             table {
                 tr { th { "priority" } th.num { "queued" } th.num { "held by quota or cap" } th { "oldest wait" } }
                 @for q in &d.queues {
-                    tr data-priority=(q.priority.as_str()) {
-                        td { (q.priority.as_str()) }
+                    tr data-priority=(q.priority.alias()) {
+                        td { (q.priority.alias()) " " span.muted { "(" (q.priority.as_str()) ")" } }
                         td.num.depth { (q.depth) }
                         td.num { (q.parked) }
                         td { (ago(q.oldest_age_ms)) }
@@ -135,6 +118,7 @@ fn body(d: &Dashboard) -> Markup {
             p.muted { (format!("{:.1}", d.throughput_per_min)) " jobs finished per minute over the last 10 minutes · "
                 (d.retrying) " retrying · " (d.dead) " dead · " (d.health.store_pending) " transitions waiting for the store" }
         }
+        (activity(&d.activity))
         section #pools {
             h2 { "GPU pools" }
             @if d.pools.is_empty() { p.muted { "No pools are configured (see scheduler quota apply)." } }
@@ -179,14 +163,18 @@ fn body(d: &Dashboard) -> Markup {
             h2 { "Running" }
             @if d.running.is_empty() { p.muted { "Nothing is running." } }
             @else {
+                @if d.running.len() >= RUNNING_SHOWN {
+                    p.muted { "The first " (RUNNING_SHOWN) " running jobs; " a href="/ui/jobs?state=running" { "all of them" } "." }
+                }
                 table {
-                    tr { th { "job" } th { "name" } th { "team" } th.num { "GPUs" } th { "worker" } th { "progress" } }
+                    tr { th { "job" } th { "name" } th { "team" } th.num { "GPUs" } th { "worker" } th { "progress" } th.num { "cost so far" } }
                     @for j in &d.running {
                         tr.job data-id=(j.id.as_str()) data-state=(j.state.to_string()) {
                             td { a href=(format!("/ui/jobs/{}", j.id.as_str())) { code { (j.id.as_str()) } } } td { (j.spec.name) } td { (j.spec.team) }
                             td.num { (j.spec.resources.gpus) }
                             td { (j.worker.as_deref().unwrap_or("–")) }
                             td { (j.progress.as_deref().unwrap_or("–")) }
+                            td.num { (app.cost_so_far(j).unwrap_or_default()) }
                         }
                     }
                 }

@@ -36,8 +36,10 @@ pub(super) struct Session {
 /// Why a page request has no session: the page sends the browser to sign in.
 #[derive(Debug)]
 pub(super) enum NoSession {
-    /// No cookie, or one Redis does not know (signed out, or it expired).
+    /// No cookie.
     Missing,
+    /// A cookie Redis does not know: the session expired (or was signed out elsewhere).
+    Expired,
     /// The token behind the session was revoked or expired.
     Refused,
     /// Redis or the store is not answering.
@@ -111,12 +113,12 @@ impl FromRequestParts<Api> for Session {
             .ui_session(&token_hash(&id))
             .await
             .map_err(|e| NoSession::Fault(e.into()))?
-            .ok_or(NoSession::Missing)?;
-        let stored: Stored = serde_json::from_str(&raw).map_err(|_| NoSession::Missing)?;
+            .ok_or(NoSession::Expired)?;
+        let stored: Stored = serde_json::from_str(&raw).map_err(|_| NoSession::Expired)?;
         let caller = if stored.token.is_empty() {
             if !api.insecure {
                 // A session made while the server ran without authentication.
-                return Err(NoSession::Missing);
+                return Err(NoSession::Expired);
             }
             Caller::unauthenticated()
         } else {
@@ -134,8 +136,8 @@ impl FromRequestParts<Api> for Session {
 }
 
 impl NoSession {
-    /// The answer to a script's request (a poll, a log stream): 401 sends the page to
-    /// sign in; a fault of Redis or the store is a 503 page.
+    /// The answer to a script's request (a poll, a log stream): 401, on which the page
+    /// reloads itself and so goes to sign in with the reason said; a fault of Redis or the store is a 503 page.
     pub(super) fn for_script(self) -> axum::response::Response {
         use axum::response::IntoResponse;
         match self {

@@ -40,18 +40,23 @@ local done = {}
 
 local function finish(id, attempt, outcome, code, reason, delay)
   local jk = prefix .. ':job:' .. id
-  local limit, cancel
+  local limit, cancel, asked
   -- A success needs nothing from the hash when the worker says which attempt it was:
   -- the lease proves that attempt is the job's current one.
   if outcome ~= 'succeeded' or attempt == '0' then
     local a
-    a, limit, cancel = unpack(redis.call('HMGET', jk, 'attempt', 'attempt_limit', 'cancel_requested'))
+    a, limit, cancel, asked = unpack(redis.call('HMGET', jk, 'attempt', 'attempt_limit', 'cancel_requested', 'reason'))
     -- Read and checked before anything is written (a write is not undone when a later
     -- step raises).
     if not tonumber(a) or not tonumber(limit) then error('job ' .. id .. ' has no attempt or attempt limit') end
     attempt = a
   end
-  if cancel == '1' and outcome ~= 'succeeded' then outcome = 'cancelled' end
+  if cancel == '1' and outcome ~= 'succeeded' then
+    outcome = 'cancelled'
+    -- The cancellation's own reason ("cancelled by <who>: <why>", kept by cancel.lua)
+    -- says who stopped the job; the worker only knows that it was stopped.
+    if asked and asked ~= '' then reason = asked end
+  end
 
   local extra = nil
   if code ~= '' then extra = { code = code } end
