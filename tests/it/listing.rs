@@ -122,3 +122,74 @@ async fn a_deep_page_by_cursor_reads_about_a_page_where_an_offset_reads_everythi
         "{offset_reads} job reads for a page by offset"
     );
 }
+
+/// The dashboard's running jobs come from the leases: newest first, a team's only when
+/// asked, and without reading the hashes of the jobs queued behind them.
+#[tokio::test(flavor = "multi_thread")]
+async fn running_jobs_are_found_from_the_leases_without_reading_the_queue() {
+    let redis = PrivateRedis::start().await;
+    let env = TestEnv::new().await;
+    let q = RedisQueue::connect(&redis.url, &env.ns).await.unwrap();
+    let mut specs = Vec::new();
+    for (i, team) in ["vision", "nlp", "vision"].iter().enumerate() {
+        let mut s = sh(&format!("run-{i}"), "true");
+        s.team = team.to_string();
+        specs.push(s);
+    }
+    let running: Vec<String> = q
+        .enqueue_batch(specs)
+        .await
+        .unwrap()
+        .ids
+        .iter()
+        .map(|i| i.to_string())
+        .collect();
+    enqueue(&q, 10, 100).await;
+    let w = common::WorkerId::generate("listing-test");
+    q.heartbeat(
+        &common::WorkerInfo::starting(&w, "t", "t", 3),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(q.claim_many(&w, 3).await.unwrap().len(), 3);
+
+    let before = hash_reads(&redis).await;
+    let all: Vec<String> = q
+        .running_jobs(None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id.to_string())
+        .collect();
+    let reads = hash_reads(&redis).await - before;
+    // The three running, in the listing's order (newest first), and only their hashes.
+    let mut records = Vec::new();
+    for id in &running {
+        records.push(q.get(&id.parse().unwrap()).await.unwrap().unwrap());
+    }
+    records.sort_by(common::listing_order);
+    let in_order = |team: Option<&str>| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| team.is_none_or(|t| r.spec.team == t))
+            .map(|r| r.id.to_string())
+            .collect()
+    };
+    assert_eq!(all, in_order(None));
+    assert!(
+        reads <= 3,
+        "{reads} hash reads for 3 running jobs behind 1,000 queued"
+    );
+    let vision: Vec<String> = q
+        .running_jobs(Some("vision"), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id.to_string())
+        .collect();
+    assert_eq!(vision, in_order(Some("vision")));
+    assert_eq!(vision.len(), 2);
+    assert_eq!(q.running_jobs(None, 1).await.unwrap().len(), 1);
+    assert!(q.running_jobs(Some("nobody"), 10).await.unwrap().is_empty());
+}

@@ -1,7 +1,7 @@
 //! The dashboard: queues, pools, teams, workers, running jobs and recent failures.
 
 use super::{App, AppResult, Caller, PoolRow, Role, TeamRow};
-use common::{now_ms, JobRecord, JobState, ListFilter, Priority, WorkerInfo};
+use common::{now_ms, JobRecord, JobState, Priority, WorkerInfo};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -148,12 +148,7 @@ impl App {
             })
             .collect();
         let running = queue
-            .list(&ListFilter {
-                state: Some(JobState::Running),
-                team: caller.team.clone(),
-                limit: RUNNING_SHOWN,
-                ..ListFilter::default()
-            })
+            .running_jobs(caller.team.as_deref(), RUNNING_SHOWN)
             .await?
             .into_iter()
             .map(JobRecord::redacted)
