@@ -192,6 +192,8 @@ async fn a_team_signs_in_watches_a_job_queue_run_and_succeed_and_reads_its_log_a
     );
     let ui = serve_ui(&env, &[]).await;
     let browser = Browser::start().await;
+    browser.open(&format!("{}/ui/login", ui.base)).await;
+    browser.screenshot("login").await;
     browser.sign_in(&ui, &lead).await;
     let who = browser.text("header .who").await.unwrap();
     assert!(who.contains("team vision") && who.contains("submitter"), "{who}");
@@ -447,5 +449,12 @@ async fn the_budget_bar_crosses_its_warn_mark_when_a_jobs_cost_is_recorded() {
         )
         .await;
     browser.screenshot("costs").await;
+    // The job's own page has the recorded cost of its attempt.
+    browser.open(&format!("{}/ui/jobs/ui-costly", ui.base)).await;
+    browser
+        .wait_text("the job's recorded cost", "#recorded", |t| {
+            t.starts_with('$') && t.contains("for 1 ended attempt run(s)")
+        })
+        .await;
     browser.close().await;
 }

@@ -671,6 +671,9 @@ async fn cost_reports_total_recorded_attempts(url: &str) {
     drain_all(&env.queue, &store, None, Some(pricer)).await.unwrap();
     // Replaying the outbox must not record a cost twice.
     assert_eq!(store.attempt_costs(0, u64::MAX / 2).await.unwrap().len(), 3);
+    // Per job: the flaky one's two attempt runs, $1.50 each.
+    assert_eq!(store.job_spent(first.id.as_str()).await.unwrap(), (3_000_000, 2));
+    assert_eq!(store.job_spent("no-such-job").await.unwrap(), (0, 0));
 
     let out = env.scheduler(&["cost", "report", "--from", "1h", "--by", "team", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));

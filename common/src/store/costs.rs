@@ -79,6 +79,22 @@ impl JobStore {
         row.try_get("spent").map_err(store_err)
     }
 
+    /// What a job's ended attempts cost, recorded when each ended: micro-units and the
+    /// number of attempt runs (by the primary key's `job_id` prefix).
+    pub async fn job_spent(&self, job_id: &str) -> Result<(i64, u64)> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS spent, COUNT(*) AS runs \
+             FROM attempt_costs WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(store_err)?;
+        let spent: i64 = row.try_get("spent").map_err(store_err)?;
+        let runs: i64 = row.try_get("runs").map_err(store_err)?;
+        Ok((spent, runs.max(0) as u64))
+    }
+
     /// The team's jobs that still hold budget: queued, retrying or running.
     pub async fn unfinished(&self, team: &str) -> Result<Vec<JobRecord>> {
         let mut out = Vec::new();

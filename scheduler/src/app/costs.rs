@@ -575,6 +575,13 @@ fn epoch_metrics(lines: &[String]) -> Vec<cost::EpochMetrics> {
 }
 
 impl App {
+    /// What the job's ended attempts cost, as recorded: the amount and how many attempt
+    /// runs it covers. The caller must already have read the job (`App::job`).
+    pub async fn recorded_cost(&self, job: &common::JobRecord) -> AppResult<(cost::Money, u64)> {
+        let (micros, runs) = self.store().await?.job_spent(job.id.as_str()).await?;
+        Ok((cost::Money::from_micros(micros), runs))
+    }
+
     /// What a running job's current attempt has cost so far at on-demand rates, formatted;
     /// `None` for a job that is not running. No I/O: the dashboard prices each running row.
     pub fn cost_so_far(&self, job: &common::JobRecord) -> Option<String> {

@@ -92,6 +92,7 @@ async fn costs(api: &Api, session: &Session, job: &JobRecord) -> Markup {
         .app
         .estimate(&session.caller, std::slice::from_ref(&job.spec), false, None)
         .await;
+    let recorded = api.app.recorded_cost(job).await;
     let forecast = match job.state {
         JobState::Running => Some(api.app.forecast(&session.caller, &job.id).await),
         _ => None,
@@ -103,6 +104,13 @@ async fn costs(api: &Api, session: &Session, job: &JobRecord) -> Markup {
                 tr { th { "estimate" } td.num #estimate {
                     @match &estimate {
                         Ok(e) => { @if let Some(e) = e.first() { (e.cost) " for ~" (crate::format::short_duration(e.duration_secs * 1000)) span.muted { " (" (e.basis) ")" } } }
+                        Err(e) => { span.error { (e.to_string()) } }
+                    }
+                } }
+                tr { th { "recorded" } td.num #recorded {
+                    @match &recorded {
+                        Ok((m, 0)) => { (currency.format(*m)) span.muted { " (no attempt has ended yet)" } }
+                        Ok((m, runs)) => { (currency.format(*m)) span.muted { " for " (runs) " ended attempt run(s)" } }
                         Err(e) => { span.error { (e.to_string()) } }
                     }
                 } }
@@ -168,9 +176,11 @@ fn body(job: &JobRecord, session: &Session, costs: Markup) -> Markup {
         section #history {
             h2 { "History" }
             table {
-                tr { th { "when" } th { "state" } th.num { "attempt" } th { "worker" } th { "detail" } }
+                tr { th { "when" } th.num { "after enqueue" } th { "state" } th.num { "attempt" } th { "worker" } th { "detail" } }
                 @for e in &job.events {
-                    tr { td { (when(e.at)) } td { (e.state.to_string()) } td.num { (e.attempt) }
+                    tr data-state=(e.state.to_string()) { td { (when(e.at)) }
+                        td.num { "+" (crate::format::short_duration(e.at.saturating_sub(job.enqueued_at))) }
+                        td { (e.state.to_string()) } td.num { (e.attempt) }
                         td { (e.worker.as_deref().unwrap_or("")) } td { (e.detail.as_deref().unwrap_or("")) } }
                 }
             }
