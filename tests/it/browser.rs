@@ -19,7 +19,12 @@ const LONG: Duration = Duration::from_secs(60);
 struct Browser {
     client: Client,
     _driver: Reaped,
+    /// One Chromium at a time: several at once on two cores starve the other tests'
+    /// processes (heartbeats, timed waits) running beside them.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn program(var: &str, default: &str) -> String {
     let path = std::env::var(var).unwrap_or_else(|_| default.to_string());
@@ -32,6 +37,7 @@ fn program(var: &str, default: &str) -> String {
 
 impl Browser {
     async fn start() -> Browser {
+        let turn = TURN.lock().await;
         let chromium = program("CHROMIUM", "/usr/bin/chromium");
         let port = free_port();
         let driver = Command::new(program("CHROMEDRIVER", "/usr/bin/chromedriver"))
@@ -72,6 +78,7 @@ impl Browser {
         Browser {
             client,
             _driver: driver,
+            _turn: turn,
         }
     }
 

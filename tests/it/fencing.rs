@@ -98,14 +98,47 @@ async fn a_live_worker_cut_off_from_redis_stops_its_job_before_another_copy_star
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_claim_reply_does_not_leave_the_job_running_forever() {
-    let env = TestEnv::new().await;
-    let target = redis_url().trim_start_matches("redis://").to_string();
-    let link = FaultyLink::to(&target).await;
+    // A Redis of its own, so that the worker's blocked wait is the only one it lists.
+    let redis = crate::servers::PrivateRedis::start().await;
+    let mut env = TestEnv::new().await;
+    env.queue = common::queue::RedisQueue::connect(&redis.url, &env.ns)
+        .await
+        .unwrap();
+    let link = FaultyLink::to(&format!("127.0.0.1:{}", redis.port)).await;
     // A lease long enough that the worker does not fence itself while replies are lost
-    // (it would then claim nothing): its claim goes out and is never answered.
-    let worker = env.worker_via(&link.redis_url(), &["--id", "deaf", "--heartbeat-ttl", "20s"]);
-    wait_for("the worker to heartbeat", LONG, || async {
-        (!env.queue.workers().await.unwrap().is_empty()).then_some(())
+    // (it would then claim nothing): its claim goes out and is never answered. A long
+    // idle wait, so that replies are muted while the worker is blocked in it: then the
+    // enqueue's wake-up is what sends the claim. (Muted while an idle claim of its own is
+    // on its way, the worker would wait for that reply instead, and claim nothing.)
+    let worker = env.worker_via(
+        &link.redis_url(),
+        &["--id", "deaf", "--heartbeat-ttl", "20s", "--idle-timeout", "10s"],
+    );
+    let raw = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    wait_for("the worker to block in its wait for work", LONG, || {
+        let mut raw = raw.clone();
+        async move {
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query_async(&mut raw)
+                .await
+                .ok()?;
+            // Blocked for at most 3 s of its 10: the wait has 7 s to go.
+            clients
+                .lines()
+                .any(|l| {
+                    l.contains("cmd=blpop")
+                        && l.split_whitespace()
+                            .find_map(|f| f.strip_prefix("idle="))
+                            .and_then(|v| v.parse::<u64>().ok())
+                            .is_some_and(|idle| idle <= 3)
+                })
+                .then_some(())
+        }
     })
     .await;
     // Replies are dropped from now on: the claim runs in Redis, its answer never arrives.
