@@ -158,6 +158,17 @@ enum Bench {
         #[arg(long, default_value_t = 200)]
         samples: usize,
     },
+    /// gpuq's side of `loadtests/peers/run.sh`: JOBS no-op jobs enqueued in bulk while the
+    /// workers run (library batches, then `scheduler batch`), timed until the last is
+    /// done; and Redis commands per enqueued job.
+    Peer {
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        workers: Vec<u32>,
+        #[arg(long, default_value_t = 64)]
+        concurrency: u32,
+    },
     /// Write a synthetic trace for `replay`.
     Trace {
         #[arg(long, default_value_t = 1000)]
@@ -244,6 +255,11 @@ async fn main() -> Result<()> {
             rows
         }
         Bench::Preemption { reps, exit_ms } => bench::preemption::run(url, reps, exit_ms).await?,
+        Bench::Peer {
+            jobs,
+            workers,
+            concurrency,
+        } => bench::peer::run(url, jobs, &workers, concurrency).await?,
         Bench::Ui {
             queued,
             running,

@@ -10,6 +10,7 @@ pub(crate) mod enqueue;
 pub(crate) mod footprint;
 pub(crate) mod latency;
 pub(crate) mod memory;
+pub(crate) mod peer;
 pub(crate) mod preemption;
 pub(crate) mod replay;
 pub(crate) mod ui;
