@@ -92,6 +92,22 @@ impl Bench {
         Ok(self.children.len() - 1)
     }
 
+    /// Creates an API token in this namespace with `scheduler token create ARGS`, on the
+    /// store at `database_url`; returns its secret.
+    pub(crate) fn token(&self, database_url: &str, args: &[&str]) -> Result<String> {
+        let out = Command::new(bin("scheduler")?)
+            .args(["token", "create"])
+            .args(args)
+            .env("REDIS_URL", &self.url)
+            .env("GPUQ_NAMESPACE", &self.ns)
+            .env("DATABASE_URL", database_url)
+            .output()?;
+        if !out.status.success() {
+            bail!("token create: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
     pub(crate) fn pid(&self, i: usize) -> u32 {
         self.children[i].id()
     }
@@ -233,6 +249,11 @@ pub(crate) async fn command_calls(url: &str) -> Result<HashMap<String, u64>> {
             Some((cmd, calls))
         })
         .collect())
+}
+
+/// A loopback port nothing listens on now.
+pub(crate) fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Resident memory of a process in bytes, from /proc.

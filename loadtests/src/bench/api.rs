@@ -4,11 +4,10 @@
 //! outbox, as in production); each case starts once it has caught up.
 
 use super::{noop, rate};
-use crate::env::{bin, settled_rss, wait_until, Bench};
-use crate::report::Row;
+use crate::env::{free_port, settled_rss, wait_until, Bench};
+use crate::report::{percentile, Row};
 use anyhow::{bail, Context, Result};
 use common::Priority;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CLIENTS: usize = 16;
@@ -19,31 +18,12 @@ struct Api {
     token: String,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 async fn start(b: &mut Bench) -> Result<(Api, usize)> {
     let db = common::store::sqlite_url(&b.dir.join("jobs.db"));
-    let out = Command::new(bin("scheduler")?)
-        .args([
-            "token",
-            "create",
-            "--team",
-            "bench",
-            "--role",
-            "submitter",
-            "--name",
-            "bench",
-        ])
-        .env("REDIS_URL", &b.url)
-        .env("GPUQ_NAMESPACE", &b.ns)
-        .env("DATABASE_URL", &db)
-        .output()?;
-    if !out.status.success() {
-        bail!("token create: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let token = String::from_utf8(out.stdout)?.trim().to_string();
+    let token = b.token(
+        &db,
+        &["--team", "bench", "--role", "submitter", "--name", "bench"],
+    )?;
     let listen = format!("127.0.0.1:{}", free_port()?);
     let i = b.serve_args(&db, &[], &["--api", "--listen", &listen])?;
     let base = format!("http://{listen}");
@@ -157,10 +137,6 @@ async fn settle(b: &Bench) -> Result<()> {
     .await
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -213,7 +189,7 @@ pub(crate) async fn run(url: &str, singles: usize, batches: usize) -> Result<Vec
         .note(format!("{:.2} of the library", as_ / ls)),
     );
     lat.sort_by(f64::total_cmp);
-    for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+    for (name, p) in [("p50", 50.0), ("p99", 99.0)] {
         rows.push(Row::new(
             "api",
             format!("API single enqueue latency {name}"),

@@ -7,16 +7,11 @@
 //! pages are measured.
 
 use super::noop;
-use crate::env::{bin, wait_until, Bench};
+use crate::env::{free_port, wait_until, Bench};
 use crate::report::{percentile, Row};
 use anyhow::{bail, Context, Result};
 use common::{Priority, WorkerId, WorkerInfo};
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
 
 /// One timed GET: milliseconds and bytes of body.
 fn timed(agent: &ureq::Agent, url: &str, header: (&str, &str)) -> Result<(f64, usize)> {
@@ -33,16 +28,7 @@ fn timed(agent: &ureq::Agent, url: &str, header: (&str, &str)) -> Result<(f64, u
 pub(crate) async fn run(url: &str, queued: usize, running: usize, samples: usize) -> Result<Vec<Row>> {
     let mut b = Bench::new(url, "ui").await?;
     let db = common::store::sqlite_url(&b.dir.join("jobs.db"));
-    let out = Command::new(bin("scheduler")?)
-        .args(["token", "create", "--role", "admin", "--name", "bench-ui"])
-        .env("REDIS_URL", &b.url)
-        .env("GPUQ_NAMESPACE", &b.ns)
-        .env("DATABASE_URL", &db)
-        .output()?;
-    if !out.status.success() {
-        bail!("token create: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let token = String::from_utf8(out.stdout)?.trim().to_string();
+    let token = b.token(&db, &["--role", "admin", "--name", "bench-ui"])?;
 
     // The jobs: `running` leased by one worker that heartbeats, `queued` behind them.
     let worker = WorkerId::generate("bench-ui");
@@ -113,7 +99,7 @@ pub(crate) async fn run(url: &str, queued: usize, running: usize, samples: usize
     .await??;
     let shape = format!("{queued} queued, {running} running");
     let mut rows = Vec::new();
-    for (name, p) in [("p50", 0.5), ("p95", 0.95)] {
+    for (name, p) in [("p50", 50.0), ("p95", 95.0)] {
         let (u, a) = (percentile(&ui, p), percentile(&api, p));
         rows.push(
             Row::new("ui", format!("overview page {name} ({shape})"), u, "ms")
