@@ -516,7 +516,12 @@ async fn the_queue_keeps_working_while_the_store_is_down_and_nothing_is_lost() {
         (env.queue.outbox_len().await.unwrap() == 0).then_some(())
     })
     .await;
-    assert!(serve.log().contains("job store writes resumed"));
+    // The drainer says so once the write that emptied the outbox has returned: just
+    // after the outbox is seen empty, not necessarily before.
+    wait_for("the resumption to be reported", LONG, || async {
+        serve.log().contains("job store writes resumed").then_some(())
+    })
+    .await;
     for id in during.iter().chain(&before) {
         let rec = store.get(id).await.unwrap().unwrap();
         assert_eq!(states(&rec.events), ["queued", "running", "succeeded"], "{id}");
