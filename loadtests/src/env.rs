@@ -108,6 +108,21 @@ impl Bench {
         Ok(String::from_utf8(out.stdout)?.trim().to_string())
     }
 
+    /// `scheduler serve --api` on a free loopback port, once `probe` (a path) answers;
+    /// returns its base URL and its index in `children`.
+    pub(crate) async fn serve_api(&mut self, database_url: &str, probe: &str) -> Result<(String, usize)> {
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let i = self.serve_args(database_url, &[], &["--api", "--listen", &listen])?;
+        let base = format!("http://{listen}");
+        let probe = format!("{base}{probe}");
+        wait_until("serve --api to answer", Duration::from_secs(30), || {
+            let probe = probe.clone();
+            async move { Ok(tokio::task::spawn_blocking(move || ureq::get(&probe).call().is_ok()).await?) }
+        })
+        .await?;
+        Ok((base, i))
+    }
+
     pub(crate) fn pid(&self, i: usize) -> u32 {
         self.children[i].id()
     }
@@ -252,7 +267,7 @@ pub(crate) async fn command_calls(url: &str) -> Result<HashMap<String, u64>> {
 }
 
 /// A loopback port nothing listens on now.
-pub(crate) fn free_port() -> Result<u16> {
+fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

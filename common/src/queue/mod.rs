@@ -8,6 +8,7 @@ mod admin;
 mod enqueue;
 pub mod keys;
 mod lease;
+mod listing;
 mod outbox;
 mod preempt;
 mod quota;

@@ -4,7 +4,7 @@
 //! outbox, as in production); each case starts once it has caught up.
 
 use super::{noop, rate};
-use crate::env::{free_port, settled_rss, wait_until, Bench};
+use crate::env::{settled_rss, wait_until, Bench};
 use crate::report::{percentile, Row};
 use anyhow::{bail, Context, Result};
 use common::Priority;
@@ -24,15 +24,7 @@ async fn start(b: &mut Bench) -> Result<(Api, usize)> {
         &db,
         &["--team", "bench", "--role", "submitter", "--name", "bench"],
     )?;
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let i = b.serve_args(&db, &[], &["--api", "--listen", &listen])?;
-    let base = format!("http://{listen}");
-    let probe = format!("{base}/openapi.json");
-    wait_until("the API to answer", Duration::from_secs(30), || {
-        let probe = probe.clone();
-        async move { Ok(tokio::task::spawn_blocking(move || ureq::get(&probe).call().is_ok()).await?) }
-    })
-    .await?;
+    let (base, i) = b.serve_api(&db, "/openapi.json").await?;
     Ok((Api { base, token }, i))
 }
 

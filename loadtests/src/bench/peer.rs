@@ -38,17 +38,11 @@ async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, path: Path
     let client = redis::Client::open(url)?;
     let con = client.get_multiplexed_async_connection().await?;
     let finished = b.queue.keys().finished();
-    let specs: Vec<_> = (0..BATCH).map(|_| noop(Priority::Normal)).collect();
 
     let t0 = Instant::now();
     let label = match path {
         Path::Library => {
-            let mut left = jobs;
-            while left > 0 {
-                let n = left.min(BATCH);
-                b.queue.enqueue_batch(specs[..n].to_vec()).await?;
-                left -= n;
-            }
+            enqueue_in_batches(&b, jobs).await?;
             format!("library enqueue_batch x {BATCH}")
         }
         Path::Cli => {
@@ -88,17 +82,23 @@ async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, path: Path
     ])
 }
 
-/// Redis commands per enqueued job (those the scripts run included), no worker running.
-async fn commands_per_job(url: &str, jobs: usize) -> Result<Row> {
-    let b = Bench::new(url, "peer").await?;
+/// `jobs` no-op jobs through the library, `BATCH` a call.
+async fn enqueue_in_batches(b: &Bench, jobs: usize) -> Result<()> {
     let specs: Vec<_> = (0..BATCH).map(|_| noop(Priority::Normal)).collect();
-    let before = command_calls(url).await?;
     let mut left = jobs;
     while left > 0 {
         let n = left.min(BATCH);
         b.queue.enqueue_batch(specs[..n].to_vec()).await?;
         left -= n;
     }
+    Ok(())
+}
+
+/// Redis commands per enqueued job (those the scripts run included), no worker running.
+async fn commands_per_job(url: &str, jobs: usize) -> Result<Row> {
+    let b = Bench::new(url, "peer").await?;
+    let before = command_calls(url).await?;
+    enqueue_in_batches(&b, jobs).await?;
     let after = command_calls(url).await?;
     b.cleanup().await?;
     let mut by: Vec<(String, u64)> = after

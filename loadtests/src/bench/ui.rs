@@ -7,7 +7,7 @@
 //! pages are measured.
 
 use super::noop;
-use crate::env::{free_port, wait_until, Bench};
+use crate::env::{wait_until, Bench};
 use crate::report::{percentile, Row};
 use anyhow::{bail, Context, Result};
 use common::{Priority, WorkerId, WorkerInfo};
@@ -47,15 +47,7 @@ pub(crate) async fn run(url: &str, queued: usize, running: usize, samples: usize
         claimed += got.len();
     }
 
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    b.serve_args(&db, &[], &["--api", "--listen", &listen])?;
-    let base = format!("http://{listen}");
-    let probe = format!("{base}/ui/login");
-    wait_until("the dashboard to answer", Duration::from_secs(30), || {
-        let probe = probe.clone();
-        async move { Ok(tokio::task::spawn_blocking(move || ureq::get(&probe).call().is_ok()).await?) }
-    })
-    .await?;
+    let (base, _) = b.serve_api(&db, "/ui/login").await?;
     // The store catches up with the enqueues before anything is measured.
     let q = &b.queue;
     wait_until("the outbox to drain", Duration::from_secs(300), || async move {

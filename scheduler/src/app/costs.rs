@@ -211,6 +211,44 @@ pub fn check_time(name: &str, ms: Option<u64>) -> AppResult<()> {
     }
 }
 
+/// A report's grouping, named in the error when it is not one.
+pub(crate) fn group_by(raw: &str) -> AppResult<cost::GroupBy> {
+    raw.parse()
+        .map_err(|e| AppError::bad_input(format!("by {raw:?}: {e}")))
+}
+
+/// Start of the period of the same length that ends at `from`, for the report's trend.
+pub(crate) fn previous_from(from: u64, to: u64) -> u64 {
+    from.saturating_sub(to - from)
+}
+
+/// The report over `[from, to)` of `rows`, which also hold the previous period's.
+pub(crate) fn report_of(
+    rows: &[common::store::AttemptCost],
+    from: u64,
+    to: u64,
+    by: cost::GroupBy,
+) -> cost::Report {
+    let rows: Vec<cost::CostRow> = rows
+        .iter()
+        .filter_map(|c| {
+            Some(cost::CostRow {
+                job_id: c.job_id.parse().ok()?,
+                team: c.team.clone(),
+                model_type: c.model_type.clone(),
+                priority: c.priority.parse().ok()?,
+                cost: cost::Money::from_micros(c.cost_micros),
+                run_secs: c.run_ms / 1000,
+                finished_at: utc(c.ended_at),
+                preempted: c.preempted,
+                lost_gpu_ms: c.lost_gpu_ms,
+                lost: cost::Money::from_micros(c.lost_micros),
+            })
+        })
+        .collect();
+    cost::report(&rows, utc(from), utc(to), by)
+}
+
 pub(crate) fn utc(ms: u64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms as i64).unwrap_or_default()
 }
@@ -421,70 +459,29 @@ impl App {
     /// length. A team caller's report covers its own team only.
     pub async fn cost_report(&self, caller: &Caller, r: &ReportRequest) -> AppResult<cost::Report> {
         caller.require(Role::Viewer, "reading cost reports")?;
-        let by: cost::GroupBy =
-            r.by.parse()
-                .map_err(|e| AppError::bad_input(format!("by {:?}: {e}", r.by)))?;
+        let by = group_by(&r.by)?;
         check_time("from", Some(r.from))?;
         check_time("to", r.to)?;
         let to = r.to.unwrap_or_else(common::now_ms);
         if to <= r.from {
             return Err(AppError::bad_input("to must be after from"));
         }
-        let previous_from = r.from.saturating_sub(to - r.from);
-        let rows: Vec<cost::CostRow> = self
-            .store()
-            .await?
-            .attempt_costs(previous_from, to)
-            .await?
-            .into_iter()
-            .filter(|c| caller.sees_team(&c.team))
-            .filter_map(|c| {
-                Some(cost::CostRow {
-                    job_id: c.job_id.parse().ok()?,
-                    team: c.team,
-                    model_type: c.model_type,
-                    priority: c.priority.parse().ok()?,
-                    cost: cost::Money::from_micros(c.cost_micros),
-                    run_secs: c.run_ms / 1000,
-                    finished_at: utc(c.ended_at),
-                    preempted: c.preempted,
-                    lost_gpu_ms: c.lost_gpu_ms,
-                    lost: cost::Money::from_micros(c.lost_micros),
-                })
-            })
-            .collect();
-        Ok(cost::report(&rows, utc(r.from), utc(to), by))
+        let rows = self
+            .visible_attempts(caller, previous_from(r.from, to), to)
+            .await?;
+        Ok(report_of(&rows, r.from, to, by))
     }
 
-    /// The projected cost of a running job from its progress so far.
-    pub async fn forecast(&self, caller: &Caller, id: &JobId) -> AppResult<(cost::Forecast, u32)> {
-        caller.require(Role::Viewer, "forecasting")?;
-        let job = caller.visible(self.queue().get_unexplained(id).await?, id.as_str())?;
-        let (Some(started), common::JobState::Running) = (job.started_at, job.state) else {
-            return Err(AppError::Conflict(format!(
-                "job {id} is {}; only running jobs have a forecast",
-                job.state
-            )));
-        };
-        // Progress is "epoch k/n" from the trainer's JSON lines.
-        let done = job
-            .progress
-            .as_deref()
-            .and_then(|p| p.strip_prefix("epoch "))
-            .and_then(|p| p.split('/').next())
-            .and_then(|k| k.parse().ok())
-            .unwrap_or(0);
-        let f = cost::forecast(
-            &self.pricing().pricing,
-            &Usage::of(&job.spec, false),
-            utc(started),
-            Utc::now(),
-            cost::Progress {
-                epochs_done: done,
-                epochs_total: job.spec.epochs,
-            },
-        );
-        Ok((f, done))
+    /// The recorded attempt costs that ended in `[from, to)`, of the caller's teams.
+    pub(crate) async fn visible_attempts(
+        &self,
+        caller: &Caller,
+        from: u64,
+        to: u64,
+    ) -> AppResult<Vec<common::store::AttemptCost>> {
+        let mut rows = self.store().await?.attempt_costs(from, to).await?;
+        rows.retain(|c| caller.sees_team(&c.team));
+        Ok(rows)
     }
 
     /// Recommendations for a finished run, with what it cost. The run's progress comes
@@ -572,24 +569,4 @@ fn epoch_metrics(lines: &[String]) -> Vec<cost::EpochMetrics> {
             })
         })
         .collect()
-}
-
-impl App {
-    /// What the job's ended attempts cost, as recorded: the amount and how many attempt
-    /// runs it covers. The caller must already have read the job (`App::job`).
-    pub async fn recorded_cost(&self, job: &common::JobRecord) -> AppResult<(cost::Money, u64)> {
-        let (micros, runs) = self.store().await?.job_spent(job.id.as_str()).await?;
-        Ok((cost::Money::from_micros(micros), runs))
-    }
-
-    /// What a running job's current attempt has cost so far at on-demand rates, formatted;
-    /// `None` for a job that is not running. No I/O: the dashboard prices each running row.
-    pub fn cost_so_far(&self, job: &common::JobRecord) -> Option<String> {
-        let started = job
-            .started_at
-            .filter(|_| job.state == common::JobState::Running)?;
-        let pricing = &self.pricing().pricing;
-        let money = pricing.actual_cost(&Usage::of(&job.spec, false), utc(started), Utc::now());
-        Some(pricing.currency().format(money))
-    }
 }

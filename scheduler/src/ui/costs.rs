@@ -6,7 +6,7 @@ use super::chart::{lines, Series, PALETTE};
 use super::session::{NoSession, Session};
 use super::{error_page, maud_response, page, part_response};
 use crate::api::Api;
-use crate::app::{AppError, DailySpend, ReportRequest, Standing, DAY_MS};
+use crate::app::{AppError, DailySpend, Standing, DAY_MS};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
@@ -43,11 +43,6 @@ impl Query {
         };
         Ok((q, days))
     }
-
-    fn query_string(&self, days: u32) -> String {
-        serde_urlencoded::to_string([("by", self.by.as_str()), ("days", &days.to_string())])
-            .unwrap_or_default()
-    }
 }
 
 /// What the page shows.
@@ -59,20 +54,17 @@ struct Costs {
     days: u32,
 }
 
+impl Costs {
+    /// The query that shows this page again (for its live part and its CSV).
+    fn query(&self) -> String {
+        serde_urlencoded::to_string([("by", self.by.as_str()), ("days", &self.days.to_string())])
+            .unwrap_or_default()
+    }
+}
+
 async fn gather(api: &Api, session: &Session, uri: &Uri) -> Result<Costs, AppError> {
     let (q, days) = Query::parse(uri)?;
-    let spend = api.app.daily_spend(&session.caller, days).await?;
-    let report = api
-        .app
-        .cost_report(
-            &session.caller,
-            &ReportRequest {
-                from: spend.start_ms,
-                to: None,
-                by: q.by.clone(),
-            },
-        )
-        .await?;
+    let (spend, report) = api.app.spend_and_report(&session.caller, days, &q.by).await?;
     let budgets = api.app.budgets(&session.caller, None, None).await?;
     Ok(Costs {
         budgets,
@@ -91,14 +83,7 @@ pub(super) async fn show(State(api): State<Api>, session: Result<Session, NoSess
     };
     match gather(&api, &session, &uri).await {
         Ok(c) => {
-            let part = format!(
-                "/ui/costs.part?{}",
-                Query {
-                    by: c.by.clone(),
-                    days: None
-                }
-                .query_string(c.days)
-            );
+            let part = format!("/ui/costs.part?{}", c.query());
             maud_response(page(
                 "Costs",
                 Some(&session),
@@ -153,11 +138,7 @@ pub(super) async fn csv(State(api): State<Api>, session: Result<Session, NoSessi
 }
 
 fn controls(c: &Costs) -> Markup {
-    let q = Query {
-        by: c.by.clone(),
-        days: None,
-    }
-    .query_string(c.days);
+    let q = c.query();
     html! {
         section {
             form #period method="get" action="/ui/costs" {

@@ -93,10 +93,8 @@ async fn costs(api: &Api, session: &Session, job: &JobRecord) -> Markup {
         .estimate(&session.caller, std::slice::from_ref(&job.spec), false, None)
         .await;
     let recorded = api.app.recorded_cost(job).await;
-    let forecast = match job.state {
-        JobState::Running => Some(api.app.forecast(&session.caller, &job.id).await),
-        _ => None,
-    };
+    // From the record already read: a running job's forecast needs no second read.
+    let forecast = api.app.forecast_of(job);
     html! {
         section #costs {
             h2 { "Cost" }
@@ -114,19 +112,12 @@ async fn costs(api: &Api, session: &Session, job: &JobRecord) -> Markup {
                         Err(e) => { span.error { (e.to_string()) } }
                     }
                 } }
-                @if let Some(f) = &forecast {
-                    tr { th { "so far" } td.num #so-far {
-                        @match f {
-                            Ok((f, _)) => { (currency.format(f.so_far)) }
-                            Err(e) => { span.error { (e.to_string()) } }
-                        }
+                @if let Some((f, done)) = &forecast {
+                    tr { th { "so far" } td.num #so-far { (currency.format(f.so_far)) } }
+                    tr { th { "projected" } td.num #projected {
+                        @if let Some(t) = f.projected_total { (currency.format(t)) " at the pace of its " (done) " epoch(s) so far" }
+                        @else { span.muted { "after its first epoch" } }
                     } }
-                    @if let Some(Ok((f, done))) = forecast.as_ref().map(|f| f.as_ref()) {
-                        tr { th { "projected" } td.num #projected {
-                            @if let Some(t) = f.projected_total { (currency.format(t)) " at the pace of its " (done) " epoch(s) so far" }
-                            @else { span.muted { "after its first epoch" } }
-                        } }
-                    }
                 }
             }
         }
