@@ -296,7 +296,10 @@ fn summarize(records: &[JobRecord]) {
                 .map(|e| (e.at, r))
         })
         .collect();
-    started.sort_by_key(|(at, _)| *at);
+    // History times are milliseconds, and two workers woken by the one enqueue often
+    // claim within the same one. Claims run one at a time in Redis, each taking the most
+    // urgent jobs first, so within a millisecond the start order is priority, then FIFO.
+    started.sort_by_key(|(at, r)| (*at, r.priority, r.enqueued_at));
     let order: Vec<String> = started
         .iter()
         .map(|(_, r)| format!("{}:{}", r.priority, r.spec.name))
