@@ -2,7 +2,8 @@
 # The side-by-side: gpuq against RQ, Celery, arq, BullMQ and Sidekiq (basic and reliable
 # fetch) on one Redis, with no-op jobs (each peer's job does one INCR; gpuq uses its
 # no-op launcher). Each run starts the workers, enqueues JOBS jobs by the system's
-# documented bulk path while they run, and times it until the last one is done.
+# documented bulk path while they run, and times it until the last one is done; then
+# times 100 jobs one at a time on the idle workers, from enqueue to start (pickup).
 # Repetitions are interleaved (every system once, then again, in a rotated order), and
 # the table gives each figure's median and range.
 #
@@ -16,6 +17,8 @@ cd "$(dirname "$0")/../.."
 source scripts/lib/services.sh
 jobs=${1:-20000}
 reps=${2:-2}
+# Jobs timed one at a time for the pickup latency (gpuq's side: loadtests peer).
+samples=100
 ensure_rust
 ensure_redis
 base=${REDIS_URL%/}
@@ -48,10 +51,11 @@ run_one() {
   local name=$1 n=${2:-}
   case $name in
     gpuq) target/release/loadtests --json peer --jobs "$jobs" --workers 1,2 ;;
-    rq | celery | arq) (cd loadtests/peers/python && "../../../target/peers/$name/bin/python" peer.py "$name" "$jobs" "$n") ;;
-    bullmq) node loadtests/peers/node/peer.mjs "$jobs" "$n" ;;
-    sidekiq) ruby loadtests/peers/ruby/peer.rb "$jobs" "$n" ;;
-    sidekiq-reliable) RELIABLE=1 ruby loadtests/peers/ruby/peer.rb "$jobs" "$n" ;;
+    rq | celery | arq) (cd loadtests/peers/python && "../../../target/peers/$name/bin/python" peer.py "$name" "$jobs" "$n" "$samples") ;;
+    bullmq) node loadtests/peers/node/peer.mjs "$jobs" "$n" "$samples" ;;
+    sidekiq) ruby loadtests/peers/ruby/peer.rb "$jobs" "$n" "$samples" ;;
+    # Its idle fetch polls about once a second, so fewer samples.
+    sidekiq-reliable) RELIABLE=1 ruby loadtests/peers/ruby/peer.rb "$jobs" "$n" 10 ;;
   esac
 }
 

@@ -266,6 +266,13 @@ pub(crate) async fn command_calls(url: &str) -> Result<HashMap<String, u64>> {
         .collect())
 }
 
+/// CPU seconds the Redis server has used (user and system), from `INFO cpu`.
+pub(crate) async fn redis_cpu_secs(url: &str) -> Result<f64> {
+    let cpu = info(url, "cpu").await?;
+    let secs = |k: &str| cpu.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok(secs("used_cpu_user") + secs("used_cpu_sys"))
+}
+
 /// A loopback port nothing listens on now.
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

@@ -39,6 +39,7 @@ over_both_stores!(
     failure_retry_and_dead_letter_are_recorded,
     cancellations_are_recorded,
     replayed_outbox_entries_change_nothing,
+    an_enqueue_entry_is_applied_once_across_drainers_killed_part_way,
     a_redis_wipe_is_repaired_by_reconcile,
     a_sigkilled_worker_leaves_a_consistent_history,
     concurrent_workers_and_drainers_keep_one_row_per_job,
@@ -227,6 +228,81 @@ async fn replayed_outbox_entries_change_nothing(url: &str) {
         store.get(&first.id).await.unwrap().unwrap().state,
         JobState::Succeeded
     );
+}
+
+/// An enqueue of many jobs is one outbox entry per 1,000 (see lua/enqueue.lua). A drainer
+/// that stops part-way through one (its one-by-one fallback applies an entry's jobs
+/// separately), and a `serve` SIGKILLed while it drains, leave every job in the store
+/// once, with one history row, and the outbox and its count empty.
+async fn an_enqueue_entry_is_applied_once_across_drainers_killed_part_way(url: &str) {
+    use redis::AsyncCommands;
+    let env = TestEnv::with_store(url).await;
+    let store = JobStore::open(url).await.unwrap();
+    let specs: Vec<JobSpec> = (0..2_500)
+        .map(|i| spec(&format!("b{i}"), Priority::Normal))
+        .collect();
+    let ids = env.queue.enqueue_batch(specs).await.unwrap().ids;
+    let mut con = env.raw_redis().await;
+    let entries: u64 = redis::cmd("XLEN")
+        .arg(env.queue.keys().outbox())
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(entries, 3, "1,000 jobs an entry");
+    assert_eq!(
+        env.queue.outbox_len().await.unwrap(),
+        2_500,
+        "counted in transitions"
+    );
+
+    // A read takes whole entries: here the first, with its 1,000 jobs in enqueue order.
+    let first = env.queue.read_outbox(1000).await.unwrap();
+    assert_eq!(first.len(), 1000);
+    assert!(first
+        .iter()
+        .all(|e| e.entry == first[0].entry && e.entry_jobs == 1000));
+    let named: Vec<&JobId> = first.iter().map(|e| &e.job).collect();
+    assert_eq!(named, ids[..1000].iter().collect::<Vec<_>>());
+    // Part of the entry reaches the store, then the drainer dies before its ack.
+    let part = &first[..400];
+    let specs: std::collections::HashMap<String, String> = part
+        .iter()
+        .map(|e| e.job.to_string())
+        .zip(
+            env.queue
+                .specs(&part.iter().map(|e| e.job.to_string()).collect::<Vec<_>>())
+                .await
+                .unwrap(),
+        )
+        .filter_map(|(id, spec)| Some((id, spec?)))
+        .collect();
+    assert_eq!(store.apply(part, &specs, None).await.unwrap().len(), 400);
+    assert_eq!(
+        env.queue.outbox_len().await.unwrap(),
+        2_500,
+        "nothing acknowledged"
+    );
+
+    // A `serve` killed while it drains, at whatever point it has reached, then another.
+    let mut serve = env.serve();
+    wait_for("the drain to start", LONG, || async {
+        (store.counts().await.unwrap().0 > 400).then_some(())
+    })
+    .await;
+    serve.kill();
+    let _serve = env.serve();
+    wait_for("the outbox to drain", LONG, || async {
+        (env.queue.outbox_len().await.unwrap() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(store.counts().await.unwrap(), (2_500, 2_500), "each job once");
+    let left: Option<u64> = con.get(env.queue.keys().outbox_batched()).await.unwrap();
+    assert_eq!(left, None, "the count went with the entries");
+    for id in [&ids[0], &ids[999], &ids[1000], &ids[2499]] {
+        let stored = store.get(id).await.unwrap().unwrap();
+        assert_eq!(stored.state, JobState::Queued);
+        assert_eq!(stored.events, env.record(id).await.events, "{id}");
+    }
 }
 
 async fn a_redis_wipe_is_repaired_by_reconcile(url: &str) {

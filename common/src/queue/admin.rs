@@ -209,9 +209,13 @@ impl RedisQueue {
         pipe.zcard(self.keys.delayed())
             .llen(self.keys.dead())
             .smembers(self.keys.workers());
-        pipe.cmd("XLEN").arg(self.keys.outbox());
-        let (retrying, dead, lease_holders, outbox): (u64, u64, Vec<String>, u64) =
+        // In transitions: an enqueue entry naming many jobs counts each (see outbox_len).
+        pipe.cmd("XLEN")
+            .arg(self.keys.outbox())
+            .get(self.keys.outbox_batched());
+        let (retrying, dead, lease_holders, entries, batched): (u64, u64, Vec<String>, u64, Option<u64>) =
             pipe.query_async(&mut conn).await?;
+        let outbox = entries + batched.unwrap_or(0);
         let priorities = Priority::ALL
             .into_iter()
             .zip(census)

@@ -37,31 +37,58 @@ impl RedisQueue {
     /// [`Self::enqueue_batch`], naming `actor` (a token's name, `operator`) as who
     /// enqueued the jobs, in their history and the store's; empty for nobody.
     pub async fn enqueue_batch_as(&self, specs: Vec<JobSpec>, actor: &str) -> Result<EnqueueReport> {
-        if specs.len() > MAX_ATOMIC_BATCH {
-            return Err(crate::Error::InvalidInput(format!(
-                "a batch of {} jobs is more than the {MAX_ATOMIC_BATCH} one atomic enqueue takes",
-                specs.len()
-            )));
-        }
-        for spec in &specs {
-            spec.validate()?;
-        }
-        // Runs of consecutive jobs that share their settings go as one group.
-        let mut groups: Vec<Group> = Vec::new();
-        let mut ids = Vec::with_capacity(specs.len());
-        let mut specs = specs;
+        self.submit(Prepared::new(specs, &actor.into())?).await
+    }
+
+    /// Enqueues any number of specs as atomic chunks of at most `chunk` (up to
+    /// [`MAX_ATOMIC_BATCH`]), in order: each chunk lands all-or-nothing, and the next is
+    /// validated and encoded while Redis runs the one before. Stops at the first chunk
+    /// that fails; the answer says what landed before it. Give the specs ids (see
+    /// [`assign_batch_ids`]) so that the same call again after a failure adds only the
+    /// rest.
+    pub async fn enqueue_chunked_as(&self, specs: Vec<JobSpec>, actor: &str, chunk: usize) -> ChunkedEnqueue {
+        let chunk = chunk.clamp(1, MAX_ATOMIC_BATCH);
         let actor: Arc<str> = actor.into();
-        for spec in specs.iter_mut() {
-            let (settings, id, json) = encode(spec, &actor)?;
-            ids.push(id.clone());
-            match groups.last_mut() {
-                Some(g) if g.settings == settings => g.jobs.push((id, json)),
-                _ => groups.push(Group {
-                    settings,
-                    jobs: vec![(id, json)],
-                }),
+        let mut landed = ChunkedEnqueue {
+            report: EnqueueReport {
+                ids: Vec::with_capacity(specs.len()),
+                created: 0,
+                existing: Vec::new(),
+                enqueued_at: 0,
+            },
+            chunks: specs.len().div_ceil(chunk),
+            chunks_landed: 0,
+            failure: None,
+        };
+        let mut in_flight: Option<tokio::task::JoinHandle<Result<EnqueueReport>>> = None;
+        let mut specs = specs.into_iter().peekable();
+        while specs.peek().is_some() {
+            let next: Vec<JobSpec> = specs.by_ref().take(chunk).collect();
+            let prepared = Prepared::new(next, &actor);
+            if let Some(previous) = in_flight.take() {
+                if !landed.take(previous.await) {
+                    return landed;
+                }
             }
+            let prepared = match prepared {
+                Ok(p) => p,
+                Err(e) => {
+                    landed.failure = Some(e);
+                    return landed;
+                }
+            };
+            let queue = self.clone();
+            in_flight = Some(tokio::spawn(async move { queue.submit(prepared).await }));
         }
+        if let Some(last) = in_flight {
+            landed.take(last.await);
+        }
+        landed
+    }
+
+    /// Enqueues one prepared batch: checks it for admission and runs enqueue.lua.
+    async fn submit(&self, prepared: Prepared) -> Result<EnqueueReport> {
+        let Prepared { specs, groups, ids } = prepared;
         // A job that could never be admitted is refused here, not left waiting forever.
         // The check uses the configuration this process read last; the script refuses
         // the write if Redis holds another one by then, and the jobs are checked again
@@ -247,6 +274,82 @@ pub fn assign_batch_ids(input: &[u8], specs: &mut [JobSpec]) {
 const STALE_ADMISSION: i64 = -2;
 /// How many times an enqueue checks again after the configuration changed under it.
 const MAX_STALE_TRIES: u32 = 10;
+
+/// What [`RedisQueue::enqueue_chunked_as`] did.
+#[derive(Debug)]
+pub struct ChunkedEnqueue {
+    /// The chunks that landed, together.
+    pub report: EnqueueReport,
+    /// How many chunks the specs made.
+    pub chunks: usize,
+    /// How many landed, in order from the first.
+    pub chunks_landed: usize,
+    /// Why the chunk after those failed (`None` when all landed). Nothing after it was
+    /// sent.
+    pub failure: Option<crate::Error>,
+}
+
+impl ChunkedEnqueue {
+    /// Adds a chunk's answer; false when it failed.
+    fn take(&mut self, answer: std::result::Result<Result<EnqueueReport>, tokio::task::JoinError>) -> bool {
+        let answer = answer.unwrap_or_else(|e| {
+            Err(crate::Error::Corrupt(format!(
+                "an enqueue task ended without an answer: {e}"
+            )))
+        });
+        match answer {
+            Ok(r) => {
+                self.report.ids.extend(r.ids);
+                self.report.created += r.created;
+                self.report.existing.extend(r.existing);
+                self.report.enqueued_at = self.report.enqueued_at.max(r.enqueued_at);
+                self.chunks_landed += 1;
+                true
+            }
+            Err(e) => {
+                self.failure = Some(e);
+                false
+            }
+        }
+    }
+}
+
+/// A batch validated and encoded for enqueue.lua, not yet sent.
+struct Prepared {
+    specs: Vec<JobSpec>,
+    groups: Vec<Group>,
+    ids: Vec<JobId>,
+}
+
+impl Prepared {
+    /// Validates `specs` (giving ids to those without) and groups them for enqueue.lua.
+    fn new(mut specs: Vec<JobSpec>, actor: &Arc<str>) -> Result<Self> {
+        if specs.len() > MAX_ATOMIC_BATCH {
+            return Err(crate::Error::InvalidInput(format!(
+                "a batch of {} jobs is more than the {MAX_ATOMIC_BATCH} one atomic enqueue takes",
+                specs.len()
+            )));
+        }
+        for spec in &specs {
+            spec.validate()?;
+        }
+        // Runs of consecutive jobs that share their settings go as one group.
+        let mut groups: Vec<Group> = Vec::new();
+        let mut ids = Vec::with_capacity(specs.len());
+        for spec in specs.iter_mut() {
+            let (settings, id, json) = encode(spec, actor)?;
+            ids.push(id.clone());
+            match groups.last_mut() {
+                Some(g) if g.settings == settings => g.jobs.push((id, json)),
+                _ => groups.push(Group {
+                    settings,
+                    jobs: vec![(id, json)],
+                }),
+            }
+        }
+        Ok(Prepared { specs, groups, ids })
+    }
+}
 
 /// Jobs of a batch that share their settings, in batch order (see lua/enqueue.lua): a
 /// typical batch is one group, with two values per job.

@@ -35,6 +35,7 @@
 //! | `{ns}:epoch`                | hash   | Redis run id last seen, and the hold it started    |
 //! | `{ns}:wake`                 | list   | at most one token that wakes an idle worker        |
 //! | `{ns}:outbox`               | stream | every transition, until drained into the job store |
+//! | `{ns}:outbox:batched`       | string | transitions past the first of enqueue entries      |
 //! | `{ns}:outbox:dead`          | stream | entries the store refused, with the error          |
 //! | `{ns}:retired`              | zset   | client-chosen ids retention removed, by end time   |
 //! | `{ns}:identity`             | string | this namespace's identity, which the store records |
@@ -192,6 +193,12 @@ impl Keys {
         format!("{}:outbox", self.prefix)
     }
 
+    /// Transitions the outbox holds past the first of each enqueue entry that names many
+    /// jobs: the outbox's length in transitions is its XLEN plus this.
+    pub fn outbox_batched(&self) -> String {
+        format!("{}:outbox:batched", self.prefix)
+    }
+
     /// Ended jobs scored by end time, for retention.
     pub fn finished(&self) -> String {
         format!("{}:finished", self.prefix)
@@ -251,6 +258,7 @@ mod tests {
             k.heartbeat(&w),
             k.wake(),
             k.outbox(),
+            k.outbox_batched(),
             k.finished(),
             k.beats(),
             k.epoch(),

@@ -17,7 +17,7 @@ mod sentinel;
 mod sessions;
 
 pub use admin::{LogChunk, PriorityStatus, QueueStatus};
-pub use enqueue::{assign_batch_ids, EnqueueReport, MAX_ATOMIC_BATCH, REPLICA_ACK_TIMEOUT};
+pub use enqueue::{assign_batch_ids, ChunkedEnqueue, EnqueueReport, MAX_ATOMIC_BATCH, REPLICA_ACK_TIMEOUT};
 pub use keys::Keys;
 pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Room, Unreadable};
 pub use outbox::{OutboxEvent, RefusedEntry, RestoreItem};

@@ -35,3 +35,4 @@ script!(CONFIGURE, "lua/configure.lua");
 script!(PREEMPT, "lua/preempt.lua");
 script!(WATCH, "lua/watch.lua");
 script!(SEEK, "lua/seek.lua");
+script!(ACK, "lua/ack.lua");

@@ -351,6 +351,8 @@ impl JobStore {
         for (n, e) in record.events.iter().enumerate() {
             events.push(OutboxEvent {
                 event_id: format!("redis:{}:{n}", record.id),
+                entry: format!("redis:{}:{n}", record.id),
+                entry_jobs: 1,
                 ms: e.at,
                 seq: n as u64,
                 job: record.id.clone(),

@@ -1,8 +1,9 @@
 // One run of BullMQ: a worker process with CONCURRENCY slots, then JOBS jobs added with
 // Queue.addBulk (1,000 a call) while it runs, timed until the counter says the last one
-// is done. Prints one JSON line, as the other peers do.
+// is done. Then SAMPLES jobs (default 100) one at a time on the idle worker, each timed
+// from its enqueue until it starts. Prints one JSON line, as the other peers do.
 //
-//   node peer.mjs JOBS CONCURRENCY        (the harness)
+//   node peer.mjs JOBS CONCURRENCY [SAMPLES]   (the harness)
 //   node peer.mjs --worker CONCURRENCY    (the worker it starts)
 import { Queue, Worker } from 'bullmq';
 import { spawn } from 'node:child_process';
@@ -11,11 +12,15 @@ import { fileURLToPath } from 'node:url';
 const url = new URL(process.env.PEER_REDIS_URL ?? 'redis://127.0.0.1:6379/1');
 const connection = { host: url.hostname, port: Number(url.port || 6379), db: Number(url.pathname.slice(1) || 0) };
 const COUNTER = 'peer:done';
+const PICKUP = 'peer:pickup';
+const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
 if (process.argv[2] === '--worker') {
   const concurrency = Number(process.argv[3]);
-  const worker = new Worker('peers', async () => {
-    await (await worker.client).incr(COUNTER);
+  const worker = new Worker('peers', async (job) => {
+    const client = await worker.client;
+    if (job.name === 'stamp') await client.rpush(PICKUP, nowUs() - job.data.t);
+    else await client.incr(COUNTER);
   }, { connection, concurrency, removeOnComplete: { count: 0 } });
   await worker.waitUntilReady();
   console.log('ready');
@@ -40,8 +45,21 @@ if (process.argv[2] === '--worker') {
     await new Promise((ok) => setTimeout(ok, 5));
   }
   const tAll = (performance.now() - t0) / 1000;
+  const samples = Number(process.argv[4] ?? 100);
+  const lat = [];
+  const waiter = redis.duplicate();
+  for (let i = 0; i < samples; i++) {
+    await queue.add('stamp', { t: nowUs() }, { removeOnComplete: true });
+    const got = await waiter.blpop(PICKUP, 60);
+    if (!got) throw new Error('BullMQ: a pickup job did not start within 60 s');
+    lat.push(Number(got[1]) / 1000);
+  }
+  lat.sort((a, b) => a - b);
+  const pct = (p) => lat[Math.min(lat.length - 1, Math.floor(lat.length * p / 100))];
+  waiter.disconnect();
   child.kill();
   await queue.close();
-  console.log(JSON.stringify({ peer: `bullmq 1 worker x ${concurrency}`, jobs, enqueue_per_s: jobs / tEnq, drain_per_s: jobs / tAll }));
+  console.log(JSON.stringify({ peer: `bullmq 1 worker x ${concurrency}`, jobs, enqueue_per_s: jobs / tEnq, drain_per_s: jobs / tAll,
+    pickup_p50_ms: pct(50), pickup_p99_ms: pct(99) }));
   process.exit(0);
 }

@@ -1,10 +1,12 @@
 """One run of a Python peer: start its workers, enqueue JOBS jobs by its documented bulk
 path while they run, and time it until the counter says the last one is done.
 
-    python3 peer.py rq|celery|arq JOBS WORKERS
+    python3 peer.py rq|celery|arq JOBS WORKERS [SAMPLES]
 
-Prints one JSON line: peer, jobs, enqueue_per_s (the enqueue alone), drain_per_s (from
-the start of the enqueue until the last job is done).
+Then, on the idle workers, SAMPLES jobs (default 100) one at a time, each timed from its
+enqueue until the job starts (wall clock, in the job). Prints one JSON line: peer, jobs,
+enqueue_per_s (the enqueue alone), drain_per_s (from the start of the enqueue until the
+last job is done), pickup_p50_ms and pickup_p99_ms.
 """
 
 import asyncio
@@ -16,7 +18,7 @@ import time
 
 import redis
 
-from tasks import COUNTER, URL
+from tasks import COUNTER, PICKUP, URL, now_us
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -82,8 +84,51 @@ def enqueue(kind, jobs):
         asyncio.run(run())
 
 
+def pickup(kind, r, samples):
+    """Enqueue-to-start of one job at a time on idle workers, in ms, sorted."""
+    send = None
+    if kind == "rq":
+        from rq import Queue
+        from tasks import stamp
+        q = Queue("peers", connection=redis.Redis.from_url(URL))
+        send = lambda t: q.enqueue(stamp, t)
+    elif kind == "celery":
+        from tasks import celery_stamp
+        send = lambda t: celery_stamp.delay(t)
+    lat = []
+    if kind == "arq":
+        from arq import create_pool
+        from arq.connections import RedisSettings
+
+        async def run():
+            pool = await create_pool(RedisSettings.from_dsn(URL))
+            for _ in range(samples):
+                await pool.enqueue_job("arq_stamp", now_us())
+                lat.append(await asyncio.to_thread(wait_stamp, r))
+            await pool.aclose()
+
+        asyncio.run(run())
+    else:
+        for _ in range(samples):
+            send(now_us())
+            lat.append(wait_stamp(r))
+    return sorted(lat)
+
+
+def wait_stamp(r):
+    got = r.blpop(PICKUP, timeout=60)
+    if got is None:
+        raise SystemExit("a pickup job did not start within 60 s")
+    return int(got[1]) / 1000
+
+
+def percentile(sorted_ms, p):
+    return sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * p / 100))]
+
+
 def main():
     kind, jobs, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    samples = int(sys.argv[4]) if len(sys.argv) > 4 else 100
     r = redis.Redis.from_url(URL)
     r.flushdb()
     procs = workers(kind, n)
@@ -98,13 +143,15 @@ def main():
                 raise SystemExit(f"{kind}: {r.get(COUNTER)} of {jobs} done after 600 s")
             time.sleep(0.005)
         t_all = time.perf_counter() - t0
+        lat = pickup(kind, r, samples)
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait()
     print(json.dumps({"peer": f"{kind} {n} worker(s)", "jobs": jobs,
-                      "enqueue_per_s": jobs / t_enq, "drain_per_s": jobs / t_all}))
+                      "enqueue_per_s": jobs / t_enq, "drain_per_s": jobs / t_all,
+                      "pickup_p50_ms": percentile(lat, 50), "pickup_p99_ms": percentile(lat, 99)}))
 
 
 if __name__ == "__main__":

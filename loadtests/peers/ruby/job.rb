@@ -1,4 +1,5 @@
-# Sidekiq's one job: INCR a counter. Loaded by `sidekiq -r` and by peer.rb.
+# Sidekiq's jobs: INCR a counter (the drain), and push how long ago a job was enqueued
+# (the pickup latency: `t`, wall-clock microseconds). Loaded by `sidekiq -r` and by peer.rb.
 require 'sidekiq'
 
 URL = ENV.fetch('PEER_REDIS_URL', 'redis://127.0.0.1:6379/1')
@@ -16,5 +17,14 @@ class IncrJob
 
   def perform
     Sidekiq.redis { |r| r.incr(COUNTER) }
+  end
+end
+
+class StampJob
+  include Sidekiq::Worker
+  PICKUP = 'peer:pickup'.freeze
+
+  def perform(t)
+    Sidekiq.redis { |r| r.rpush(PICKUP, Process.clock_gettime(Process::CLOCK_REALTIME, :microsecond) - t) }
   end
 end

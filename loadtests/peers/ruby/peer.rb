@@ -1,9 +1,10 @@
 # One run of Sidekiq: a `sidekiq` process (basic fetch, or with RELIABLE=1 the reliable
 # fetch of gitlab-sidekiq-fetcher), then JOBS jobs pushed with Sidekiq::Client.push_bulk
 # (1,000 a call) while it runs, timed until the counter says the last one is done.
-# Prints one JSON line, as the other peers do.
+# Then SAMPLES jobs (default 100) one at a time on the idle workers, each timed from its
+# enqueue until it starts. Prints one JSON line, as the other peers do.
 #
-#   ruby peer.rb JOBS CONCURRENCY
+#   ruby peer.rb JOBS CONCURRENCY [SAMPLES]
 require 'json'
 require 'redis'
 require 'sidekiq'
@@ -14,6 +15,7 @@ Redis.silence_deprecations = true
 
 jobs = Integer(ARGV[0])
 concurrency = Integer(ARGV[1])
+samples = Integer(ARGV[2] || 100)
 reliable = ENV['RELIABLE'] == '1'
 url = ENV.fetch('PEER_REDIS_URL', 'redis://127.0.0.1:6379/1')
 redis = Redis.new(url: url)
@@ -37,8 +39,15 @@ deadline = Time.now + 600
 sleep 0.005 while redis.get(IncrJob::COUNTER).to_i < jobs && Time.now < deadline
 raise "sidekiq: not done after 600 s" if redis.get(IncrJob::COUNTER).to_i < jobs
 t_all = Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0
+lat = Array.new(samples) do
+  Sidekiq::Client.push('class' => StampJob, 'args' => [Process.clock_gettime(Process::CLOCK_REALTIME, :microsecond)])
+  _, us = redis.blpop(StampJob::PICKUP, timeout: 60)
+  raise 'sidekiq: a pickup job did not start within 60 s' unless us
+  Integer(us) / 1000.0
+end.sort
+pct = ->(p) { lat[[lat.size - 1, lat.size * p / 100].min] }
 Process.kill('TERM', pid)
 Process.wait(pid)
 fetch = reliable ? 'reliable fetch' : 'basic fetch'
 puts JSON.generate(peer: "sidekiq #{fetch} x #{concurrency}", jobs: jobs, enqueue_per_s: jobs / t_enq,
-                   drain_per_s: jobs / t_all)
+                   drain_per_s: jobs / t_all, pickup_p50_ms: pct.call(50), pickup_p99_ms: pct.call(99))

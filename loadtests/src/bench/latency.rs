@@ -32,6 +32,30 @@ pub(crate) async fn run(url: &str, samples: usize, background: bool) -> Result<V
             }
         })
     });
+    let lat = samples_on(&b, url, samples).await?;
+    stop.store(true, Ordering::Relaxed);
+    if let Some(l) = load {
+        l.await?;
+    }
+    let case = if background {
+        "under ~5k jobs/s background load"
+    } else {
+        "idle pool, one job at a time"
+    };
+    let mut rows = Vec::new();
+    for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("max", 100.0)] {
+        rows.push(
+            Row::new("pickup", format!("{case}: {name}"), percentile(&lat, p), "ms")
+                .note(format!("{samples} samples")),
+        );
+    }
+    b.cleanup().await?;
+    Ok(rows)
+}
+
+/// Enqueue-to-start (ms, sorted) of `samples` urgent jobs, one at a time: each is enqueued
+/// once the one before has finished, so that it finds its workers idle.
+pub(crate) async fn samples_on(b: &Bench, url: &str, samples: usize) -> Result<Vec<f64>> {
     let client = redis::Client::open(url)?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let mut lat = Vec::with_capacity(samples);
@@ -60,23 +84,6 @@ pub(crate) async fn run(url: &str, samples: usize, background: bool) -> Result<V
             tokio::task::yield_now().await;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    if let Some(l) = load {
-        l.await?;
-    }
     lat.sort_by(|a, c| a.partial_cmp(c).expect("no NaN"));
-    let case = if background {
-        "under ~5k jobs/s background load"
-    } else {
-        "idle pool, one job at a time"
-    };
-    let mut rows = Vec::new();
-    for (name, p) in [("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("max", 100.0)] {
-        rows.push(
-            Row::new("pickup", format!("{case}: {name}"), percentile(&lat, p), "ms")
-                .note(format!("{samples} samples")),
-        );
-    }
-    b.cleanup().await?;
-    Ok(rows)
+    Ok(lat)
 }

@@ -8,8 +8,8 @@
 //! transition (well under its bound at these sizes).
 
 use super::{noop, rate};
-use crate::env::{bin, command_calls, wait_until, Bench};
-use crate::report::Row;
+use crate::env::{bin, command_calls, redis_cpu_secs, wait_until, Bench};
+use crate::report::{percentile, Row};
 use anyhow::{bail, Result};
 use common::Priority;
 use redis::AsyncCommands;
@@ -17,10 +17,17 @@ use std::time::{Duration, Instant};
 
 const BATCH: usize = 1000;
 
+/// Jobs timed one at a time for the pickup latency, as the peers' harness programs do.
+const PICKUP_SAMPLES: usize = 100;
+
 /// How the jobs are enqueued.
 #[derive(Clone, Copy)]
 enum Path {
+    /// `enqueue_batch` of `BATCH`, one call after another.
     Library,
+    /// `enqueue_chunked_as` of all the jobs in chunks of `BATCH`, each prepared while
+    /// Redis runs the one before.
+    Chunked,
     Cli,
 }
 
@@ -45,6 +52,14 @@ async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, path: Path
             enqueue_in_batches(&b, jobs).await?;
             format!("library enqueue_batch x {BATCH}")
         }
+        Path::Chunked => {
+            let specs = (0..jobs).map(|_| noop(Priority::Normal)).collect();
+            let done = b.queue.enqueue_chunked_as(specs, "", BATCH).await;
+            if let Some(e) = done.failure {
+                bail!("enqueue_chunked_as: {e}");
+            }
+            format!("library enqueue_chunked_as x {BATCH}")
+        }
         Path::Cli => {
             let out = tokio::process::Command::new(bin("scheduler")?)
                 // More than one atomic step takes: in atomic chunks of 5,000.
@@ -68,9 +83,30 @@ async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, path: Path
     })
     .await?;
     let all_secs = t0.elapsed().as_secs_f64();
+    // Pickup on the idle workers, once per worker count (with the library's run).
+    let pickup = match path {
+        Path::Library => Some(super::latency::samples_on(&b, url, PICKUP_SAMPLES).await?),
+        _ => None,
+    };
     b.cleanup().await?;
     let case = format!("{label}, {workers} worker(s) x {concurrency}");
-    Ok(vec![
+    let mut rows = Vec::new();
+    if let Some(lat) = pickup {
+        for (name, p) in [("p50", 50.0), ("p99", 99.0)] {
+            rows.push(
+                Row::new(
+                    "peer",
+                    format!("{workers} worker(s) x {concurrency}: pickup {name}"),
+                    percentile(&lat, p),
+                    "ms",
+                )
+                .note(format!(
+                    "{PICKUP_SAMPLES} jobs one at a time, enqueue to claim on Redis's clock"
+                )),
+            );
+        }
+    }
+    rows.extend([
         Row::new(
             "peer",
             format!("{case}: enqueue"),
@@ -79,7 +115,8 @@ async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, path: Path
         ),
         Row::new("peer", format!("{case}: drain"), rate(jobs, all_secs), "jobs/s")
             .note("from the start of the enqueue until the last job is done"),
-    ])
+    ]);
+    Ok(rows)
 }
 
 /// `jobs` no-op jobs through the library, `BATCH` a call.
@@ -95,10 +132,14 @@ async fn enqueue_in_batches(b: &Bench, jobs: usize) -> Result<()> {
 }
 
 /// Redis commands per enqueued job (those the scripts run included), no worker running.
-async fn commands_per_job(url: &str, jobs: usize) -> Result<Row> {
+async fn commands_per_job(url: &str, jobs: usize) -> Result<Vec<Row>> {
     let b = Bench::new(url, "peer").await?;
     let before = command_calls(url).await?;
+    let cpu_before = redis_cpu_secs(url).await?;
+    let t0 = Instant::now();
     enqueue_in_batches(&b, jobs).await?;
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = redis_cpu_secs(url).await? - cpu_before;
     let after = command_calls(url).await?;
     b.cleanup().await?;
     let mut by: Vec<(String, u64)> = after
@@ -114,19 +155,33 @@ async fn commands_per_job(url: &str, jobs: usize) -> Result<Row> {
         .map(|(k, d)| format!("{k} {:.3}", *d as f64 / jobs as f64))
         .collect::<Vec<_>>()
         .join(", ");
-    Ok(Row::new(
-        "peer",
-        format!("Redis commands per enqueued job (batches of {BATCH})"),
-        total as f64 / jobs as f64,
-        "cmds",
-    )
-    .note(detail))
+    Ok(vec![
+        Row::new(
+            "peer",
+            format!("library enqueue_batch x {BATCH}, no worker running: enqueue"),
+            rate(jobs, secs),
+            "jobs/s",
+        )
+        .note(format!(
+            "Redis busy {:.0}% of the time, {:.2} µs of its CPU per job",
+            100.0 * cpu / secs.max(1e-9),
+            cpu * 1e6 / jobs as f64
+        )),
+        Row::new(
+            "peer",
+            format!("Redis commands per enqueued job (batches of {BATCH})"),
+            total as f64 / jobs as f64,
+            "cmds",
+        )
+        .note(detail),
+    ])
 }
 
 pub(crate) async fn run(url: &str, jobs: usize, workers: &[u32], concurrency: u32) -> Result<Vec<Row>> {
-    let mut rows = vec![commands_per_job(url, jobs).await?];
+    let mut rows = commands_per_job(url, jobs).await?;
     for &w in workers {
         rows.extend(once(url, jobs, w, concurrency, Path::Library).await?);
+        rows.extend(once(url, jobs, w, concurrency, Path::Chunked).await?);
     }
     rows.extend(once(url, jobs, 1, concurrency, Path::Cli).await?);
     Ok(rows)

@@ -239,34 +239,26 @@ impl App {
         })
     }
 
-    /// Enqueues `specs` (ids assigned) in atomic chunks, in order. A failure part-way
-    /// says how far it got; the same call again adds only what is missing.
+    /// Enqueues `specs` (ids assigned) in atomic chunks, in order, each prepared while
+    /// Redis runs the one before. A failure part-way says how far it got; the same call
+    /// again adds only what is missing.
     async fn enqueue_chunks(&self, caller: &Caller, specs: &[JobSpec]) -> AppResult<EnqueueReport> {
-        let chunks = specs.len().div_ceil(MAX_ATOMIC_BATCH);
-        let mut total = EnqueueReport {
-            ids: Vec::with_capacity(specs.len()),
-            created: 0,
-            existing: Vec::new(),
-            enqueued_at: 0,
-        };
-        for (n, chunk) in specs.chunks(MAX_ATOMIC_BATCH).enumerate() {
-            match self.queue().enqueue_batch_as(chunk.to_vec(), &caller.actor).await {
-                Ok(r) => {
-                    total.ids.extend(r.ids);
-                    total.created += r.created;
-                    total.existing.extend(r.existing);
-                    total.enqueued_at = total.enqueued_at.max(r.enqueued_at);
-                }
-                Err(e) => {
-                    let done = n * MAX_ATOMIC_BATCH;
-                    let why = AppError::from(e);
-                    return Err(AppError::Unavailable(format!(
-                        "{why}; chunks 1 to {n} of {chunks} ({done} jobs) are enqueued: run the same command again to add the rest"
-                    )));
-                }
+        let done = self
+            .queue()
+            .enqueue_chunked_as(specs.to_vec(), &caller.actor, MAX_ATOMIC_BATCH)
+            .await;
+        match done.failure {
+            None => Ok(done.report),
+            Some(e) => {
+                let n = done.chunks_landed;
+                let why = AppError::from(e);
+                Err(AppError::Unavailable(format!(
+                    "{why}; chunks 1 to {n} of {} ({} jobs) are enqueued: run the same command again to add the rest",
+                    done.chunks,
+                    done.report.ids.len()
+                )))
             }
         }
-        Ok(total)
     }
 
     /// The job, from Redis or, once retention removed it there, from the store; secrets

@@ -136,8 +136,15 @@ pub(crate) async fn batch(app: &App, caller: &Caller, a: BatchArgs) -> CliResult
         eprintln!("{}", e.line());
     }
     let report = &outcome.report;
-    for id in &report.ids {
-        println!("{id}");
+    {
+        // One write per 8 KiB rather than one per id (a batch can name 10^5).
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for id in &report.ids {
+            writeln!(out, "{id}").map_err(|e| CliError::Infra(format!("writing the ids: {e}")))?;
+        }
+        out.flush()
+            .map_err(|e| CliError::Infra(format!("writing the ids: {e}")))?;
     }
     eprintln!(
         "enqueued {} jobs; {} already existed and were left unchanged",

@@ -24,15 +24,19 @@
 -- Batches are the fast path, so the work common to many jobs is done once per chunk:
 -- one EXISTS over the chunk's keys (skipped for fresh ids), one RPUSH onto the queue and
 -- one onto the index (a list: appending is far cheaper than a sorted-set insert, and
--- enqueue order is time order). Per job there is one HSET and one outbox entry, kept to
--- what the hash cannot tell: the job store's drainer reads the spec (which holds the
--- priority and attempt limit) from the job hash, which stays until the outbox is past
--- the job's end. The creation is not written to the job's history either: it is implied
+-- enqueue order is time order), and one outbox entry naming the chunk's new jobs
+-- ('jobs', their ids separated by spaces; 'job' when there is one). Such an entry holds
+-- one transition per job: {ns}:outbox:batched counts those past the first, so that
+-- XLEN plus it is the number of transitions waiting (the bound below, and the drainer's
+-- ack takes them off again). Per job there is one HSET: the job store's drainer reads
+-- the spec (which holds the priority and attempt limit) from the job hash, which stays
+-- until the outbox is past the job's end. The creation is not written to the job's history either: it is implied
 -- by enqueued_at (and 'created' for deferred jobs), and RedisQueue::get puts it first.
 -- updated_at is absent until the first change (readers use enqueued_at).
 local prefix = ARGV[1]
 local outbox = prefix .. ':outbox'
-local backlog = redis.call('XLEN', outbox)
+local batched = outbox .. ':batched'
+local backlog = redis.call('XLEN', outbox) + tonumber(redis.call('GET', batched) or '0')
 if backlog > tonumber(ARGV[2]) then return { -1, backlog } end
 local admission = redis.call('GET', prefix .. ':admission')
 if (admission and redis.sha1hex(admission) or '') ~= ARGV[3] then return { -2 } end
@@ -65,6 +69,11 @@ for _ = 1, groups do
   if redis.call('EXISTS', lk) == 1 then target = lk end
   if pool ~= 'default' then redis.call('SADD', prefix .. ':pools', pool) end
   if cap ~= '' and group ~= '' then redis.call('HSET', prefix .. ':groups', group, cap) end
+  local extra = {}
+  if by ~= '' then extra[#extra + 1] = 'by'; extra[#extra + 1] = by end
+  if charge ~= '' then extra[#extra + 1] = 'charge'; extra[#extra + 1] = charge end
+  -- The client chose these ids: retention keeps them in {ns}:retired (see above).
+  if not fresh then extra[#extra + 1] = 'idem'; extra[#extra + 1] = '1' end
   for first = 0, count - 1, CHUNK do
     local last = math.min(first + CHUNK, count) - 1
     local keys = {}
@@ -91,14 +100,17 @@ for _ = 1, groups do
         existing[#existing + 1] = id
       else
         seen[id] = true
-        if charge == '' then
+        -- One HSET per job; the fields a group may leave out (no actor, no charge, a
+        -- fresh id) stay absent rather than written empty.
+        if #extra == 0 then
           redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
-            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us, 'by', by)
+            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
         else
-          redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
-            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us, 'by', by, 'charge', charge)
+          local fields = { 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
+            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us }
+          for k = 1, #extra do fields[#fields + 1] = extra[k] end
+          redis.call('HSET', jk, unpack(fields))
         end
-        redis.call('XADD', outbox, '*', 'job', id, 'to', state, 'at', ms, 'by', by)
         if state == 'queued' then
           queued[#queued + 1] = id
         else
@@ -106,8 +118,6 @@ for _ = 1, groups do
           redis.call('HSET', jk, 'created', 'deferred')
           redis.call('ZADD', prefix .. ':delayed', not_before, id)
         end
-        -- The client chose this id: retention keeps it in {ns}:retired (see above).
-        if not fresh then redis.call('HSET', jk, 'idem', '1') end
         index[#index + 1] = id
         created = created + 1
       end
@@ -117,6 +127,12 @@ for _ = 1, groups do
     end
     if #index > 0 then
       redis.call('RPUSH', KEYS[1], unpack(index))
+      if #index == 1 then
+        redis.call('XADD', outbox, '*', 'job', index[1], 'to', state, 'at', ms, 'by', by)
+      else
+        redis.call('XADD', outbox, '*', 'jobs', table.concat(index, ' '), 'to', state, 'at', ms, 'by', by)
+        redis.call('INCRBY', batched, #index - 1)
+      end
     end
   end
 end
