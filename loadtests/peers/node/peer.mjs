@@ -1,7 +1,7 @@
 // One run of BullMQ: a worker process with CONCURRENCY slots, then JOBS jobs added with
 // Queue.addBulk (1,000 a call) while it runs, timed until the counter says the last one
-// is done. Then SAMPLES jobs (default 100) one at a time on the idle worker, each timed
-// from its enqueue until it starts. Prints one JSON line, as the other peers do.
+// is done. Then SAMPLES jobs (default 100) one at a time on the idle worker, each timed on
+// this process's clock from just before its add until the job's mark (an RPUSH) arrives. Prints one JSON line, as the other peers do.
 //
 //   node peer.mjs JOBS CONCURRENCY [SAMPLES]   (the harness)
 //   node peer.mjs --worker CONCURRENCY    (the worker it starts)
@@ -13,13 +13,12 @@ const url = new URL(process.env.PEER_REDIS_URL ?? 'redis://127.0.0.1:6379/1');
 const connection = { host: url.hostname, port: Number(url.port || 6379), db: Number(url.pathname.slice(1) || 0) };
 const COUNTER = 'peer:done';
 const PICKUP = 'peer:pickup';
-const nowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
 if (process.argv[2] === '--worker') {
   const concurrency = Number(process.argv[3]);
   const worker = new Worker('peers', async (job) => {
     const client = await worker.client;
-    if (job.name === 'stamp') await client.rpush(PICKUP, nowUs() - job.data.t);
+    if (job.name === 'stamp') await client.rpush(PICKUP, 1);
     else await client.incr(COUNTER);
   }, { connection, concurrency, removeOnComplete: { count: 0 } });
   await worker.waitUntilReady();
@@ -49,10 +48,10 @@ if (process.argv[2] === '--worker') {
   const lat = [];
   const waiter = redis.duplicate();
   for (let i = 0; i < samples; i++) {
-    await queue.add('stamp', { t: nowUs() }, { removeOnComplete: true });
-    const got = await waiter.blpop(PICKUP, 60);
-    if (!got) throw new Error('BullMQ: a pickup job did not start within 60 s');
-    lat.push(Number(got[1]) / 1000);
+    const t = performance.now();
+    await queue.add('stamp', {}, { removeOnComplete: true });
+    if (!await waiter.blpop(PICKUP, 60)) throw new Error('BullMQ: a pickup job did not start within 60 s');
+    lat.push(performance.now() - t);
   }
   lat.sort((a, b) => a - b);
   const pct = (p) => lat[Math.min(lat.length - 1, Math.floor(lat.length * p / 100))];

@@ -3,8 +3,9 @@ path while they run, and time it until the counter says the last one is done.
 
     python3 peer.py rq|celery|arq JOBS WORKERS [SAMPLES]
 
-Then, on the idle workers, SAMPLES jobs (default 100) one at a time, each timed from its
-enqueue until the job starts (wall clock, in the job). Prints one JSON line: peer, jobs,
+Then, on the idle workers, SAMPLES jobs (default 100) one at a time, each timed on this
+process's clock from just before its enqueue until the job's mark (an RPUSH, waited for
+with BLPOP) arrives. Prints one JSON line: peer, jobs,
 enqueue_per_s (the enqueue alone), drain_per_s (from the start of the enqueue until the
 last job is done), pickup_p50_ms and pickup_p99_ms.
 """
@@ -18,7 +19,7 @@ import time
 
 import redis
 
-from tasks import COUNTER, PICKUP, URL, now_us
+from tasks import COUNTER, PICKUP, URL
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -91,10 +92,10 @@ def pickup(kind, r, samples):
         from rq import Queue
         from tasks import stamp
         q = Queue("peers", connection=redis.Redis.from_url(URL))
-        send = lambda t: q.enqueue(stamp, t)
+        send = lambda: q.enqueue(stamp)
     elif kind == "celery":
         from tasks import celery_stamp
-        send = lambda t: celery_stamp.delay(t)
+        send = lambda: celery_stamp.delay()
     lat = []
     if kind == "arq":
         from arq import create_pool
@@ -103,23 +104,25 @@ def pickup(kind, r, samples):
         async def run():
             pool = await create_pool(RedisSettings.from_dsn(URL))
             for _ in range(samples):
-                await pool.enqueue_job("arq_stamp", now_us())
-                lat.append(await asyncio.to_thread(wait_stamp, r))
+                t0 = time.perf_counter()
+                await pool.enqueue_job("arq_stamp")
+                await asyncio.to_thread(wait_stamp, r)
+                lat.append((time.perf_counter() - t0) * 1000)
             await pool.aclose()
 
         asyncio.run(run())
     else:
         for _ in range(samples):
-            send(now_us())
-            lat.append(wait_stamp(r))
+            t0 = time.perf_counter()
+            send()
+            wait_stamp(r)
+            lat.append((time.perf_counter() - t0) * 1000)
     return sorted(lat)
 
 
 def wait_stamp(r):
-    got = r.blpop(PICKUP, timeout=60)
-    if got is None:
+    if r.blpop(PICKUP, timeout=60) is None:
         raise SystemExit("a pickup job did not start within 60 s")
-    return int(got[1]) / 1000
 
 
 def percentile(sorted_ms, p):

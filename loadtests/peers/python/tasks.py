@@ -1,9 +1,8 @@
-"""The peers' jobs: INCR a counter (the drain), and push how long ago a job was enqueued
-(the pickup latency: `t`, wall-clock microseconds, set by the enqueuer). Imported by the
-RQ, Celery and arq workers."""
+"""The peers' jobs: INCR a counter (the drain), and push a mark that the enqueuer waits
+for (the pickup latency, timed on the enqueuer's clock). Imported by the RQ, Celery and
+arq workers."""
 
 import os
-import time
 
 import redis
 
@@ -13,18 +12,14 @@ PICKUP = "peer:pickup"
 _r = redis.Redis.from_url(URL)
 
 
-def now_us():
-    return time.time_ns() // 1000
-
-
 def incr():
     """RQ's job."""
     _r.incr(COUNTER)
 
 
-def stamp(t):
+def stamp():
     """RQ's pickup job."""
-    _r.rpush(PICKUP, now_us() - t)
+    _r.rpush(PICKUP, 1)
 
 
 # Celery: the app and its task, with Redis as the broker and no result backend.
@@ -39,8 +34,8 @@ try:
         _r.incr(COUNTER)
 
     @app.task(name="stamp")
-    def celery_stamp(t):
-        _r.rpush(PICKUP, now_us() - t)
+    def celery_stamp():
+        _r.rpush(PICKUP, 1)
 
 except ImportError:  # only the Celery peer needs it
     app = None
@@ -51,8 +46,8 @@ async def arq_incr(ctx):
     await ctx["redis"].incr(COUNTER)
 
 
-async def arq_stamp(ctx, t):
-    await ctx["redis"].rpush(PICKUP, now_us() - t)
+async def arq_stamp(ctx):
+    await ctx["redis"].rpush(PICKUP, 1)
 
 
 try:

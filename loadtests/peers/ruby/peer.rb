@@ -1,8 +1,8 @@
 # One run of Sidekiq: a `sidekiq` process (basic fetch, or with RELIABLE=1 the reliable
 # fetch of gitlab-sidekiq-fetcher), then JOBS jobs pushed with Sidekiq::Client.push_bulk
 # (1,000 a call) while it runs, timed until the counter says the last one is done.
-# Then SAMPLES jobs (default 100) one at a time on the idle workers, each timed from its
-# enqueue until it starts. Prints one JSON line, as the other peers do.
+# Then SAMPLES jobs (default 100) one at a time on the idle workers, each timed on this
+# process's clock from just before its push until the job's mark (an RPUSH) arrives. Prints one JSON line, as the other peers do.
 #
 #   ruby peer.rb JOBS CONCURRENCY [SAMPLES]
 require 'json'
@@ -40,10 +40,10 @@ sleep 0.005 while redis.get(IncrJob::COUNTER).to_i < jobs && Time.now < deadline
 raise "sidekiq: not done after 600 s" if redis.get(IncrJob::COUNTER).to_i < jobs
 t_all = Process.clock_gettime(Process::CLOCK_MONOTONIC) - t0
 lat = Array.new(samples) do
-  Sidekiq::Client.push('class' => StampJob, 'args' => [Process.clock_gettime(Process::CLOCK_REALTIME, :microsecond)])
-  _, us = redis.blpop(StampJob::PICKUP, timeout: 60)
-  raise 'sidekiq: a pickup job did not start within 60 s' unless us
-  Integer(us) / 1000.0
+  t = Process.clock_gettime(Process::CLOCK_MONOTONIC)
+  Sidekiq::Client.push('class' => StampJob, 'args' => [])
+  raise 'sidekiq: a pickup job did not start within 60 s' unless redis.blpop(StampJob::PICKUP, timeout: 60)
+  (Process.clock_gettime(Process::CLOCK_MONOTONIC) - t) * 1000
 end.sort
 pct = ->(p) { lat[[lat.size - 1, lat.size * p / 100].min] }
 Process.kill('TERM', pid)

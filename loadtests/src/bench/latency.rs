@@ -32,7 +32,7 @@ pub(crate) async fn run(url: &str, samples: usize, background: bool) -> Result<V
             }
         })
     });
-    let lat = samples_on(&b, url, samples).await?;
+    let lat = samples_on(&b, url, samples, Clock::Redis).await?;
     stop.store(true, Ordering::Relaxed);
     if let Some(l) = load {
         l.await?;
@@ -53,13 +53,25 @@ pub(crate) async fn run(url: &str, samples: usize, background: bool) -> Result<V
     Ok(rows)
 }
 
+/// Which clock times a pickup.
+#[derive(Clone, Copy)]
+pub(crate) enum Clock {
+    /// Redis's: from the enqueue script's `enqueued_us` to the claim script's
+    /// `started_us`.
+    Redis,
+    /// The enqueuer's: from just before the enqueue call until it sees `started_us`, as
+    /// the peers' harness programs time theirs (until the job's mark arrives).
+    Client,
+}
+
 /// Enqueue-to-start (ms, sorted) of `samples` urgent jobs, one at a time: each is enqueued
 /// once the one before has finished, so that it finds its workers idle.
-pub(crate) async fn samples_on(b: &Bench, url: &str, samples: usize) -> Result<Vec<f64>> {
+pub(crate) async fn samples_on(b: &Bench, url: &str, samples: usize, clock: Clock) -> Result<Vec<f64>> {
     let client = redis::Client::open(url)?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let mut lat = Vec::with_capacity(samples);
     for _ in 0..samples {
+        let t0 = std::time::Instant::now();
         let id = b
             .queue
             .enqueue_batch(vec![noop(Priority::Urgent)])
@@ -73,8 +85,12 @@ pub(crate) async fn samples_on(b: &Bench, url: &str, samples: usize) -> Result<V
             }
             tokio::task::yield_now().await;
         };
+        let seen = t0.elapsed().as_secs_f64() * 1000.0;
         let enqueued: String = con.hget(&key, "enqueued_us").await?;
-        lat.push((started.parse::<f64>()? - enqueued.parse::<f64>()?) / 1000.0);
+        lat.push(match clock {
+            Clock::Redis => (started.parse::<f64>()? - enqueued.parse::<f64>()?) / 1000.0,
+            Clock::Client => seen,
+        });
         // Next sample on an idle pool again: wait for this job to finish.
         while con
             .hget::<_, _, Option<String>>(&key, "finished_at")

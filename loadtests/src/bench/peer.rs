@@ -85,7 +85,9 @@ async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, path: Path
     let all_secs = t0.elapsed().as_secs_f64();
     // Pickup on the idle workers, once per worker count (with the library's run).
     let pickup = match path {
-        Path::Library => Some(super::latency::samples_on(&b, url, PICKUP_SAMPLES).await?),
+        Path::Library => {
+            Some(super::latency::samples_on(&b, url, PICKUP_SAMPLES, super::latency::Clock::Client).await?)
+        }
         _ => None,
     };
     b.cleanup().await?;
@@ -101,7 +103,7 @@ async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, path: Path
                     "ms",
                 )
                 .note(format!(
-                    "{PICKUP_SAMPLES} jobs one at a time, enqueue to claim on Redis's clock"
+                    "{PICKUP_SAMPLES} jobs one at a time, from before the enqueue call until the claim is seen"
                 )),
             );
         }
