@@ -40,8 +40,6 @@ async fn lines(log: &std::path::Path) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_worker_cut_off_from_redis_stops_its_job_before_another_copy_starts() {
     let env = TestEnv::new().await;
-    let target = redis_url().trim_start_matches("redis://").to_string();
-    let link = FaultyLink::to(&target).await;
     let log = env.path("ticks");
     let id: JobId = env
         .queue
@@ -50,11 +48,38 @@ async fn a_live_worker_cut_off_from_redis_stops_its_job_before_another_copy_star
         .unwrap()
         .ids
         .remove(0);
+    cut_off_the_first_copy(&env, &id, &log).await;
+}
 
+/// The same for a job of a big batch, which waits as a pending record until its claim
+/// gives it a hash (lua/lib.lua).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_worker_cut_off_from_redis_stops_a_job_of_a_big_batch_before_another_copy_starts() {
+    use redis::AsyncCommands;
+    let env = TestEnv::new().await;
+    let log = env.path("ticks");
+    let mut specs = vec![ticking(&log)];
+    specs.extend((0..39).map(|i| sh(&format!("quick-{i}"), "true")));
+    let id: JobId = env.queue.enqueue_batch(specs).await.unwrap().ids.remove(0);
+    let mut con = env.raw_redis().await;
+    let record: bool = con
+        .hexists(env.queue.keys().pending(), id.as_str())
+        .await
+        .unwrap();
+    assert!(record, "the batch's jobs wait as records");
+    cut_off_the_first_copy(&env, &id, &log).await;
+}
+
+/// A worker takes the job (which ticks into `log`), loses Redis for longer than its lease
+/// while the job runs, and another worker recovers it: the two copies run one after the
+/// other, and the job succeeds once.
+async fn cut_off_the_first_copy(env: &TestEnv, id: &JobId, log: &std::path::Path) {
+    let target = redis_url().trim_start_matches("redis://").to_string();
+    let link = FaultyLink::to(&target).await;
     // The cut-off worker takes the job first.
     let _cut_off = env.worker_via(&link.redis_url(), &["--id", "cut-off"]);
     wait_for("the first copy to tick", LONG, || {
-        let log = log.clone();
+        let log = log.to_path_buf();
         async move { (lines(&log).await >= 2).then_some(()) }
     })
     .await;
@@ -79,8 +104,8 @@ async fn a_live_worker_cut_off_from_redis_stops_its_job_before_another_copy_star
     assert_eq!(rec.attempt, 2, "the lost attempt counts");
     // The partition heals while the second copy runs.
     link.restore();
-    let done = env.wait_state(&id, JobState::Succeeded, LONG).await;
-    let runs = runs(&log);
+    let done = env.wait_state(id, JobState::Succeeded, LONG).await;
+    let runs = runs(log);
     assert_eq!(
         runs.len(),
         2,

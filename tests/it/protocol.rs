@@ -780,3 +780,158 @@ async fn index_trimming_goes_past_an_old_job_that_is_still_kept() {
         "the index keeps the live jobs, in order, and nothing else"
     );
 }
+
+/// A job's record without what differs between two jobs enqueued apart (ids, names,
+/// times, and the position in the queue, which the wait's reason counts too).
+fn comparable(r: &common::JobRecord) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap();
+    let o = v.as_object_mut().unwrap();
+    for k in ["id", "enqueued_at", "updated_at", "position", "waiting"] {
+        o.remove(k);
+    }
+    let spec = o["spec"].as_object_mut().unwrap();
+    spec.remove("id");
+    spec.remove("name");
+    for e in o["events"].as_array_mut().unwrap() {
+        e.as_object_mut().unwrap().remove("at");
+    }
+    v
+}
+
+/// A big batch's jobs wait as pending records, with no hash each (lua/lib.lua), until a
+/// script changes them: they read, list, explain their wait, park in their group's lane,
+/// cancel, refuse a second enqueue of their id, and are claimed once each, exactly as
+/// jobs with hashes do.
+#[tokio::test]
+async fn a_big_batch_waits_as_records_that_read_and_move_like_job_hashes() {
+    use redis::AsyncCommands;
+    let env = TestEnv::new().await;
+    let job = |name: &str| {
+        let mut s = spec(name, Priority::Urgent);
+        s.group = Some("sweep".into());
+        s.group_max_running = Some(5);
+        s.max_attempts = 4;
+        s
+    };
+    let ids = env
+        .queue
+        .enqueue_batch_as((0..40).map(|i| job(&format!("big-{i}"))).collect(), "alice")
+        .await
+        .unwrap()
+        .ids;
+    let single = env
+        .queue
+        .enqueue_batch_as(vec![job("single")], "alice")
+        .await
+        .unwrap()
+        .ids;
+    let keys = env.queue.keys().clone();
+    let mut con = env.raw_redis().await;
+    let waiting: usize = con.hlen(keys.pending()).await.unwrap();
+    assert_eq!(waiting, 40, "the batch's jobs are records");
+    let hashes: usize = con
+        .exists(ids.iter().map(|id| keys.job(id)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert_eq!(hashes, 0, "and have no hash");
+    let one: usize = con.exists(keys.job(&single[0])).await.unwrap();
+    assert_eq!(one, 1, "a batch of one gets its hash");
+
+    // Read, listed and explained as the job with a hash is.
+    let a = env.queue.get(&ids[7]).await.unwrap().unwrap();
+    let b = env.queue.get(&single[0]).await.unwrap().unwrap();
+    assert_eq!(comparable(&a), comparable(&b));
+    assert_eq!((a.state, a.attempt, a.attempt_limit), (JobState::Queued, 0, 4));
+    assert_eq!(a.position, Some(7));
+    assert_eq!(b.position, Some(40));
+    assert_eq!(a.spec.name, "big-7");
+    assert_eq!(a.events.len(), 1, "{:?}", a.events);
+    assert_eq!(a.events[0].detail.as_deref(), Some("enqueued by alice"));
+    let all = common::ListFilter {
+        limit: 100,
+        ..Default::default()
+    };
+    let listed = env.queue.list(&all).await.unwrap();
+    assert_eq!(listed.len(), 41);
+    let l = listed.iter().find(|r| r.id == ids[7]).unwrap();
+    assert_eq!((l.state, &l.spec.name), (JobState::Queued, &a.spec.name));
+
+    // Idempotent: the id of a record counts as taken, alone or in a big batch of ids the
+    // client chose (which waits as records too).
+    let mut again = job("again");
+    again.id = Some(ids[3].clone());
+    let report = env.queue.enqueue_batch(vec![again]).await.unwrap();
+    assert_eq!(
+        (report.created, report.existing.clone()),
+        (0, vec![ids[3].clone()])
+    );
+    let chosen: Vec<JobSpec> = (0..40)
+        .map(|i| {
+            let mut s = spec(&format!("chosen-{i}"), Priority::Background);
+            s.id = Some(format!("chosen-{i}").parse().unwrap());
+            s
+        })
+        .collect();
+    let first = env.queue.enqueue_batch(chosen.clone()).await.unwrap();
+    assert_eq!(first.created, 40);
+    let waiting: usize = con.hlen(keys.pending()).await.unwrap();
+    assert_eq!(waiting, 80);
+    let mut mixed = chosen[30..].to_vec();
+    mixed.extend(ids[..30].iter().map(|id| {
+        let mut s = job("again");
+        s.id = Some(id.clone());
+        s
+    }));
+    let second = env.queue.enqueue_batch(mixed).await.unwrap();
+    assert_eq!((second.created, second.existing.len()), (0, 40), "{second:?}");
+    for i in 0..40 {
+        let id: JobId = format!("chosen-{i}").parse().unwrap();
+        assert!(env.queue.cancel(&id, "cleared").await.is_ok());
+    }
+
+    // Cancelled from its record.
+    assert_eq!(
+        env.queue.cancel(&ids[0], "not needed").await.unwrap(),
+        JobState::Cancelled
+    );
+    let c = env.queue.get(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(c.state, JobState::Cancelled);
+    let states: Vec<JobState> = c.events.iter().map(|e| e.state).collect();
+    assert_eq!(states, [JobState::Queued, JobState::Cancelled]);
+    let waiting: usize = con.hlen(keys.pending()).await.unwrap();
+    assert_eq!(waiting, 39, "the cancels gave theirs hashes");
+
+    // Claimed five at a time (the group's cap), the rest parked in its lane as records.
+    let w1 = live_worker(&env).await;
+    let w2 = live_worker(&env).await;
+    let mut claimed = std::collections::BTreeSet::new();
+    let first = env.queue.claim_many(&w1, 100).await.unwrap();
+    assert_eq!(first.len(), 5);
+    assert!(env.queue.claim_many(&w2, 100).await.unwrap().is_empty());
+    let parked = env.queue.get(&ids[20]).await.unwrap().unwrap();
+    assert_eq!(
+        parked.waiting.map(|w| w.to_string()).as_deref(),
+        Some("group sweep at max-running 5")
+    );
+    let (mut worker, mut batch) = (&w1, first);
+    while !batch.is_empty() {
+        for j in &batch {
+            assert!(claimed.insert(j.id.clone()), "{} claimed twice", j.id);
+            let r = env.queue.get(&j.id).await.unwrap().unwrap();
+            assert_eq!(
+                (r.state, r.attempt, &r.spec.name),
+                (JobState::Running, 1, &j.spec.name)
+            );
+            env.queue
+                .finish(worker, &j.id, &Outcome::Succeeded)
+                .await
+                .unwrap();
+        }
+        worker = &w2;
+        batch = env.queue.claim_many(worker, 100).await.unwrap();
+    }
+    let expected: std::collections::BTreeSet<JobId> = ids[1..].iter().chain(&single).cloned().collect();
+    assert_eq!(claimed, expected, "every job but the cancelled one ran, once");
+    let waiting: usize = con.hlen(keys.pending()).await.unwrap();
+    assert_eq!(waiting, 0, "no record is left");
+}

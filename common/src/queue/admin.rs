@@ -120,11 +120,14 @@ impl RedisQueue {
 
     async fn read(&self, id: &JobId, explain: bool) -> Result<Option<JobRecord>> {
         let mut conn = self.conn().await?;
-        let (mut hash, events): (HashMap<String, String>, Vec<String>) = redis::pipe()
+        // A queued job may still be a pending record (see pending.rs): read first.
+        let (record, hash, events): (Option<String>, HashMap<String, String>, Vec<String>) = redis::pipe()
+            .hget(self.keys.pending(), id.as_str())
             .hgetall(self.keys.job(id))
             .lrange(self.keys.events(id), 0, -1)
             .query_async(&mut conn)
             .await?;
+        let mut hash = super::pending::merged(record, hash);
         if hash.is_empty() {
             return Ok(None);
         }

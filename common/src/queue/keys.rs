@@ -148,6 +148,12 @@ impl Keys {
         format!("{}:job:{id}", self.prefix)
     }
 
+    /// The pending records of queued jobs a batch enqueued, by id (`lua/lib.lua`): such
+    /// a job has no hash of its own until a script first changes it.
+    pub fn pending(&self) -> String {
+        format!("{}:pending", self.prefix)
+    }
+
     /// A job's transition history.
     pub fn events(&self, id: impl fmt::Display) -> String {
         format!("{}:events:{id}", self.prefix)

@@ -4,7 +4,6 @@
 use super::{scripts, RedisQueue};
 use crate::{Error, JobId, JobRecord, JobState, ListFilter, Result};
 use redis::AsyncCommands;
-use std::collections::HashMap;
 
 impl RedisQueue {
     /// Newest jobs first that match `filter` (its offset and limit are not applied here:
@@ -39,11 +38,7 @@ impl RedisQueue {
             let mut ids: Vec<String> = conn.lrange(self.keys.jobs(), start, end).await?;
             end = start - 1;
             ids.reverse();
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.hgetall(self.keys.job(id));
-            }
-            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            let hashes = super::pending::hashes(&mut conn, &self.keys, &ids).await?;
             for (id, hash) in ids.into_iter().zip(hashes) {
                 // Empty: the job has left Redis (retention) and its id not yet the index.
                 if hash.is_empty() || !seen.insert(id.clone()) {
@@ -94,11 +89,7 @@ impl RedisQueue {
         ids.dedup();
         let mut out = Vec::new();
         for page in ids.chunks(PAGE) {
-            let mut pipe = redis::pipe();
-            for id in page {
-                pipe.hgetall(self.keys.job(id));
-            }
-            let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+            let hashes = super::pending::hashes(&mut conn, &self.keys, page).await?;
             for (id, hash) in page.iter().zip(hashes) {
                 if hash.is_empty() {
                     continue;
@@ -127,11 +118,7 @@ impl RedisQueue {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hgetall(self.keys.job(id));
-        }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+        let hashes = super::pending::hashes(&mut conn, &self.keys, &ids).await?;
         let mut out = Vec::new();
         for (id, hash) in ids.into_iter().zip(hashes) {
             if hash.is_empty() {

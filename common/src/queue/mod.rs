@@ -10,6 +10,7 @@ pub mod keys;
 mod lease;
 mod listing;
 mod outbox;
+mod pending;
 mod preempt;
 mod quota;
 mod scripts;

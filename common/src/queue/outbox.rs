@@ -325,12 +325,21 @@ impl RedisQueue {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // A queued job may still be a pending record (see pending.rs): read first.
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hget(self.keys.job(id), "spec");
+            pipe.hget(self.keys.pending(), id).hget(self.keys.job(id), "spec");
         }
         let mut conn = self.conn().await?;
-        Ok(pipe.query_async(&mut conn).await?)
+        let replies: Vec<(Option<String>, Option<String>)> = pipe.query_async(&mut conn).await?;
+        Ok(replies
+            .into_iter()
+            .map(|(record, spec)| match (record, spec) {
+                (_, Some(spec)) => Some(spec),
+                (Some(r), None) => super::pending::decode(&r).remove("spec"),
+                (None, None) => None,
+            })
+            .collect())
     }
 
     /// Up to `limit` ended jobs (id, end time in ms) that ended at or before `cutoff_ms`,

@@ -263,7 +263,7 @@ local function reservation(ctx, pool)
     local all = false
     local id, pri = string.match(v, '^([^|]*)|(p%d)|all$')
     if id then all = true else id, pri = string.match(v, '^(.*)|(p%d)$') end
-    if id and redis.call('HGET', ctx.prefix .. ':job:' .. id, 'state') == 'queued' then
+    if id and job_field(ctx.prefix, id, 'state') == 'queued' then
       r = { id = id, pri = pri, all = all }
     else
       redis.call('DEL', rk)

@@ -8,7 +8,7 @@
 -- Returns  'cancelled', 'cancelling' (running; the worker will stop it), 'not_found',
 --          or 'already:STATE' when the job has already ended.
 local prefix, id, reason = ARGV[1], ARGV[2], ARGV[3]
-local jk = prefix .. ':job:' .. id
+local jk = materialize(prefix, id)
 local st, pri, attempt, charge = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt', 'charge'))
 if not st then return 'not_found' end
 local ms = now_ms()

@@ -31,7 +31,7 @@ for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
   local function head_age(key)
     local head = redis.call('LINDEX', key, 0)
     if head then
-      local at = tonumber(redis.call('HGET', prefix .. ':job:' .. head, 'enqueued_at'))
+      local at = tonumber(job_field(prefix, head, 'enqueued_at'))
       if at and (not oldest or at < oldest) then oldest = at end
     end
   end
@@ -49,7 +49,7 @@ for _, pri in ipairs({ 'p0', 'p1', 'p2' }) do
       head_age(lk)
       local head = redis.call('LINDEX', lk, 0)
       if head then
-        local why = admit_reason(ctx, head, pri, redis.call('HGET', prefix .. ':job:' .. head, 'charge') or DEFAULT_CHARGE)
+        local why = admit_reason(ctx, head, pri, job_field(prefix, head, 'charge') or DEFAULT_CHARGE)
         wait_for(why and why[1] or 'admissible', n)
       end
     end
@@ -67,7 +67,7 @@ for _, pool in ipairs(pools) do
   local by, need = '', '0'
   if r then
     by = r.id
-    local _, _, g = parse_charge(redis.call('HGET', prefix .. ':job:' .. r.id, 'charge'))
+    local _, _, g = parse_charge(job_field(prefix, r.id, 'charge'))
     need = int(g)
   end
   -- The preemption victims still stopping for the reservation (preempt.lua).

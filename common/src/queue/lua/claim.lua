@@ -80,13 +80,26 @@ local moved = false
 local FIELDS = { 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit', 'charge', 'blocked_since',
   'preempt_by' }
 
+-- The pending records (lib.lua) of jobs read by this call that have no hash yet: a job
+-- taken gets its hash in the claim's HSET (and its record goes in one HDEL at the end),
+-- one marked held up just before.
+local records = {}
+local recorded = {}
+
 local function take(id, jk, f, pri, pool)
   local previous = tonumber(f[2]) or 0
   local attempt = int(previous + 1)
   local charge = f[6] or ''
   local field, entry = transition(prefix, id, 'queued', 'running', ms, attempt, worker)
-  redis.call('HSET', jk, 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', ms,
-    'started_us', us, 'updated_at', ms, field, entry)
+  local fields = { 'state', 'running', 'attempt', attempt, 'worker', worker, 'started_at', ms,
+    'started_us', us, 'updated_at', ms, field, entry }
+  local rec = records[id]
+  if rec then
+    records[id] = nil
+    recorded[#recorded + 1] = id
+    pending_fields(rec, fields)
+  end
+  redis.call('HSET', jk, unpack(fields))
   -- What an earlier attempt left; a job never started has none of it.
   if previous > 0 then redis.call('HDEL', jk, 'exit_code', 'reason', 'progress', 'finished_at') end
   if f[7] then redis.call('HDEL', jk, 'blocked_since') end
@@ -118,6 +131,10 @@ local function held_up(id, jk, f, pri, pool)
   if not since then
     since = ms
     f[7] = ms
+    if records[id] then
+      records[id] = nil
+      materialize(prefix, id)
+    end
     redis.call('HSET', jk, 'blocked_since', ms)
   end
   if may_reserve(ctx, pool, since, ms) then reserve(ctx, pool, id, pri) end
@@ -149,6 +166,17 @@ end
 
 local function read(id)
   local jk = prefix .. ':job:' .. id
+  local rec = redis.call('HGET', prefix .. ':pending', id)
+  if rec and redis.call('EXISTS', jk) == 0 then
+    -- FIELDS from the record: state, attempt, spec, enqueued_at, attempt_limit, charge.
+    local _, max, at, _, _, charge, _, spec = string.match(rec, RECORD)
+    if spec then
+      records[id] = rec
+      return jk, { 'queued', '0', spec, at, max, charge ~= '' and charge or false, false, false }
+    end
+  end
+  -- A hash written while the record waited (lib.lua, materialize).
+  if rec then materialize(prefix, id) end
   local f, err = read_job(jk, unpack(FIELDS))
   if not f then
     set_aside(prefix, id, err)
@@ -197,7 +225,7 @@ local function from_lanes(pri, pool, no_borrow)
       if not head then
         redis.call('SREM', index, m)
       else
-        local at = redis.call('HGET', prefix .. ':job:' .. head, 'enqueued_us') or '0'
+        local at = job_field(prefix, head, 'enqueued_us') or '0'
         lanes[#lanes + 1] = { key = lk, member = m, at = tonumber(at) or 0, depth = depth }
       end
     end
@@ -349,6 +377,7 @@ if #leased > 0 then
     pairs_[#pairs_ + 1] = lease_value(int(last - #leased + i), attempts[i], token) .. charges_of[i]
   end
   redis.call('HSET', prefix .. ':inflight:' .. worker, unpack(pairs_))
+  if #recorded > 0 then redis.call('HDEL', prefix .. ':pending', unpack(recorded)) end
   redis.call('SADD', prefix .. ':workers', worker)
   apply_usage(prefix, delta)
   if #leased == want and (#pools > 1 or any_queued(prefix)) then wake(prefix) end

@@ -17,7 +17,7 @@
 -- Returns  { created_count, enqueued_at (ms, Redis time), existing_id_1, existing_id_2,
 --          ... }, { -1, outbox length } when the outbox is over its bound, or { -2 } when
 --          the admission configuration changed (nothing was written in either case).
--- An id counts as existing while its job hash exists, and after retention removed the
+-- An id counts as existing while its job hash or pending record exists, and after retention removed the
 -- hash while the store still has the job: ids a client chose are kept in {ns}:retired
 -- for that time (expire.lua), so an idempotent enqueue stays idempotent.
 --
@@ -28,10 +28,13 @@
 -- ('jobs', their ids separated by spaces; 'job' when there is one). Such an entry holds
 -- one transition per job: {ns}:outbox:batched counts those past the first, so that
 -- XLEN plus it is the number of transitions waiting (the bound below, and the drainer's
--- ack takes them off again). Per job there is one HSET: the job store's drainer reads
--- the spec (which holds the priority and attempt limit) from the job hash, which stays
--- until the outbox is past the job's end. The creation is not written to the job's history either: it is implied
--- by enqueued_at (and 'created' for deferred jobs), and RedisQueue::get puts it first.
+-- ack takes them off again). Per job there is one HSET, or, in a chunk of RECORDS_FROM
+-- new jobs or more, one field of the single HSET of their pending records (lib.lua):
+-- the job store's drainer reads the spec (which holds the priority and attempt limit)
+-- from the record or the job hash, which stays until the outbox is past the job's end.
+-- An id counts as existing while it has either. The creation is not written to the
+-- job's history: it is implied by enqueued_at (and 'created' for deferred jobs), and
+-- RedisQueue::get puts it first.
 -- updated_at is absent until the first change (readers use enqueued_at).
 local prefix = ARGV[1]
 local outbox = prefix .. ':outbox'
@@ -48,6 +51,9 @@ local ms_n = tonumber(ms)
 local retired = prefix .. ':retired'
 -- Values per variadic call stay well under Lua's unpack limit (LUAI_MAXCSTACK, 8000).
 local CHUNK = 1000
+-- The fewest new jobs of a chunk that are written as pending records (below).
+local RECORDS_FROM = 32
+local pending = prefix .. ':pending'
 local created = 0
 local existing = {}
 local seen = {}
@@ -74,6 +80,7 @@ for _ = 1, groups do
   if charge ~= '' then extra[#extra + 1] = 'charge'; extra[#extra + 1] = charge end
   -- The client chose these ids: retention keeps them in {ns}:retired (see above).
   if not fresh then extra[#extra + 1] = 'idem'; extra[#extra + 1] = '1' end
+  local head = pending_head(pri, max, ms, us, by, charge, fresh and '' or '1')
   for first = 0, count - 1, CHUNK do
     local last = math.min(first + CHUNK, count) - 1
     local keys = {}
@@ -81,6 +88,14 @@ for _ = 1, groups do
       keys[#keys + 1] = prefix .. ':job:' .. ARGV[jobs + i * 2]
     end
     local some_exist = not fresh and redis.call('EXISTS', unpack(keys)) > 0
+    -- Ids waiting as pending records (lib.lua) exist too.
+    if not fresh and not some_exist and redis.call('EXISTS', pending) == 1 then
+      local ids = {}
+      for i = first, last do ids[#ids + 1] = ARGV[jobs + i * 2] end
+      for _, rec in ipairs(redis.call('HMGET', pending, unpack(ids))) do
+        if rec then some_exist = true break end
+      end
+    end
     -- Client-chosen ids whose jobs retention removed from Redis (the store keeps them).
     local gone = {}
     if not fresh and redis.call('EXISTS', retired) == 1 then
@@ -93,16 +108,25 @@ for _ = 1, groups do
     end
     local queued = {}
     local index = {}
+    -- A big chunk of new jobs queued at once waits as pending records, written by one
+    -- HSET. Smaller ones, and jobs that wait for a start time, get their hashes now:
+    -- there the per-job hash costs little next to the call, and a job claimed or read
+    -- soon after (a single enqueue's usual fate) finds its hash in place.
+    local records = nil
+    if state == 'queued' and last - first + 1 >= RECORDS_FROM then records = {} end
     for i = first, last do
       local id, spec = ARGV[jobs + i * 2], ARGV[jobs + i * 2 + 1]
       local jk = keys[i - first + 1]
-      if seen[id] or gone[id] or (some_exist and redis.call('EXISTS', jk) == 1) then
+      if seen[id] or gone[id] or (some_exist and job_exists(prefix, id)) then
         existing[#existing + 1] = id
       else
         seen[id] = true
-        -- One HSET per job; the fields a group may leave out (no actor, no charge, a
-        -- fresh id) stay absent rather than written empty.
-        if #extra == 0 then
+        if records then
+          records[#records + 1] = id
+          records[#records + 1] = head .. spec
+        elseif #extra == 0 then
+          -- Else one HSET per job; the fields a group may leave out (no actor, no charge,
+          -- a fresh id) stay absent rather than written empty.
           redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
             'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
         else
@@ -122,6 +146,7 @@ for _ = 1, groups do
         created = created + 1
       end
     end
+    if records and #records > 0 then redis.call('HSET', pending, unpack(records)) end
     if #queued > 0 then
       redis.call('RPUSH', target, unpack(queued))
     end

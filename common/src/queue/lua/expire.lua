@@ -40,7 +40,7 @@ local index = prefix .. ':jobs'
 local ids = redis.call('LRANGE', index, 0, WINDOW - 1)
 local keep, dropped = {}, 0
 for _, id in ipairs(ids) do
-  if redis.call('EXISTS', prefix .. ':job:' .. id) == 1 then
+  if job_exists(prefix, id) then
     keep[#keep + 1] = id
   else
     dropped = dropped + 1

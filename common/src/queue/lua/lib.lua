@@ -196,3 +196,93 @@ local function set_aside(prefix, id, why)
   redis.log(redis.LOG_WARNING, 'gpuq: job ' .. id .. ' is unreadable (' .. tostring(why) .. '); dead-lettered')
   redis.call('RPUSH', prefix .. ':dead', id)
 end
+
+-- Pending records. A job that a batch enqueued, queued at once, waits without a hash of
+-- its own: its enqueue-time fields are one value of {ns}:pending, keyed by its id. One
+-- HSET of a whole chunk into that hash costs Redis a third of what a hash per job does
+-- (a key, an object and a listpack each), and batch enqueue is bounded by Redis's time.
+-- The job gets its hash (is materialized) the first time a script changes it: a claim,
+-- a cancel, a park that marks it held up, a preemption it triggers; readers that change
+-- nothing read the record where it is (job_fields, and RedisQueue::get in Rust). A record
+-- is `priority US attempt_limit US enqueued_at US enqueued_us US by US charge US idem US
+-- spec` (US, the unit separator \31, cannot occur in the fields before the spec; the
+-- spec, last, may hold anything). Empty fields are absent from the hash; the state is
+-- 'queued' and the attempt 0. queue/pending.rs decodes the same format.
+local function pending_head(pri, max, ms, us, by, charge, idem)
+  return table.concat({ pri, max, ms, us, by, charge, idem, '' }, '\31')
+end
+
+-- A record's parts: priority, attempt limit, enqueued_at, enqueued_us, by, charge, idem,
+-- spec (nil for something that is not a record). One match: a loop of finds cost the
+-- claim more than the record saved the enqueue.
+local RECORD = '^([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31([^\31]*)\31(.*)$'
+
+-- Appends a record's fields, as the job hash holds them, to an HSET's arguments; false
+-- for something that is not a record.
+local function pending_fields(rec, out)
+  local pri, max, at, us, by, charge, idem, spec = string.match(rec, RECORD)
+  if not spec then return false end
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 'spec', spec, 'priority', pri
+  out[n + 5], out[n + 6], out[n + 7], out[n + 8] = 'attempt_limit', max, 'enqueued_at', at
+  out[n + 9], out[n + 10] = 'enqueued_us', us
+  if by ~= '' then out[#out + 1] = 'by'; out[#out + 1] = by end
+  if charge ~= '' then out[#out + 1] = 'charge'; out[#out + 1] = charge end
+  if idem ~= '' then out[#out + 1] = 'idem'; out[#out + 1] = idem end
+  return true
+end
+
+-- The job hash's fields held in a record, as a table field -> value.
+local function pending_decode(rec)
+  local args = {}
+  local f = { state = 'queued', attempt = '0' }
+  if not pending_fields(rec, args) then return f end
+  for i = 1, #args, 2 do f[args[i]] = args[i + 1] end
+  return f
+end
+
+-- Gives a job with a pending record its hash, and returns its key. Fields the hash holds
+-- already win (something wrote them while the record waited); a key that is not a hash
+-- (something overwrote it) is left for the reader to set aside.
+local function materialize(prefix, id)
+  local jk = prefix .. ':job:' .. id
+  local pk = prefix .. ':pending'
+  local rec = redis.call('HGET', pk, id)
+  if not rec then return jk end
+  redis.call('HDEL', pk, id)
+  local args = { 'state', 'queued', 'attempt', '0' }
+  if not pending_fields(rec, args) then
+    -- Something else wrote it: the job goes where unreadable jobs go.
+    set_aside(prefix, id, 'its pending record is unreadable')
+    return jk
+  end
+  if redis.call('EXISTS', jk) == 0 then
+    redis.call('HSET', jk, unpack(args))
+  else
+    for i = 1, #args, 2 do redis.pcall('HSETNX', jk, args[i], args[i + 1]) end
+  end
+  return jk
+end
+
+-- HMGET of a job's fields, from its pending record while it has one (nothing written).
+local function job_fields(prefix, id, ...)
+  local rec = redis.call('HGET', prefix .. ':pending', id)
+  if rec then
+    local f = pending_decode(rec)
+    local out = {}
+    for i, name in ipairs({ ... }) do out[i] = f[name] or false end
+    return out
+  end
+  return redis.call('HMGET', prefix .. ':job:' .. id, ...)
+end
+
+-- One field of a job (job_fields), nil when absent.
+local function job_field(prefix, id, name)
+  return job_fields(prefix, id, name)[1] or nil
+end
+
+-- True when the job is in Redis: its hash or its pending record.
+local function job_exists(prefix, id)
+  return redis.call('EXISTS', prefix .. ':job:' .. id) == 1
+    or redis.call('HEXISTS', prefix .. ':pending', id) == 1
+end

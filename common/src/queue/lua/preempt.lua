@@ -82,7 +82,7 @@ local function preemptor(pool)
     end
     local found = {}
     for _, id in ipairs(ids) do
-      local st, charge, at = unpack(redis.call('HMGET', prefix .. ':job:' .. id, 'state', 'charge', 'enqueued_us'))
+      local st, charge, at = unpack(job_fields(prefix, id, 'state', 'charge', 'enqueued_us'))
       if st == 'queued' then
         local why = admit_reason(ctx, id, pri, charge, false)
         if why and why[1] == 'pool_full' then
@@ -277,7 +277,7 @@ for _, pool in ipairs(pool_names) do
         redis.call('ZADD', window, ms, v.id .. ':' .. ms)
         ids[#ids + 1] = v.id
       end
-      redis.call('HSET', prefix .. ':job:' .. j.id, 'preempting', table.concat(ids, ','))
+      redis.call('HSET', materialize(prefix, j.id), 'preempting', table.concat(ids, ','))
       out[#out + 1] = pool
       out[#out + 1] = j.id
       out[#out + 1] = #ids

@@ -23,7 +23,7 @@ for i = n - 1, 0, -1 do
   local attempt, limit, enq = ARGV[base + 3], ARGV[base + 4], ARGV[base + 5]
   local state, due, charge = ARGV[base + 6], ARGV[base + 7], ARGV[base + 8]
   local jk = prefix .. ':job:' .. id
-  if redis.call('EXISTS', jk) == 0 then
+  if not job_exists(prefix, id) then
     if state ~= 'deferred' and state ~= 'retrying' then state = 'queued' end
     redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri,
       'attempt', attempt, 'attempt_limit', limit, 'enqueued_at', enq, 'updated_at', ms)

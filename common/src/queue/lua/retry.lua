@@ -10,7 +10,7 @@
 local prefix, id, grant = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local by = ARGV[4] or 'operator'
 local jk = prefix .. ':job:' .. id
-local st, pri, attempt, charge = unpack(redis.call('HMGET', jk, 'state', 'priority', 'attempt', 'charge'))
+local st, pri, attempt, charge = unpack(job_fields(prefix, id, 'state', 'priority', 'attempt', 'charge'))
 if not st then return 'not_found' end
 if st ~= 'dead' and st ~= 'failed' and st ~= 'cancelled' then return st end
 local ms = now_ms()

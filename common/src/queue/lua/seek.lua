@@ -14,7 +14,7 @@ local n = redis.call('LLEN', index)
 local function at(i)
   for j = i, math.min(i + 63, n - 1) do
     local id = redis.call('LINDEX', index, j)
-    local t = id and redis.call('HGET', prefix .. ':job:' .. id, 'enqueued_at')
+    local t = id and job_field(prefix, id, 'enqueued_at')
     if t then return tonumber(t) end
   end
   return nil

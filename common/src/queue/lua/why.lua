@@ -7,7 +7,7 @@
 --          position is the number of jobs ahead of it at its priority or a more urgent
 --          one, in its pool (-1 when it is in no list: a protocol fault).
 local prefix, id = ARGV[1], ARGV[2]
-local st, pri, charge = unpack(redis.call('HMGET', prefix .. ':job:' .. id, 'state', 'priority', 'charge'))
+local st, pri, charge = unpack(job_fields(prefix, id, 'state', 'priority', 'charge'))
 if st ~= 'queued' then return {} end
 local pool, team, gpus, group = parse_charge(charge)
 
