@@ -9,6 +9,7 @@ mod enqueue;
 pub mod keys;
 mod lease;
 mod listing;
+mod mirror;
 mod outbox;
 mod pending;
 mod preempt;
@@ -21,7 +22,8 @@ pub use admin::{LogChunk, PriorityStatus, QueueStatus};
 pub use enqueue::{assign_batch_ids, ChunkedEnqueue, EnqueueReport, MAX_ATOMIC_BATCH, REPLICA_ACK_TIMEOUT};
 pub use keys::Keys;
 pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Room, Unreadable};
-pub use outbox::{OutboxEvent, RefusedEntry, RestoreItem};
+pub use mirror::RestoreItem;
+pub use outbox::{OutboxEvent, RefusedEntry};
 pub use preempt::{PreemptionCount, PREEMPTED};
 pub use quota::{Drift, Held, PoolStatus, Usage, Waiting};
 

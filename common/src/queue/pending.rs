@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use super::Keys;
 use crate::Result;
 
-/// The fields a record holds before the spec, in order (`PENDING_FIELDS` in lib.lua).
+/// The fields a record holds before the spec, in order (`RECORD` in lib.lua).
 const FIELDS: [&str; 7] = [
     "priority",
     "attempt_limit",
@@ -27,23 +27,23 @@ const FIELDS: [&str; 7] = [
 const SEP: char = '\u{1f}';
 
 /// The job hash's fields a record stands for: what `materialize` in lib.lua writes.
-pub(crate) fn decode(record: &str) -> HashMap<String, String> {
+/// `None` for a value that is not a record, which lib.lua does not read either (a claim
+/// sets such a job aside).
+pub(crate) fn decode(record: &str) -> Option<HashMap<String, String>> {
     let mut hash = HashMap::from([
         ("state".to_owned(), "queued".to_owned()),
         ("attempt".to_owned(), "0".to_owned()),
     ]);
     let mut rest = record;
     for name in FIELDS {
-        let Some((value, tail)) = rest.split_once(SEP) else {
-            break;
-        };
+        let (value, tail) = rest.split_once(SEP)?;
         if !value.is_empty() {
             hash.insert(name.to_owned(), value.to_owned());
         }
         rest = tail;
     }
     hash.insert("spec".to_owned(), rest.to_owned());
-    hash
+    Some(hash)
 }
 
 /// The hashes of many jobs, as HGETALL would give them once each job has its own: a
@@ -68,13 +68,32 @@ pub(crate) async fn hashes<C: ConnectionLike>(
         .collect())
 }
 
+/// The spec JSON of many jobs (None for those Redis lacks), read as [`hashes`] reads.
+pub(crate) async fn specs<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    ids: &[String],
+) -> Result<Vec<Option<String>>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.hget(keys.pending(), id).hget(keys.job(id), "spec");
+    }
+    let replies: Vec<(Option<String>, Option<String>)> = pipe.query_async(conn).await?;
+    Ok(replies
+        .into_iter()
+        .map(|(record, spec)| spec.or_else(|| decode(&record?)?.remove("spec")))
+        .collect())
+}
+
 /// A job's hash with its record's fields under it: fields the hash holds win, as when a
 /// script materializes the record (nothing else writes a hash while a record waits).
 pub(crate) fn merged(record: Option<String>, hash: HashMap<String, String>) -> HashMap<String, String> {
-    match record {
+    match record.as_deref().and_then(decode) {
         None => hash,
-        Some(r) => {
-            let mut out = decode(&r);
+        Some(mut out) => {
             out.extend(hash);
             out
         }
@@ -89,7 +108,7 @@ mod tests {
     fn a_record_decodes_to_the_fields_of_the_hash() {
         let rec =
             "p0\u{1f}3\u{1f}1000\u{1f}1000123\u{1f}\u{1f}pool=a;team=t\u{1f}\u{1f}{\"name\":\"x\u{1f}y\"}";
-        let h = decode(rec);
+        let h = decode(rec).unwrap();
         assert_eq!(h["state"], "queued");
         assert_eq!(h["attempt"], "0");
         assert_eq!(h["priority"], "p0");
@@ -102,5 +121,6 @@ mod tests {
             h["spec"], "{\"name\":\"x\u{1f}y\"}",
             "the spec, last, may hold the separator"
         );
+        assert_eq!(decode("p0\u{1f}3\u{1f}{}"), None, "too few fields");
     }
 }

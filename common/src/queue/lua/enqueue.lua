@@ -17,9 +17,10 @@
 -- Returns  { created_count, enqueued_at (ms, Redis time), existing_id_1, existing_id_2,
 --          ... }, { -1, outbox length } when the outbox is over its bound, or { -2 } when
 --          the admission configuration changed (nothing was written in either case).
--- An id counts as existing while its job hash or pending record exists, and after retention removed the
--- hash while the store still has the job: ids a client chose are kept in {ns}:retired
--- for that time (expire.lua), so an idempotent enqueue stays idempotent.
+-- An id counts as existing while its job hash or pending record exists, and after
+-- retention removed the hash while the store still has the job: ids a client chose are
+-- kept in {ns}:retired for that time (expire.lua), so an idempotent enqueue stays
+-- idempotent.
 --
 -- Batches are the fast path, so the work common to many jobs is done once per chunk:
 -- one EXISTS over the chunk's keys (skipped for fresh ids), one RPUSH onto the queue and
@@ -83,29 +84,6 @@ for _ = 1, groups do
   local head = pending_head(pri, max, ms, us, by, charge, fresh and '' or '1')
   for first = 0, count - 1, CHUNK do
     local last = math.min(first + CHUNK, count) - 1
-    local keys = {}
-    for i = first, last do
-      keys[#keys + 1] = prefix .. ':job:' .. ARGV[jobs + i * 2]
-    end
-    local some_exist = not fresh and redis.call('EXISTS', unpack(keys)) > 0
-    -- Ids waiting as pending records (lib.lua) exist too.
-    if not fresh and not some_exist and redis.call('EXISTS', pending) == 1 then
-      local ids = {}
-      for i = first, last do ids[#ids + 1] = ARGV[jobs + i * 2] end
-      for _, rec in ipairs(redis.call('HMGET', pending, unpack(ids))) do
-        if rec then some_exist = true break end
-      end
-    end
-    -- Client-chosen ids whose jobs retention removed from Redis (the store keeps them).
-    local gone = {}
-    if not fresh and redis.call('EXISTS', retired) == 1 then
-      local ids = {}
-      for i = first, last do ids[#ids + 1] = ARGV[jobs + i * 2] end
-      local scores = redis.call('ZMSCORE', retired, unpack(ids))
-      for k, score in ipairs(scores) do
-        if score then gone[ids[k]] = true end
-      end
-    end
     local queued = {}
     local index = {}
     -- A big chunk of new jobs queued at once waits as pending records, written by one
@@ -114,9 +92,31 @@ for _ = 1, groups do
     -- soon after (a single enqueue's usual fate) finds its hash in place.
     local records = nil
     if state == 'queued' and last - first + 1 >= RECORDS_FROM then records = {} end
+    -- Ids the client chose may exist: as a hash, a pending record (lib.lua), or, once
+    -- retention removed the job from Redis while the store keeps it, in {ns}:retired.
+    local some_exist, gone = false, {}
+    if not fresh then
+      local ids, keys = {}, {}
+      for i = first, last do
+        ids[#ids + 1] = ARGV[jobs + i * 2]
+        keys[#keys + 1] = prefix .. ':job:' .. ids[#ids]
+      end
+      some_exist = redis.call('EXISTS', unpack(keys)) > 0
+      if not some_exist and redis.call('EXISTS', pending) == 1 then
+        for _, rec in ipairs(redis.call('HMGET', pending, unpack(ids))) do
+          if rec then some_exist = true break end
+        end
+      end
+      if redis.call('EXISTS', retired) == 1 then
+        for k, score in ipairs(redis.call('ZMSCORE', retired, unpack(ids))) do
+          if score then gone[ids[k]] = true end
+        end
+      end
+    end
     for i = first, last do
       local id, spec = ARGV[jobs + i * 2], ARGV[jobs + i * 2 + 1]
-      local jk = keys[i - first + 1]
+      -- Only a job written as a hash needs its key.
+      local jk = not records and prefix .. ':job:' .. id
       if seen[id] or gone[id] or (some_exist and job_exists(prefix, id)) then
         existing[#existing + 1] = id
       else
