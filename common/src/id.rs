@@ -18,7 +18,12 @@ pub struct JobId(String);
 impl JobId {
     /// A fresh id. UUID v7 sorts by creation time, which makes listings readable.
     pub fn generate() -> Self {
-        JobId(uuid::Uuid::now_v7().to_string())
+        Self::from_uuid(uuid::Uuid::now_v7())
+    }
+
+    /// The id that is `uuid` in its hyphenated form (always a valid id, so not checked).
+    pub fn from_uuid(uuid: uuid::Uuid) -> Self {
+        JobId(uuid.to_string())
     }
 
     /// The id as a string slice.

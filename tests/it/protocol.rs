@@ -829,6 +829,8 @@ async fn a_big_batch_waits_as_records_that_read_and_move_like_job_hashes() {
     let mut con = env.raw_redis().await;
     let waiting: usize = con.hlen(keys.pending()).await.unwrap();
     assert_eq!(waiting, 40, "the batch's jobs are records");
+    let heads: usize = con.hlen(keys.pending_heads()).await.unwrap();
+    assert_eq!(heads, 2, "sharing one head (and its count)");
     let hashes: usize = con
         .exists(ids.iter().map(|id| keys.job(id)).collect::<Vec<_>>())
         .await
@@ -934,4 +936,9 @@ async fn a_big_batch_waits_as_records_that_read_and_move_like_job_hashes() {
     assert_eq!(claimed, expected, "every job but the cancelled one ran, once");
     let waiting: usize = con.hlen(keys.pending()).await.unwrap();
     assert_eq!(waiting, 0, "no record is left");
+    let heads: usize = con.hlen(keys.pending_heads()).await.unwrap();
+    assert_eq!(
+        heads, 0,
+        "and no head: each went with the last record that used it"
+    );
 }

@@ -120,14 +120,29 @@ impl RedisQueue {
 
     async fn read(&self, id: &JobId, explain: bool) -> Result<Option<JobRecord>> {
         let mut conn = self.conn().await?;
-        // A queued job may still be a pending record (see pending.rs): read first.
-        let (record, hash, events): (Option<String>, HashMap<String, String>, Vec<String>) = redis::pipe()
-            .hget(self.keys.pending(), id.as_str())
-            .hgetall(self.keys.job(id))
-            .lrange(self.keys.events(id), 0, -1)
-            .query_async(&mut conn)
-            .await?;
-        let mut hash = super::pending::merged(record, hash);
+        // A queued job may still be a pending record (see pending.rs): read first, and
+        // again should the record move to a hash between the reads.
+        let mut tries = 0;
+        let (mut hash, events) = loop {
+            let (record, hash, events): (Option<String>, HashMap<String, String>, Vec<String>) =
+                redis::pipe()
+                    .hget(self.keys.pending(), id.as_str())
+                    .hgetall(self.keys.job(id))
+                    .lrange(self.keys.events(id), 0, -1)
+                    .query_async(&mut conn)
+                    .await?;
+            tries += 1;
+            match super::pending::resolve(&mut conn, &self.keys, vec![record])
+                .await?
+                .pop()
+            {
+                Some(super::pending::Found::Moved) if tries < 5 => continue,
+                Some(super::pending::Found::Record(record)) => {
+                    break (super::pending::merged(record, hash), events)
+                }
+                _ => break (hash, events),
+            }
+        };
         if hash.is_empty() {
             return Ok(None);
         }

@@ -154,6 +154,12 @@ impl Keys {
         format!("{}:pending", self.prefix)
     }
 
+    /// The heads that pending records share, by token, and how many records use each
+    /// (`TOKEN#`).
+    pub fn pending_heads(&self) -> String {
+        format!("{}:pending:heads", self.prefix)
+    }
+
     /// A job's transition history.
     pub fn events(&self, id: impl fmt::Display) -> String {
         format!("{}:events:{id}", self.prefix)

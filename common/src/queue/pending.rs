@@ -4,8 +4,11 @@
 //! One HSET of a chunk's records into `{ns}:pending` costs Redis about a third of what a
 //! hash per job does, and batch enqueue is bounded by Redis's time. Readers that change
 //! nothing read the record where it is, so a job reads the same with or without its hash.
+//! A record is `@TOKEN US spec`, its group's shared head in `{ns}:pending:heads`; one of
+//! the earlier version holds its head itself (the whole form, which [`decode`] reads).
 
 use redis::aio::ConnectionLike;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::Keys;
@@ -46,29 +49,118 @@ pub(crate) fn decode(record: &str) -> Option<HashMap<String, String>> {
     Some(hash)
 }
 
+/// How many times a read goes back for jobs whose record's head went between its two
+/// reads (each time, a claim took the last job of a group and gave it its hash).
+const READ_TRIES: usize = 5;
+
+/// A record with a shared head: its token and its spec.
+fn shared(record: &str) -> Option<(&str, &str)> {
+    record.strip_prefix('@')?.split_once(SEP)
+}
+
+/// The heads of the records with shared heads among `records`, by token, in one HMGET.
+async fn heads<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    records: &[Option<String>],
+) -> Result<HashMap<String, String>> {
+    let mut tokens: Vec<&str> = records
+        .iter()
+        .flatten()
+        .filter_map(|r| Some(shared(r)?.0))
+        .collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    if tokens.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let values: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(keys.pending_heads())
+        .arg(&tokens)
+        .query_async(conn)
+        .await?;
+    Ok(tokens
+        .into_iter()
+        .zip(values)
+        .filter_map(|(t, v)| Some((t.to_owned(), v?)))
+        .collect())
+}
+
+/// A record in its whole form (head, then spec); `None` when its head is gone.
+fn whole<'a>(record: &'a str, heads: &HashMap<String, String>) -> Option<Cow<'a, str>> {
+    match shared(record) {
+        None => Some(Cow::Borrowed(record)),
+        Some((token, spec)) => Some(Cow::Owned(format!("{}{spec}", heads.get(token)?))),
+    }
+}
+
+/// What a read found of a job's record.
+pub(crate) enum Found {
+    /// The record in its whole form, or None when the job has none.
+    Record(Option<String>),
+    /// Its head went with the last record of its group between the two reads: a claim
+    /// gave the job its hash, which reading the job again finds.
+    Moved,
+}
+
+/// `records` (read with HGET of `{ns}:pending`) in their whole form, their shared heads
+/// read in one HMGET.
+pub(crate) async fn resolve<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    records: Vec<Option<String>>,
+) -> Result<Vec<Found>> {
+    let heads = heads(conn, keys, &records).await?;
+    Ok(records
+        .into_iter()
+        .map(|r| match r {
+            None => Found::Record(None),
+            Some(r) => match whole(&r, &heads) {
+                None => Found::Moved,
+                Some(Cow::Borrowed(_)) => Found::Record(Some(r)),
+                Some(Cow::Owned(w)) => Found::Record(Some(w)),
+            },
+        })
+        .collect())
+}
+
 /// The hashes of many jobs, as HGETALL would give them once each job has its own: a
 /// job's record and its hash are read in that order, in one pipeline, so a job that a
-/// claim materializes between the two reads is found in the second.
+/// claim materializes between the two reads is found in the second; a job whose record
+/// moved is read again.
 pub(crate) async fn hashes<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
     ids: &[String],
 ) -> Result<Vec<HashMap<String, String>>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
+    let mut out: Vec<HashMap<String, String>> = vec![HashMap::new(); ids.len()];
+    let mut todo: Vec<usize> = (0..ids.len()).collect();
+    for attempt in 1..=READ_TRIES {
+        if todo.is_empty() {
+            break;
+        }
+        let mut pipe = redis::pipe();
+        for &k in &todo {
+            pipe.hget(keys.pending(), &ids[k]).hgetall(keys.job(&ids[k]));
+        }
+        let replies: Vec<(Option<String>, HashMap<String, String>)> = pipe.query_async(conn).await?;
+        let (records, hashes): (Vec<_>, Vec<_>) = replies.into_iter().unzip();
+        let found = resolve(conn, keys, records).await?;
+        let mut again = Vec::new();
+        for ((k, found), hash) in todo.into_iter().zip(found).zip(hashes) {
+            match found {
+                Found::Moved if attempt < READ_TRIES => again.push(k),
+                Found::Moved => out[k] = hash,
+                Found::Record(record) => out[k] = merged(record, hash),
+            }
+        }
+        todo = again;
     }
-    let mut pipe = redis::pipe();
-    for id in ids {
-        pipe.hget(keys.pending(), id).hgetall(keys.job(id));
-    }
-    let replies: Vec<(Option<String>, HashMap<String, String>)> = pipe.query_async(conn).await?;
-    Ok(replies
-        .into_iter()
-        .map(|(record, hash)| merged(record, hash))
-        .collect())
+    Ok(out)
 }
 
-/// The spec JSON of many jobs (None for those Redis lacks), read as [`hashes`] reads.
+/// The spec JSON of many jobs (None for those Redis lacks), read as [`hashes`] reads;
+/// a record's spec needs no head.
 pub(crate) async fn specs<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
@@ -84,8 +176,16 @@ pub(crate) async fn specs<C: ConnectionLike>(
     let replies: Vec<(Option<String>, Option<String>)> = pipe.query_async(conn).await?;
     Ok(replies
         .into_iter()
-        .map(|(record, spec)| spec.or_else(|| decode(&record?)?.remove("spec")))
+        .map(|(record, spec)| spec.or_else(|| spec_of(&record?)))
         .collect())
+}
+
+/// A record's spec, in either form.
+fn spec_of(record: &str) -> Option<String> {
+    match shared(record) {
+        Some((_, spec)) => Some(spec.to_owned()),
+        None => decode(record)?.remove("spec"),
+    }
 }
 
 /// A job's hash with its record's fields under it: fields the hash holds win, as when a
@@ -122,5 +222,25 @@ mod tests {
             "the spec, last, may hold the separator"
         );
         assert_eq!(decode("p0\u{1f}3\u{1f}{}"), None, "too few fields");
+    }
+
+    #[test]
+    fn a_record_with_a_shared_head_reads_as_the_whole_one() {
+        let head = "p0\u{1f}3\u{1f}1000\u{1f}1000123\u{1f}alice\u{1f}\u{1f}1\u{1f}";
+        let heads = HashMap::from([("0123abcd".to_owned(), head.to_owned())]);
+        let rec = "@0123abcd\u{1f}{\"name\":\"x\u{1f}y\"}";
+        let w = whole(rec, &heads).unwrap();
+        let h = decode(&w).unwrap();
+        assert_eq!(h["priority"], "p0");
+        assert_eq!((h["by"].as_str(), h["idem"].as_str()), ("alice", "1"));
+        assert_eq!(h["spec"], "{\"name\":\"x\u{1f}y\"}");
+        assert_eq!(spec_of(rec).unwrap(), h["spec"], "the spec needs no head");
+        assert!(whole("@gone\u{1f}{}", &heads).is_none(), "a head that went");
+        let inline = format!("{head}{{}}");
+        assert_eq!(
+            whole(&inline, &heads).unwrap(),
+            inline,
+            "the earlier form reads as it is"
+        );
     }
 }

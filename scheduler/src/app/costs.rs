@@ -360,11 +360,25 @@ impl App {
         let mut total = cost::Money::ZERO;
         let mut last = None;
         // A batch is mostly a few configurations many times over (a sweep): price each
-        // configuration once.
-        // and, within a minute, the same configuration of another enqueue too.
+        // configuration once, and, within a minute, once for every enqueue.
         let mut priced: std::collections::HashMap<String, i64> = Default::default();
         let minute = now.timestamp() as u64 / 60;
+        // A job with the configuration of the one before (a sweep's usual run) costs
+        // what it did, without building the key.
+        let mut previous: Option<(&JobSpec, i64)> = None;
         for spec in specs {
+            if let Some((p, micros)) = previous {
+                let same = p.model_type == spec.model_type
+                    && p.epochs == spec.epochs
+                    && p.batch_size == spec.batch_size
+                    && p.resources == spec.resources
+                    && p.not_before == spec.not_before
+                    && p.priority == spec.priority;
+                if same {
+                    total += cost::Money::from_micros(micros);
+                    continue;
+                }
+            }
             let key = serde_json::to_string(&(
                 &spec.model_type,
                 spec.epochs,
@@ -396,6 +410,7 @@ impl App {
                 }
             };
             total += cost::Money::from_micros(micros);
+            previous = Some((spec, micros));
         }
         Ok(last.map(|e| CostSummary {
             jobs: specs.len(),

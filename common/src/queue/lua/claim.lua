@@ -84,7 +84,7 @@ local FIELDS = { 'state', 'attempt', 'spec', 'enqueued_at', 'attempt_limit', 'ch
 -- taken gets its hash in the claim's HSET (and its record goes in one HDEL at the end),
 -- one marked held up just before.
 local records = {}
-local recorded = {}
+local recorded, recorded_recs = {}, {}
 
 local function take(id, jk, f, pri, pool)
   local previous = tonumber(f[2]) or 0
@@ -97,7 +97,8 @@ local function take(id, jk, f, pri, pool)
   if rec then
     records[id] = nil
     recorded[#recorded + 1] = id
-    pending_fields(rec, fields)
+    recorded_recs[#recorded_recs + 1] = rec
+    pending_fields(prefix, rec, fields)
   end
   redis.call('HSET', jk, unpack(fields))
   -- What an earlier attempt left; a job never started has none of it.
@@ -169,7 +170,7 @@ local function read(id)
   local rec = redis.call('HGET', prefix .. ':pending', id)
   if rec and redis.call('EXISTS', jk) == 0 then
     -- FIELDS from the record: state, attempt, spec, enqueued_at, attempt_limit, charge.
-    local _, max, at, _, _, charge, _, spec = string.match(rec, RECORD)
+    local _, max, at, _, _, charge, _, spec = record_parts(prefix, rec)
     if spec then
       records[id] = rec
       return jk, { 'queued', '0', spec, at, max, charge ~= '' and charge or false, false, false }
@@ -377,7 +378,7 @@ if #leased > 0 then
     pairs_[#pairs_ + 1] = lease_value(int(last - #leased + i), attempts[i], token) .. charges_of[i]
   end
   redis.call('HSET', prefix .. ':inflight:' .. worker, unpack(pairs_))
-  if #recorded > 0 then redis.call('HDEL', prefix .. ':pending', unpack(recorded)) end
+  drop_records(prefix, recorded, recorded_recs)
   redis.call('SADD', prefix .. ':workers', worker)
   apply_usage(prefix, delta)
   if #leased == want and (#pools > 1 or any_queued(prefix)) then wake(prefix) end

@@ -12,8 +12,9 @@
 --            in {ns}:delayed as 'deferred'; 0 = start now), fresh ('1' when the client
 --            generated the ids, so they cannot exist yet), charge (admission.lua; '' for
 --            the default), the group's cap on running jobs ('' to leave it), who
---            enqueues it (the actor named in its history and the store), count, then per
---            job: id, spec JSON
+--            enqueues it (the actor named in its history and the store), a token ('' for
+--            none; see below), count, then per job: id, then the spec JSON, or with a
+--            token the job's pending record, `@TOKEN US spec` (lib.lua)
 -- Returns  { created_count, enqueued_at (ms, Redis time), existing_id_1, existing_id_2,
 --          ... }, { -1, outbox length } when the outbox is over its bound, or { -2 } when
 --          the admission configuration changed (nothing was written in either case).
@@ -29,10 +30,12 @@
 -- ('jobs', their ids separated by spaces; 'job' when there is one). Such an entry holds
 -- one transition per job: {ns}:outbox:batched counts those past the first, so that
 -- XLEN plus it is the number of transitions waiting (the bound below, and the drainer's
--- ack takes them off again). Per job there is one HSET, or, in a chunk of RECORDS_FROM
--- new jobs or more, one field of the single HSET of their pending records (lib.lua):
--- the job store's drainer reads the spec (which holds the priority and attempt limit)
--- from the record or the job hash, which stays until the outbox is past the job's end.
+-- ack takes them off again). Per job there is one HSET, or, in a group that comes with
+-- a token (the client gives one to a big group that starts now), one field of the
+-- single HSET of the chunk's pending records (lib.lua), whose shared head this script
+-- writes once under the token: the records go in as they came. The job store's drainer
+-- reads the spec (which holds the priority and attempt limit) from the record or the
+-- job hash, which stays until the outbox is past the job's end.
 -- An id counts as existing while it has either. The creation is not written to the
 -- job's history: it is implied by enqueued_at (and 'created' for deferred jobs), and
 -- RedisQueue::get puts it first.
@@ -52,9 +55,8 @@ local ms_n = tonumber(ms)
 local retired = prefix .. ':retired'
 -- Values per variadic call stay well under Lua's unpack limit (LUAI_MAXCSTACK, 8000).
 local CHUNK = 1000
--- The fewest new jobs of a chunk that are written as pending records (below).
-local RECORDS_FROM = 32
 local pending = prefix .. ':pending'
+local heads = pending .. ':heads'
 local created = 0
 local existing = {}
 local seen = {}
@@ -64,9 +66,9 @@ for _ = 1, groups do
   local not_before, charge, cap = ARGV[at + 2], ARGV[at + 4], ARGV[at + 5]
   local state = 'queued'
   if tonumber(not_before) > ms_n then state = 'deferred' end
-  local by = ARGV[at + 6]
-  local count = tonumber(ARGV[at + 7])
-  local jobs = at + 8
+  local by, tok = ARGV[at + 6], ARGV[at + 7]
+  local count = tonumber(ARGV[at + 8])
+  local jobs = at + 9
   at = jobs + count * 2
   -- Where the group's queued jobs go: its pool's queue, or the tail of its lane while
   -- the lane is parked (FIFO within a team).
@@ -82,16 +84,24 @@ for _ = 1, groups do
   -- The client chose these ids: retention keeps them in {ns}:retired (see above).
   if not fresh then extra[#extra + 1] = 'idem'; extra[#extra + 1] = '1' end
   local head = pending_head(pri, max, ms, us, by, charge, fresh and '' or '1')
+  -- With a token, each job's value is its record, and its spec starts at `cut`. The
+  -- group's jobs wait as records while they are queued (not deferred), under the head
+  -- written here; should the token be taken already (64 random bits: never, in
+  -- practice), each record is written whole instead.
+  local cut = #tok + 3
+  local as_records = tok ~= '' and state == 'queued'
+  local shared = as_records and redis.call('HSETNX', heads, tok, head) == 1
+  local uses = 0
   for first = 0, count - 1, CHUNK do
     local last = math.min(first + CHUNK, count) - 1
     local queued = {}
     local index = {}
-    -- A big chunk of new jobs queued at once waits as pending records, written by one
-    -- HSET. Smaller ones, and jobs that wait for a start time, get their hashes now:
-    -- there the per-job hash costs little next to the call, and a job claimed or read
-    -- soon after (a single enqueue's usual fate) finds its hash in place.
+    -- The records of a chunk go in one HSET. Jobs of a group without a token (a small
+    -- one, or one that waits for a start time) get their hashes now: there the per-job
+    -- hash costs little next to the call, and a job claimed or read soon after (a single
+    -- enqueue's usual fate) finds its hash in place.
     local records = nil
-    if state == 'queued' and last - first + 1 >= RECORDS_FROM then records = {} end
+    if as_records then records = {} end
     -- Ids the client chose may exist: as a hash, a pending record (lib.lua), or, once
     -- retention removed the job from Redis while the store keeps it, in {ns}:retired.
     local some_exist, gone = false, {}
@@ -114,7 +124,7 @@ for _ = 1, groups do
       end
     end
     for i = first, last do
-      local id, spec = ARGV[jobs + i * 2], ARGV[jobs + i * 2 + 1]
+      local id, value = ARGV[jobs + i * 2], ARGV[jobs + i * 2 + 1]
       -- Only a job written as a hash needs its key.
       local jk = not records and prefix .. ':job:' .. id
       if seen[id] or gone[id] or (some_exist and job_exists(prefix, id)) then
@@ -123,17 +133,22 @@ for _ = 1, groups do
         seen[id] = true
         if records then
           records[#records + 1] = id
-          records[#records + 1] = head .. spec
-        elseif #extra == 0 then
-          -- Else one HSET per job; the fields a group may leave out (no actor, no charge,
-          -- a fresh id) stay absent rather than written empty.
-          redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
-            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
+          -- As it came, or whole where the head could not be shared.
+          records[#records + 1] = shared and value or head .. string.sub(value, cut)
+          if shared then uses = uses + 1 end
         else
-          local fields = { 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
-            'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us }
-          for k = 1, #extra do fields[#fields + 1] = extra[k] end
-          redis.call('HSET', jk, unpack(fields))
+          local spec = tok ~= '' and string.sub(value, cut) or value
+          if #extra == 0 then
+            -- Else one HSET per job; the fields a group may leave out (no actor, no
+            -- charge, a fresh id) stay absent rather than written empty.
+            redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
+              'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
+          else
+            local fields = { 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
+              'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us }
+            for k = 1, #extra do fields[#fields + 1] = extra[k] end
+            redis.call('HSET', jk, unpack(fields))
+          end
         end
         if state == 'queued' then
           queued[#queued + 1] = id
@@ -159,6 +174,10 @@ for _ = 1, groups do
         redis.call('INCRBY', batched, #index - 1)
       end
     end
+  end
+  -- The head goes with the last record that uses it (lib.lua), or now, when none does.
+  if shared then
+    if uses > 0 then redis.call('HSET', heads, tok .. '#', uses) else redis.call('HDEL', heads, tok) end
   end
 end
 if created > 0 then wake(prefix) end
