@@ -84,6 +84,30 @@ async fn enqueue_is_idempotent_by_id() {
     assert_eq!(status.queued(), 1);
 }
 
+/// A Redis that lost its scripts (restarted, or a new primary) gets enqueue.lua loaded
+/// again by the next enqueue, which lands once.
+#[tokio::test]
+async fn an_enqueue_loads_its_script_again_when_redis_lost_it() {
+    let env = TestEnv::new().await;
+    let mut con = env.raw_redis().await;
+    let batch = |tag: &str| {
+        (0..40)
+            .map(|i| spec(&format!("{tag}-{i}"), Priority::Normal))
+            .collect::<Vec<_>>()
+    };
+    env.queue.enqueue_batch(batch("before")).await.unwrap();
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let after = env.queue.enqueue_batch(batch("after")).await.unwrap();
+    assert_eq!(after.created, 40);
+    assert_eq!(env.queue.status().await.unwrap().queued(), 80);
+    let job = env.record(&after.ids[39]).await;
+    assert_eq!(job.spec.name, "after-39");
+}
+
 #[tokio::test]
 async fn batch_is_all_or_nothing_and_handles_thousands() {
     let env = TestEnv::new().await;

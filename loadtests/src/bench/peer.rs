@@ -34,9 +34,13 @@ enum Path {
 async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, path: Path) -> Result<Vec<Row>> {
     let mut b = Bench::new(url, "peer").await?;
     let file = b.dir.join("specs.jsonl");
+    let store = common::store::sqlite_url(&b.dir.join("jobs.db"));
     if let Path::Cli = path {
         let line = serde_json::to_string(&noop(Priority::Normal))?;
         std::fs::write(&file, format!("{line}\n").repeat(jobs))?;
+        // The job store the CLI checks budgets in exists, as it does wherever `serve`
+        // runs: creating it is a first run's cost, not an enqueue's.
+        common::store::JobStore::open(&store).await?;
     }
     for _ in 0..workers {
         b.worker("noop", concurrency, &[])?;
@@ -67,7 +71,7 @@ async fn once(url: &str, jobs: usize, workers: u32, concurrency: u32, path: Path
                 .arg(&file)
                 .env("REDIS_URL", url)
                 .env("GPUQ_NAMESPACE", &b.ns)
-                .env("DATABASE_URL", common::store::sqlite_url(&b.dir.join("jobs.db")))
+                .env("DATABASE_URL", &store)
                 .output()
                 .await?;
             if !out.status.success() {
