@@ -136,7 +136,7 @@ impl RedisQueue {
                 .await?
                 .pop()
             {
-                Some(super::pending::Found::Moved) if tries < 5 => continue,
+                Some(super::pending::Found::Moved) if tries < super::pending::READ_TRIES => continue,
                 Some(super::pending::Found::Record(record)) => {
                     break (super::pending::merged(record, hash), events)
                 }

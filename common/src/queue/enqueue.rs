@@ -1,5 +1,6 @@
 //! Enqueueing: one script call per batch, so a batch lands all-or-nothing.
 
+use super::prepared::{encode, Group, Prepared};
 use super::{scripts, RedisQueue};
 use crate::preemption::Preemption;
 use crate::{JobId, JobSpec, Result};
@@ -170,15 +171,7 @@ impl RedisQueue {
                 .map_err(Into::into)
                 .and_then(|_| encode(&mut spec, &actor.into()));
             match encoded {
-                Ok((settings, id, json)) => pending.push((
-                    i,
-                    spec,
-                    Group {
-                        settings,
-                        token: String::new(),
-                        jobs: vec![(id, json)],
-                    },
-                )),
+                Ok((settings, id, json)) => pending.push((i, spec, Group::of(settings, id, json))),
                 Err(e) => answers[i] = Some(Err(e)),
             }
         }
@@ -315,122 +308,6 @@ impl ChunkedEnqueue {
             }
         }
     }
-}
-
-/// A batch validated and encoded for enqueue.lua, not yet sent.
-struct Prepared {
-    specs: Vec<JobSpec>,
-    groups: Vec<Group>,
-    ids: Vec<JobId>,
-}
-
-impl Prepared {
-    /// Validates `specs` (giving ids to those without) and groups them for enqueue.lua.
-    fn new(mut specs: Vec<JobSpec>, actor: &Arc<str>) -> Result<Self> {
-        if specs.len() > MAX_ATOMIC_BATCH {
-            return Err(crate::Error::InvalidInput(format!(
-                "a batch of {} jobs is more than the {MAX_ATOMIC_BATCH} one atomic enqueue takes",
-                specs.len()
-            )));
-        }
-        for spec in &specs {
-            spec.validate()?;
-        }
-        // Runs of consecutive jobs that share their settings go as one group.
-        let mut groups: Vec<Group> = Vec::new();
-        let mut ids = Vec::with_capacity(specs.len());
-        for spec in specs.iter_mut() {
-            let (settings, id, json) = encode(spec, actor)?;
-            ids.push(id.clone());
-            match groups.last_mut() {
-                Some(g) if g.settings == settings => g.jobs.push((id, json)),
-                _ => groups.push(Group {
-                    settings,
-                    token: String::new(),
-                    jobs: vec![(id, json)],
-                }),
-            }
-        }
-        for g in groups.iter_mut() {
-            g.as_records();
-        }
-        Ok(Prepared { specs, groups, ids })
-    }
-}
-
-/// Jobs of a batch that share their settings, in batch order (see lua/enqueue.lua): a
-/// typical batch is one group, with two values per job.
-struct Group {
-    settings: Settings,
-    /// The token of the head the group's pending records share (lua/lib.lua), or empty
-    /// when its jobs get hashes.
-    token: String,
-    /// Each job's id and its spec JSON, or with a token its pending record.
-    jobs: Vec<(JobId, String)>,
-}
-
-/// The fewest jobs of a group that wait as pending records: below that, a hash per job
-/// costs Redis little next to the call, and a single enqueue's job, often claimed or read
-/// soon after, finds its hash in place.
-const RECORDS_FROM: usize = 32;
-
-impl Group {
-    /// Turns a big group that starts now into pending records, `@TOKEN US spec` each,
-    /// built here so that Redis stores each value as it comes (building them in Lua
-    /// cost Redis a fifth of its time per job). The token is random, 64 bits; enqueue.lua
-    /// writes each record whole should it be taken already.
-    fn as_records(&mut self) {
-        if self.jobs.len() < RECORDS_FROM || self.settings.not_before != 0 {
-            return;
-        }
-        self.token = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
-        let head = format!("@{}\u{1f}", self.token);
-        for (_, json) in self.jobs.iter_mut() {
-            json.insert_str(0, &head);
-        }
-    }
-}
-
-/// What the jobs of a group share.
-#[derive(PartialEq)]
-struct Settings {
-    priority: &'static str,
-    max_attempts: u32,
-    not_before: u64,
-    fresh: bool,
-    charge: String,
-    group_cap: Option<u32>,
-    /// Who enqueues them: named in their history and the store's.
-    actor: Arc<str>,
-}
-
-/// One validated spec for enqueue.lua: its group's settings, its id (given here when it
-/// has none) and its JSON.
-fn encode(spec: &mut JobSpec, actor: &Arc<str>) -> Result<(Settings, JobId, String)> {
-    let fresh = spec.id.is_none();
-    let id = spec.id.get_or_insert_with(JobId::generate).clone();
-    let json = serde_json::to_string(spec).expect("a JobSpec always serializes");
-    if json.len() > crate::spec::MAX_SPEC_BYTES {
-        return Err(crate::SpecError::new(
-            "",
-            format!(
-                "the spec of job {id} is {} bytes of JSON, more than {}",
-                json.len(),
-                crate::spec::MAX_SPEC_BYTES
-            ),
-        )
-        .into());
-    }
-    let settings = Settings {
-        priority: spec.priority.as_str(),
-        max_attempts: spec.max_attempts,
-        not_before: spec.not_before.unwrap_or(0),
-        fresh,
-        charge: crate::admission::Charge::of(spec).encode(),
-        group_cap: spec.group_max_running,
-        actor: actor.clone(),
-    };
-    Ok((settings, id, json))
 }
 
 /// Whether `spec` could ever be admitted under the configuration `seen` (none: always).

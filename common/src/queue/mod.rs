@@ -13,6 +13,7 @@ mod mirror;
 mod outbox;
 mod pending;
 mod preempt;
+mod prepared;
 mod quota;
 mod scripts;
 mod sentinel;

@@ -51,7 +51,7 @@ pub(crate) fn decode(record: &str) -> Option<HashMap<String, String>> {
 
 /// How many times a read goes back for jobs whose record's head went between its two
 /// reads (each time, a claim took the last job of a group and gave it its hash).
-const READ_TRIES: usize = 5;
+pub(crate) const READ_TRIES: usize = 5;
 
 /// A record with a shared head: its token and its spec.
 fn shared(record: &str) -> Option<(&str, &str)> {

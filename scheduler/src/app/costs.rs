@@ -183,6 +183,28 @@ fn priced(
     }
 }
 
+/// What a job's estimate depends on: jobs alike in these cost the same (the key that
+/// `summarise_cost` prices each configuration of a batch under, once).
+type PricedAs<'a> = (
+    &'a str,
+    u32,
+    u32,
+    &'a common::Resources,
+    Option<u64>,
+    common::Priority,
+);
+
+fn priced_as(spec: &JobSpec) -> PricedAs<'_> {
+    (
+        &spec.model_type,
+        spec.epochs,
+        spec.batch_size,
+        &spec.resources,
+        spec.not_before,
+        spec.priority,
+    )
+}
+
 /// The pricer the store uses to record what each attempt cost when it ends. Spot is not a
 /// spec field yet, so attempts are priced on demand.
 pub(crate) fn attempt_pricer(model: CostModel) -> std::sync::Arc<common::store::Pricer> {
@@ -365,29 +387,16 @@ impl App {
         let minute = now.timestamp() as u64 / 60;
         // A job with the configuration of the one before (a sweep's usual run) costs
         // what it did, without building the key.
-        let mut previous: Option<(&JobSpec, i64)> = None;
+        let mut previous: Option<(PricedAs<'_>, i64)> = None;
         for spec in specs {
-            if let Some((p, micros)) = previous {
-                let same = p.model_type == spec.model_type
-                    && p.epochs == spec.epochs
-                    && p.batch_size == spec.batch_size
-                    && p.resources == spec.resources
-                    && p.not_before == spec.not_before
-                    && p.priority == spec.priority;
-                if same {
-                    total += cost::Money::from_micros(micros);
+            let config = priced_as(spec);
+            if let Some((p, micros)) = &previous {
+                if *p == config {
+                    total += cost::Money::from_micros(*micros);
                     continue;
                 }
             }
-            let key = serde_json::to_string(&(
-                &spec.model_type,
-                spec.epochs,
-                spec.batch_size,
-                &spec.resources,
-                spec.not_before,
-                spec.priority,
-            ))
-            .unwrap_or_default();
+            let key = serde_json::to_string(&config).unwrap_or_default();
             let micros = match priced.get(&key) {
                 Some(m) => *m,
                 None => {
@@ -410,7 +419,7 @@ impl App {
                 }
             };
             total += cost::Money::from_micros(micros);
-            previous = Some((spec, micros));
+            previous = Some((config, micros));
         }
         Ok(last.map(|e| CostSummary {
             jobs: specs.len(),

@@ -139,7 +139,7 @@ for _ = 1, groups do
         else
           local spec = tok ~= '' and string.sub(value, cut) or value
           if #extra == 0 then
-            -- Else one HSET per job; the fields a group may leave out (no actor, no
+            -- One HSET per job; the fields a group may leave out (no actor, no
             -- charge, a fresh id) stay absent rather than written empty.
             redis.call('HSET', jk, 'spec', spec, 'state', state, 'priority', pri, 'attempt', '0',
               'attempt_limit', max, 'enqueued_at', ms, 'enqueued_us', us)
