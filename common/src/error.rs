@@ -75,6 +75,16 @@ pub enum Error {
         /// The ids of the jobs of the call, generated ones included.
         ids: Vec<JobId>,
     },
+    /// Another run of the same resumable batch is adding it: this run's next chunk does
+    /// not start where the batch's landed jobs end. Nothing of that chunk was written.
+    #[error(
+        "another run of the same batch is enqueueing it ({landed} of its jobs are in): \
+         nothing more was added by this one; run it again once that one has ended"
+    )]
+    BatchRace {
+        /// How many of the batch's jobs have landed.
+        landed: u64,
+    },
 }
 
 impl Error {
@@ -113,6 +123,7 @@ impl Error {
             Error::RestartHold(_) => "restart_hold",
             Error::OutboxFull { .. } => "outbox_full",
             Error::Unreplicated { .. } => "unreplicated",
+            Error::BatchRace { .. } => "batch_race",
         }
     }
 }

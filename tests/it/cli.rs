@@ -515,6 +515,73 @@ async fn enqueue_off_peak_defers_to_the_next_window() {
     assert!(listed.contains("cheap-1"), "{listed}");
 }
 
+/// `scheduler batch - --chunked --json` of `input`, started.
+fn chunked_batch(env: &TestEnv, input: &str) -> std::process::Child {
+    use std::io::Write;
+    let mut child = std::process::Command::new(bin("scheduler"))
+        .args(["batch", "-", "--chunked", "--json"])
+        .env("REDIS_URL", crate::support::redis_url())
+        .env("GPUQ_NAMESPACE", &env.ns)
+        .env("DATABASE_URL", &env.database_url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_owned();
+    // Written from a thread: a run killed early stops reading.
+    std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    child
+}
+
+#[tokio::test]
+async fn a_chunked_batch_killed_part_way_then_run_again_has_each_job_exactly_once() {
+    let env = TestEnv::new().await;
+    let chunk = common::queue::MAX_ATOMIC_BATCH as u64;
+    let n = 3 * chunk + 1_000;
+    let input: String = (0..n)
+        .map(|i| format!("{{\"name\":\"k{i}\",\"command\":[\"true\"]}}\n"))
+        .collect();
+    // SIGKILL once a chunk has landed, then once another has: each time, only whole
+    // chunks are in.
+    let mut seen = 0;
+    for _ in 0..2 {
+        let mut child = chunked_batch(&env, &input);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let queued = loop {
+            let q = env.queue.status().await.unwrap().queued();
+            if q > seen || child.try_wait().unwrap().is_some() {
+                break q;
+            }
+            assert!(std::time::Instant::now() < deadline, "no chunk landed");
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let after = env.queue.status().await.unwrap().queued();
+        assert!(
+            after >= queued && (after % chunk == 0 || after == n),
+            "{after} queued"
+        );
+        seen = after;
+    }
+    // Run again: what landed is reported, the rest added, no job twice.
+    let out = chunked_batch(&env, &input).wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: std::collections::HashSet<&str> = report["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len() as u64, n);
+    assert_eq!(report["existing"].as_array().unwrap().len() as u64, seen);
+    assert_eq!(report["created"].as_u64().unwrap(), n - seen);
+    assert_eq!(env.queue.status().await.unwrap().queued(), n);
+}
+
 fn chrono_hour_utc() -> u64 {
     (common::now_ms() / 3_600_000) % 24
 }

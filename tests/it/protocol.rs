@@ -966,3 +966,89 @@ async fn a_big_batch_waits_as_records_that_read_and_move_like_job_hashes() {
         "and no head: each went with the last record that used it"
     );
 }
+
+#[tokio::test]
+async fn a_resumable_batch_picks_up_where_it_stopped_with_any_chunk_size() {
+    let env = TestEnv::new().await;
+    let key = common::queue::BatchKey::of("operator", "", b"twelve jobs");
+    let specs: Vec<JobSpec> = (0..12)
+        .map(|i| spec(&format!("r{i}"), Priority::Normal))
+        .collect();
+    // The outbox bound stops the second chunk: the first 5 are in.
+    let tight = env.queue.clone().with_outbox_limit(3);
+    let first = tight
+        .enqueue_resumable_as(specs.clone(), "operator", 5, &key)
+        .await;
+    assert!(
+        matches!(first.failure, Some(Error::OutboxFull { .. })),
+        "{:?}",
+        first.failure
+    );
+    assert_eq!((first.chunks_landed, first.report.created), (1, 5));
+    assert_eq!(env.queue.status().await.unwrap().queued(), 5);
+
+    // Again, in chunks of another size: the 5 are reported as they are, the 7 others added.
+    let second = env
+        .queue
+        .enqueue_resumable_as(specs.clone(), "operator", 4, &key)
+        .await;
+    assert!(second.failure.is_none(), "{:?}", second.failure);
+    assert_eq!(second.report.created, 7);
+    assert_eq!(second.report.existing, first.report.ids);
+    assert_eq!(second.report.ids[..5], first.report.ids[..]);
+    let ids: std::collections::HashSet<_> = second.report.ids.iter().collect();
+    assert_eq!(ids.len(), 12);
+    assert_eq!(env.queue.status().await.unwrap().queued(), 12);
+
+    // And once more: nothing to add, the same ids in the same order.
+    let third = env
+        .queue
+        .enqueue_resumable_as(specs.clone(), "operator", 5, &key)
+        .await;
+    assert!(third.failure.is_none(), "{:?}", third.failure);
+    assert_eq!((third.report.created, &third.report.ids), (0, &second.report.ids));
+    assert_eq!(env.queue.status().await.unwrap().queued(), 12);
+
+    // Another batch key (another input, say) is another batch.
+    let other = common::queue::BatchKey::of("operator", "", b"other jobs");
+    let fourth = env.queue.enqueue_resumable_as(specs, "operator", 5, &other).await;
+    assert_eq!(fourth.report.created, 12);
+    assert_eq!(env.queue.status().await.unwrap().queued(), 24);
+}
+
+#[tokio::test]
+async fn two_runs_of_one_resumable_batch_at_once_add_each_job_once() {
+    let env = TestEnv::new().await;
+    let key = common::queue::BatchKey::of("operator", "", b"raced");
+    let specs: Vec<JobSpec> = (0..300)
+        .map(|i| spec(&format!("r{i}"), Priority::Normal))
+        .collect();
+    // Chunks of 3: a hundred chances for the runs to meet.
+    let run = |q: common::queue::RedisQueue, specs: Vec<JobSpec>, key: common::queue::BatchKey| {
+        tokio::spawn(async move { q.enqueue_resumable_as(specs, "operator", 3, &key).await })
+    };
+    let a = run(env.queue.clone(), specs.clone(), key.clone());
+    let b = run(env.queue.clone(), specs.clone(), key.clone());
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    for r in [&a, &b] {
+        assert!(
+            matches!(r.failure, None | Some(Error::BatchRace { .. })),
+            "{:?}",
+            r.failure
+        );
+    }
+    // A run behind the other stops; once both have, a last run finishes the batch.
+    let last = env.queue.enqueue_resumable_as(specs, "operator", 3, &key).await;
+    assert!(last.failure.is_none(), "{:?}", last.failure);
+    assert_eq!(last.report.ids.len(), 300);
+    assert_eq!(
+        last.report
+            .ids
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len(),
+        300
+    );
+    assert_eq!(a.report.created + b.report.created + last.report.created, 300);
+    assert_eq!(env.queue.status().await.unwrap().queued(), 300);
+}

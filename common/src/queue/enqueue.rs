@@ -44,10 +44,35 @@ impl RedisQueue {
     /// Enqueues any number of specs as atomic chunks of at most `chunk` (up to
     /// [`MAX_ATOMIC_BATCH`]), in order: each chunk lands all-or-nothing, and the next is
     /// validated and encoded while Redis runs the one before. Stops at the first chunk
-    /// that fails; the answer says what landed before it. Give the specs ids (see
-    /// [`assign_batch_ids`]) so that the same call again after a failure adds only the
-    /// rest.
+    /// that fails; the answer says what landed before it. To pick up after such a
+    /// failure, see [`Self::enqueue_resumable_as`].
     pub async fn enqueue_chunked_as(&self, specs: Vec<JobSpec>, actor: &str, chunk: usize) -> ChunkedEnqueue {
+        self.chunked(specs, actor, chunk, None).await
+    }
+
+    /// [`Self::enqueue_chunked_as`] of a batch that can be picked up where it stopped:
+    /// Redis records which of the batch's jobs have landed under `key` (for
+    /// [`RESUMABLE_FOR`]), and the same call again reports those as existing and adds
+    /// only the rest. Its jobs get generated ids (fresh, so no chunk has to look for
+    /// them first), unless a spec names its own. Two runs of one batch at once cannot
+    /// both add a chunk: the one behind stops with [`crate::Error::BatchRace`].
+    pub async fn enqueue_resumable_as(
+        &self,
+        specs: Vec<JobSpec>,
+        actor: &str,
+        chunk: usize,
+        key: &BatchKey,
+    ) -> ChunkedEnqueue {
+        self.chunked(specs, actor, chunk, Some(key)).await
+    }
+
+    async fn chunked(
+        &self,
+        specs: Vec<JobSpec>,
+        actor: &str,
+        chunk: usize,
+        key: Option<&BatchKey>,
+    ) -> ChunkedEnqueue {
         let chunk = chunk.clamp(1, MAX_ATOMIC_BATCH);
         let actor: Arc<str> = actor.into();
         let mut landed = ChunkedEnqueue {
@@ -61,11 +86,34 @@ impl RedisQueue {
             chunks_landed: 0,
             failure: None,
         };
+        let record = key.map(|k| self.keys.resume(k.as_str()));
+        // What earlier runs of the batch landed is skipped.
+        let mut at = 0;
+        if let Some(record) = &record {
+            match self.resumed(record, specs.len()).await {
+                Ok(done) => {
+                    at = done.len();
+                    landed.chunks_landed = at.div_ceil(chunk);
+                    landed.chunks = landed.chunks_landed + (specs.len() - at).div_ceil(chunk);
+                    landed.report.existing = done.clone();
+                    landed.report.ids = done;
+                }
+                Err(e) => {
+                    landed.failure = Some(e);
+                    return landed;
+                }
+            }
+        }
         let mut in_flight: Option<tokio::task::JoinHandle<Result<EnqueueReport>>> = None;
-        let mut specs = specs.into_iter().peekable();
+        let mut specs = specs.into_iter().skip(at).peekable();
         while specs.peek().is_some() {
             let next: Vec<JobSpec> = specs.by_ref().take(chunk).collect();
-            let prepared = Prepared::new(next, &actor);
+            let n = next.len();
+            let prepared = Prepared::new(next, &actor).map(|mut p| {
+                p.resume = record.clone().map(|r| (r, at));
+                p
+            });
+            at += n;
             if let Some(previous) = in_flight.take() {
                 if !landed.take(previous.await) {
                     return landed;
@@ -87,9 +135,59 @@ impl RedisQueue {
         landed
     }
 
+    /// The ids of a resumable batch's landed jobs, in order, from its `record`.
+    async fn resumed(&self, record: &str, batch: usize) -> Result<Vec<JobId>> {
+        let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(record)
+            .query_async(&mut self.conn().await?)
+            .await?;
+        let Some(n) = fields.get("n") else {
+            return Ok(Vec::new());
+        };
+        let corrupt =
+            |why: &str| crate::Error::Corrupt(format!("the resumable batch record {record}: {why}"));
+        let n: usize = n.parse().map_err(|_| corrupt("its count is not a number"))?;
+        let mut chunks: Vec<(usize, &String)> = fields
+            .iter()
+            .filter(|(k, _)| k.as_str() != "n")
+            .map(|(k, v)| {
+                Ok((
+                    k.parse()
+                        .map_err(|_| corrupt("a chunk's position is not a number"))?,
+                    v,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        chunks.sort_unstable_by_key(|(at, _)| *at);
+        let mut ids = Vec::with_capacity(n);
+        for (at, chunk) in chunks {
+            if at != ids.len() {
+                return Err(corrupt("its chunks leave a gap"));
+            }
+            for id in chunk.split(' ') {
+                ids.push(
+                    id.parse()
+                        .map_err(|_| corrupt("it holds an id that is not one"))?,
+                );
+            }
+        }
+        if ids.len() != n || n > batch {
+            return Err(corrupt(&format!(
+                "it counts {n} jobs and holds {} ids, for a batch of {batch}",
+                ids.len()
+            )));
+        }
+        Ok(ids)
+    }
+
     /// Enqueues one prepared batch: checks it for admission and runs enqueue.lua.
     async fn submit(&self, prepared: Prepared) -> Result<EnqueueReport> {
-        let Prepared { specs, groups, ids } = prepared;
+        let Prepared {
+            specs,
+            groups,
+            ids,
+            resume,
+        } = prepared;
         // A job that could never be admitted is refused here, not left waiting forever.
         // The check uses the configuration this process read last; the script refuses
         // the write if Redis holds another one by then, and the jobs are checked again
@@ -109,8 +207,18 @@ impl RedisQueue {
                 tries += 1;
                 continue;
             }
-            let (reply, acked) = self.run_enqueue(groups.iter(), &seen.digest).await?;
+            let (reply, acked) = self
+                .run_enqueue(groups.iter(), &seen.digest, resume.as_ref())
+                .await?;
             let code = answer_code(&reply)?;
+            if code == RESUME_RACE {
+                let landed = reply
+                    .get(1)
+                    .map(redis::from_redis_value_ref)
+                    .transpose()?
+                    .unwrap_or(0);
+                return Err(crate::Error::BatchRace { landed });
+            }
             if code == STALE_ADMISSION {
                 self.forget_admission();
                 tries += 1;
@@ -198,7 +306,7 @@ impl RedisQueue {
                 break;
             }
             let (reply, acked) = self
-                .run_enqueue(pending.iter().map(|(_, _, g)| g), &seen.digest)
+                .run_enqueue(pending.iter().map(|(_, _, g)| g), &seen.digest, None)
                 .await?;
             let code = answer_code(&reply)?;
             if code == STALE_ADMISSION {
@@ -249,21 +357,39 @@ impl RedisQueue {
 /// How long an enqueue waits for its replicas' acknowledgement.
 pub const REPLICA_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Gives every spec without an id one derived from the whole batch's text and the spec's
-/// place in it, so that enqueueing the same input again, in chunks, after a failure part-way,
-/// finds the jobs already enqueued (idempotent) and adds only the rest: nothing is skipped or
-/// enqueued twice. Ids are UUIDv5 (name-based).
-pub fn assign_batch_ids(input: &[u8], specs: &mut [JobSpec]) {
-    let batch = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, input);
-    for (i, spec) in specs.iter_mut().enumerate() {
-        if spec.id.is_none() {
-            spec.id = Some(JobId::from_uuid(uuid::Uuid::new_v5(
-                &batch,
-                i.to_string().as_bytes(),
-            )));
+/// How long Redis remembers what landed of a resumable batch: a run of the same batch
+/// within this picks up where the last stopped; after it, the batch is new again.
+pub const RESUMABLE_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Names a resumable batch ([`RedisQueue::enqueue_resumable_as`]): the same input from the
+/// same actor, enqueued the same way, has the same key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchKey(String);
+
+impl BatchKey {
+    /// The key of `input` (the batch's text) from `actor`, enqueued with `options` (those
+    /// that change its jobs, such as a group put on all of them).
+    pub fn of(actor: &str, options: &str, input: &[u8]) -> Self {
+        let mut named = Vec::with_capacity(actor.len() + options.len() + input.len() + 2);
+        for part in [actor.as_bytes(), b"\0", options.as_bytes(), b"\0", input] {
+            named.extend_from_slice(part);
         }
+        BatchKey(
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, &named)
+                .simple()
+                .to_string(),
+        )
+    }
+
+    /// The key as Redis holds it.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
+
+/// enqueue.lua's answer when a resumable batch's chunk does not start where its landed
+/// jobs end.
+const RESUME_RACE: i64 = -3;
 
 /// enqueue.lua's answer when the admission configuration is not the one the jobs were
 /// checked against.
@@ -365,13 +491,20 @@ impl RedisQueue {
         &self,
         groups: impl ExactSizeIterator<Item = &'a Group>,
         digest: &str,
+        resume: Option<&(String, usize)>,
     ) -> Result<(Vec<redis::Value>, u32)> {
         let mut invocation = scripts::ENQUEUE.prepare_invoke();
+        invocation.key(self.keys.jobs());
+        match resume {
+            Some((record, _)) => invocation.key(record),
+            None => &mut invocation,
+        };
         invocation
-            .key(self.keys.jobs())
             .arg(self.keys.prefix())
             .arg(self.outbox_limit)
             .arg(digest)
+            .arg(resume.map(|(_, at)| at.to_string()).unwrap_or_default())
+            .arg(RESUMABLE_FOR.as_secs())
             .arg(groups.len());
         for Group {
             settings: g,

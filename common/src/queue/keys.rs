@@ -231,6 +231,13 @@ impl Keys {
         format!("{}:outbox:dead", self.prefix)
     }
 
+    /// What has landed of a resumable batch (enqueue.lua), under its [`BatchKey`]'s text.
+    ///
+    /// [`BatchKey`]: super::BatchKey
+    pub fn resume(&self, key: &str) -> String {
+        format!("{}:resume:{key}", self.prefix)
+    }
+
     /// Client-chosen ids of jobs retention removed while the store keeps them.
     pub fn retired(&self) -> String {
         format!("{}:retired", self.prefix)

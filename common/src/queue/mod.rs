@@ -20,7 +20,9 @@ mod sentinel;
 mod sessions;
 
 pub use admin::{LogChunk, PriorityStatus, QueueStatus};
-pub use enqueue::{assign_batch_ids, ChunkedEnqueue, EnqueueReport, MAX_ATOMIC_BATCH, REPLICA_ACK_TIMEOUT};
+pub use enqueue::{
+    BatchKey, ChunkedEnqueue, EnqueueReport, MAX_ATOMIC_BATCH, REPLICA_ACK_TIMEOUT, RESUMABLE_FOR,
+};
 pub use keys::Keys;
 pub use lease::{Claim, ClaimedJob, EndedAttempt, FinishState, Heartbeat, Lease, Outcome, Room, Unreadable};
 pub use mirror::RestoreItem;

@@ -11,6 +11,9 @@ pub(super) struct Prepared {
     pub(super) specs: Vec<JobSpec>,
     pub(super) groups: Vec<Group>,
     pub(super) ids: Vec<JobId>,
+    /// For a chunk of a resumable batch: the batch's record (`Keys::resume`) and where
+    /// the chunk starts in the batch.
+    pub(super) resume: Option<(String, usize)>,
 }
 
 impl Prepared {
@@ -39,7 +42,12 @@ impl Prepared {
         for g in groups.iter_mut() {
             g.as_records();
         }
-        Ok(Prepared { specs, groups, ids })
+        Ok(Prepared {
+            specs,
+            groups,
+            ids,
+            resume: None,
+        })
     }
 }
 

@@ -153,7 +153,7 @@ pub(super) async fn batch(
     }
     let out = api
         .app
-        .enqueue_batch(&caller, specs, false, SameId::RefuseOtherSpec)
+        .enqueue_batch(&caller, specs, None, SameId::RefuseOtherSpec)
         .await?;
     Ok((
         StatusCode::CREATED,

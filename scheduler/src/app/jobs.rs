@@ -1,7 +1,7 @@
 //! Jobs: enqueue, batch, cancel, retry, show, wait, list and logs.
 
 use super::{App, AppError, AppResult, Caller, CostSummary, Role};
-use common::queue::{EnqueueReport, MAX_ATOMIC_BATCH};
+use common::queue::{BatchKey, EnqueueReport, MAX_ATOMIC_BATCH};
 use common::{JobId, JobRecord, JobSpec, JobState, ListFilter};
 use serde::Serialize;
 use std::time::Duration;
@@ -186,13 +186,13 @@ impl App {
     }
 
     /// Enqueues validated jobs all-or-nothing after the budget check. More than one
-    /// atomic step takes needs `chunked`: then each chunk is atomic, in order, and the
-    /// specs must carry ids (so that a retry after a failure part-way adds the rest).
+    /// atomic step takes needs `chunked`, the batch's key: then each chunk is atomic, in
+    /// order, and the same batch again after a failure part-way adds only the rest.
     pub async fn enqueue_batch(
         &self,
         caller: &Caller,
         specs: Vec<JobSpec>,
-        chunked: bool,
+        chunked: Option<&BatchKey>,
         same_id: SameId,
     ) -> AppResult<BatchOutcome> {
         caller.require(Role::Submitter, "enqueueing")?;
@@ -209,7 +209,7 @@ impl App {
                 message: format!("job {}: {e}", n + 1),
             })?;
         }
-        if specs.len() > MAX_ATOMIC_BATCH && !chunked {
+        if specs.len() > MAX_ATOMIC_BATCH && chunked.is_none() {
             return Err(AppError::bad_input(format!(
                 "the batch holds {} jobs, more than the {MAX_ATOMIC_BATCH} one atomic step takes; \
                  enqueue it in chunks (the CLI's --chunked)",
@@ -220,12 +220,13 @@ impl App {
             self.check_conflicts(&specs).await?;
         }
         let warnings = self.enforce_budgets(&specs).await?;
-        let report = if specs.len() > MAX_ATOMIC_BATCH {
-            self.enqueue_chunks(caller, &specs).await?
-        } else {
-            self.queue()
-                .enqueue_batch_as(specs.clone(), &caller.actor)
-                .await?
+        let report = match chunked {
+            Some(key) if specs.len() > MAX_ATOMIC_BATCH => self.enqueue_chunks(caller, &specs, key).await?,
+            _ => {
+                self.queue()
+                    .enqueue_batch_as(specs.clone(), &caller.actor)
+                    .await?
+            }
         };
         let estimate = if report.created > 0 {
             self.summarise_cost(&specs).await.ok().flatten()
@@ -239,13 +240,18 @@ impl App {
         })
     }
 
-    /// Enqueues `specs` (ids assigned) in atomic chunks, in order, each prepared while
-    /// Redis runs the one before. A failure part-way says how far it got; the same call
-    /// again adds only what is missing.
-    async fn enqueue_chunks(&self, caller: &Caller, specs: &[JobSpec]) -> AppResult<EnqueueReport> {
+    /// Enqueues `specs` in atomic chunks, in order, each prepared while Redis runs the one
+    /// before. A failure part-way says how far it got; the same call again adds only what
+    /// is missing.
+    async fn enqueue_chunks(
+        &self,
+        caller: &Caller,
+        specs: &[JobSpec],
+        key: &BatchKey,
+    ) -> AppResult<EnqueueReport> {
         let done = self
             .queue()
-            .enqueue_chunked_as(specs.to_vec(), &caller.actor, MAX_ATOMIC_BATCH)
+            .enqueue_resumable_as(specs.to_vec(), &caller.actor, MAX_ATOMIC_BATCH, key)
             .await;
         match done.failure {
             None => Ok(done.report),

@@ -4,6 +4,7 @@ use crate::app::{App, Caller, SameId};
 use crate::cli::{BatchArgs, EnqueueArgs};
 use crate::format::print_json;
 use crate::{CliError, CliResult};
+use common::queue::BatchKey;
 use common::{parse_batch, JobSpec, Resources};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -113,13 +114,14 @@ pub(crate) async fn batch(app: &App, caller: &Caller, a: BatchArgs) -> CliResult
             specs.len()
         )));
     }
-    if specs.len() > limit {
-        // Ids from the input's text, so that the same command again after a failure
-        // part-way finds the chunks already enqueued.
-        common::queue::assign_batch_ids(input.as_bytes(), &mut specs);
-    }
+    // A batch too big for one atomic step is resumable: the same command again after a
+    // failure part-way finds what landed and adds only the rest.
+    let key = (specs.len() > limit).then(|| {
+        let options = format!("{:?} {:?} {}", a.group, a.max_running, a.off_peak);
+        BatchKey::of(&caller.actor, &options, input.as_bytes())
+    });
     let outcome = app
-        .enqueue_batch(caller, specs, a.chunked, SameId::KeepExisting)
+        .enqueue_batch(caller, specs, key.as_ref(), SameId::KeepExisting)
         .await;
     if let Some(pb) = spinner {
         pb.finish_and_clear();

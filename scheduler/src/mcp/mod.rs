@@ -148,7 +148,7 @@ impl Tools {
         let result = match specs {
             Ok(specs) => {
                 self.app
-                    .enqueue_batch(&caller, specs, false, SameId::RefuseOtherSpec)
+                    .enqueue_batch(&caller, specs, None, SameId::RefuseOtherSpec)
                     .await
             }
             Err(e) => Err(e),

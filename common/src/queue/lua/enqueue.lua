@@ -1,12 +1,15 @@
 -- Enqueue one or many jobs atomically, skipping ids that already exist (idempotent).
 -- KEYS[1]  {ns}:jobs            (index of all jobs, in enqueue order)
+-- KEYS[2]  {ns}:resume:<key>    (only for a chunk of a resumable batch: see below)
 -- ARGV[1]  prefix               ("{ns}")
 -- ARGV[2]  the outbox bound: while the outbox holds more entries than this (the job
 --          store is not draining it), nothing is enqueued
 -- ARGV[3]  the SHA-1 of the admission configuration ({ns}:admission) the jobs were
 --          checked against, '' for none: when Redis holds another, nothing is written and
 --          the answer is { -2 }, for the client to check them against the new one
--- ARGV[4]  g, the number of groups; the jobs of a batch come in runs that share their
+-- ARGV[4]  for a chunk of a resumable batch, where its first job is in the batch ('' for
+--          none); ARGV[5] how long the batch stays resumable (s)
+-- ARGV[6]  g, the number of groups; the jobs of a batch come in runs that share their
 --          settings, in batch order. Per group:
 --            priority ("p0".."p2"), max attempts, not-before (ms; a job not due yet waits
 --            in {ns}:delayed as 'deferred'; 0 = start now), fresh ('1' when the client
@@ -16,8 +19,16 @@
 --            none; see below), count, then per job: id, then the spec JSON, or with a
 --            token the job's pending record, `@TOKEN US spec` (lib.lua)
 -- Returns  { created_count, enqueued_at (ms, Redis time), existing_id_1, existing_id_2,
---          ... }, { -1, outbox length } when the outbox is over its bound, or { -2 } when
---          the admission configuration changed (nothing was written in either case).
+--          ... }, { -1, outbox length } when the outbox is over its bound, { -2 } when
+--          the admission configuration changed, or { -3, jobs landed } when the chunk of
+--          a resumable batch does not start where the batch's landed jobs end (nothing
+--          was written in those cases).
+-- A resumable batch (`scheduler batch --chunked`) goes in chunks, in order, each its own
+-- call. KEYS[2] records how many of its jobs have landed ('n') and, under each chunk's
+-- first position, the chunk's ids, for as long as ARGV[5] says: a run of the same batch
+-- after a failure part-way reads it, reports those jobs as existing and sends only the
+-- rest. Its ids are generated, so they are fresh: only the record says what landed. A
+-- chunk must start at 'n', so two runs of one batch at once cannot both add a chunk.
 -- An id counts as existing while its job hash or pending record exists, and after
 -- retention removed the hash while the store still has the job: ids a client chose are
 -- kept in {ns}:retired for that time (expire.lua), so an idempotent enqueue stays
@@ -47,8 +58,13 @@ local backlog = redis.call('XLEN', outbox) + tonumber(redis.call('GET', batched)
 if backlog > tonumber(ARGV[2]) then return { -1, backlog } end
 local admission = redis.call('GET', prefix .. ':admission')
 if (admission and redis.sha1hex(admission) or '') ~= ARGV[3] then return { -2 } end
+local resume, first_at = KEYS[2], tonumber(ARGV[4])
+if resume then
+  local landed = tonumber(redis.call('HGET', resume, 'n') or '0')
+  if landed ~= first_at then return { -3, landed } end
+end
 index_as_list(prefix)
-local groups = tonumber(ARGV[4])
+local groups = tonumber(ARGV[6])
 -- Microseconds too, kept for latency measurements (enqueue-to-start).
 local ms, us = server_time()
 local ms_n = tonumber(ms)
@@ -60,7 +76,9 @@ local heads = pending .. ':heads'
 local created = 0
 local existing = {}
 local seen = {}
-local at = 5
+-- The chunk's ids in order, for a resumable batch's record.
+local all, nall = resume and {}, 0
+local at = 7
 for _ = 1, groups do
   local pri, max, fresh = ARGV[at], ARGV[at + 1], ARGV[at + 3] == '1'
   local not_before, charge, cap = ARGV[at + 2], ARGV[at + 4], ARGV[at + 5]
@@ -125,6 +143,7 @@ for _ = 1, groups do
     end
     for i = first, last do
       local id, value = ARGV[jobs + i * 2], ARGV[jobs + i * 2 + 1]
+      if all then nall = nall + 1; all[nall] = id end
       -- Only a job written as a hash needs its key.
       local jk = not records and prefix .. ':job:' .. id
       if seen[id] or gone[id] or (some_exist and job_exists(prefix, id)) then
@@ -179,6 +198,10 @@ for _ = 1, groups do
   if shared then
     if uses > 0 then redis.call('HSET', heads, tok .. '#', uses) else redis.call('HDEL', heads, tok) end
   end
+end
+if resume then
+  redis.call('HSET', resume, 'n', first_at + nall, first_at, table.concat(all, ' '))
+  redis.call('EXPIRE', resume, ARGV[5])
 end
 if created > 0 then wake(prefix) end
 local out = { created, ms }
