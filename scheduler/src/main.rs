@@ -1,12 +1,6 @@
 //! `scheduler` binary: parse the command line, set up logging, run, map errors to exit codes.
 
 use std::process::ExitCode;
-
-/// mimalloc rather than the system allocator: `batch` of 20,000 specs took 112 ms instead
-/// of 144 (median of 15, loadtests peer), most of the difference in freeing specs parsed
-/// on other threads and in page faults.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]

@@ -1020,12 +1020,11 @@ async fn a_resumable_batch_picks_up_where_it_stopped_with_any_chunk_size() {
 async fn two_runs_of_one_resumable_batch_at_once_add_each_job_once() {
     let env = TestEnv::new().await;
     let key = common::queue::BatchKey::of("operator", "", b"raced");
-    let specs: Vec<JobSpec> = (0..300)
-        .map(|i| spec(&format!("r{i}"), Priority::Normal))
-        .collect();
-    // Chunks of 3: a hundred chances for the runs to meet.
+    let n = 3_200;
+    let specs: Vec<JobSpec> = (0..n).map(|i| spec(&format!("r{i}"), Priority::Normal)).collect();
+    // Chunks of 32, whose records go staged: a hundred chances for the runs to meet.
     let run = |q: common::queue::RedisQueue, specs: Vec<JobSpec>, key: common::queue::BatchKey| {
-        tokio::spawn(async move { q.enqueue_resumable_as(specs, "operator", 3, &key).await })
+        tokio::spawn(async move { q.enqueue_resumable_as(specs, "operator", 32, &key).await })
     };
     let a = run(env.queue.clone(), specs.clone(), key.clone());
     let b = run(env.queue.clone(), specs.clone(), key.clone());
@@ -1038,17 +1037,47 @@ async fn two_runs_of_one_resumable_batch_at_once_add_each_job_once() {
         );
     }
     // A run behind the other stops; once both have, a last run finishes the batch.
-    let last = env.queue.enqueue_resumable_as(specs, "operator", 3, &key).await;
+    let last = env.queue.enqueue_resumable_as(specs, "operator", 32, &key).await;
     assert!(last.failure.is_none(), "{:?}", last.failure);
-    assert_eq!(last.report.ids.len(), 300);
-    assert_eq!(
-        last.report
-            .ids
-            .iter()
-            .collect::<std::collections::HashSet<_>>()
-            .len(),
-        300
-    );
-    assert_eq!(a.report.created + b.report.created + last.report.created, 300);
-    assert_eq!(env.queue.status().await.unwrap().queued(), 300);
+    let ids: std::collections::HashSet<_> = last.report.ids.iter().collect();
+    assert_eq!((last.report.ids.len(), ids.len()), (n, n));
+    assert_eq!(a.report.created + b.report.created + last.report.created, n);
+    assert_eq!(env.queue.status().await.unwrap().queued(), n as u64);
+    // A chunk refused for being out of place took its staged records with it.
+    assert_eq!(pending_records(&env).await, n);
+}
+
+/// How many pending records the queue holds.
+async fn pending_records(env: &TestEnv) -> usize {
+    let mut con = env.raw_redis().await;
+    redis::cmd("HLEN")
+        .arg(env.queue.keys().pending())
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_refused_enqueue_leaves_no_staged_record_behind() {
+    let env = TestEnv::new().await;
+    let batch = || {
+        (0..40)
+            .map(|i| spec(&format!("s{i}"), Priority::Normal))
+            .collect::<Vec<_>>()
+    };
+    // 40 fresh jobs that start now: their records go staged, ahead of the script.
+    let tight = env.queue.clone().with_outbox_limit(3);
+    let first = tight.enqueue_batch(batch()).await.unwrap();
+    assert_eq!(first.created, 40);
+    assert_eq!(pending_records(&env).await, 40);
+    // The outbox is over its bound now: the script refuses the next, records and all.
+    let refused = tight.enqueue_batch(batch()).await.unwrap_err();
+    assert!(matches!(refused, Error::OutboxFull { .. }), "{refused}");
+    assert_eq!(pending_records(&env).await, 40);
+    assert_eq!(env.queue.status().await.unwrap().queued(), 40);
+    // The jobs that landed are whole: each reads back with its spec.
+    for id in &first.ids {
+        let job = env.queue.get(id).await.unwrap().expect("the job exists");
+        assert_eq!((job.state, job.spec.team.as_str()), (JobState::Queued, "test"));
+    }
 }

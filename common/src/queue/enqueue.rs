@@ -489,66 +489,114 @@ impl RedisQueue {
     /// with `digest`. Returns its reply and how many replicas acknowledged it.
     async fn run_enqueue<'a>(
         &self,
-        groups: impl ExactSizeIterator<Item = &'a Group>,
+        groups: impl ExactSizeIterator<Item = &'a Group> + Clone,
         digest: &str,
         resume: Option<&(String, usize)>,
     ) -> Result<(Vec<redis::Value>, u32)> {
-        let mut invocation = scripts::ENQUEUE.prepare_invoke();
-        invocation.key(self.keys.jobs());
-        match resume {
-            Some((record, _)) => invocation.key(record),
-            None => &mut invocation,
+        let staged = groups.clone().any(Group::staged);
+        // A staged group's records go first, in a MULTI with the script, which is sent
+        // whole (EVAL): a script the server lacks cannot fail there after the records.
+        let mut script = if staged {
+            let mut c = redis::cmd("EVAL");
+            c.arg(scripts::ENQUEUE_SOURCE);
+            c
+        } else {
+            let mut c = redis::cmd("EVALSHA");
+            c.arg(scripts::ENQUEUE.get_hash());
+            c
         };
-        invocation
+        script
+            .arg(if resume.is_some() { 2 } else { 1 })
+            .arg(self.keys.jobs());
+        if let Some((record, _)) = resume {
+            script.arg(record);
+        }
+        script
             .arg(self.keys.prefix())
             .arg(self.outbox_limit)
             .arg(digest)
             .arg(resume.map(|(_, at)| at.to_string()).unwrap_or_default())
             .arg(RESUMABLE_FOR.as_secs())
             .arg(groups.len());
-        for Group {
-            settings: g,
-            token,
-            jobs,
-        } in groups
-        {
-            invocation
+        let mut records = redis::cmd("HSET");
+        records.arg(self.keys.pending());
+        for group in groups.clone() {
+            let Group {
+                settings: g,
+                token,
+                jobs,
+            } = group;
+            let fresh = match (group.staged(), g.fresh) {
+                (true, _) => "s",
+                (false, true) => "1",
+                (false, false) => "0",
+            };
+            script
                 .arg(g.priority)
                 .arg(g.max_attempts)
                 .arg(g.not_before)
-                .arg(if g.fresh { "1" } else { "0" })
+                .arg(fresh)
                 .arg(&g.charge)
                 .arg(g.group_cap.map(|c| c.to_string()).unwrap_or_default())
                 .arg(&*g.actor)
                 .arg(token)
                 .arg(jobs.len());
             for (id, json) in jobs {
-                invocation.arg(id.as_str()).arg(json.as_str());
+                script.arg(id.as_str());
+                if group.staged() {
+                    records.arg(id.as_str()).arg(json.as_str());
+                } else {
+                    script.arg(json.as_str());
+                }
             }
         }
         // Behind Sentinel, the write and its WAIT go together on a connection of their
         // own: WAIT blocks the connection it is sent on, and covers only the writes made
         // on it (one pipeline, so a reconnect cannot come between them).
         let wanted = self.replica_acks();
-        Ok(if wanted == 0 {
-            let mut conn = self.conn().await?;
-            (invocation.invoke_async(&mut conn).await?, 0)
+        let mut pipe = redis::pipe();
+        if staged {
+            pipe.cmd("MULTI").ignore().add_command(records).ignore();
+            pipe.add_command(script).ignore().cmd("EXEC");
         } else {
-            let mut conn = self.durable_conn().await?;
-            let mut pipe = redis::pipe();
-            pipe.invoke_script(&invocation)
-                .cmd("WAIT")
+            pipe.add_command(script);
+        }
+        if wanted > 0 {
+            pipe.cmd("WAIT")
                 .arg(wanted)
                 .arg(REPLICA_ACK_TIMEOUT.as_millis() as u64);
-            // A pipeline does not load a script the server lacks (a new primary has none):
-            // load it then and send again, rather than send its 30 KB every time.
-            match pipe.query_async(&mut conn).await {
-                Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                    scripts::ENQUEUE.load_async(&mut conn).await?;
-                    pipe.query_async(&mut conn).await?
-                }
-                sent => sent?,
+        }
+        let mut conn = if wanted == 0 {
+            self.conn().await?
+        } else {
+            self.durable_conn().await?
+        };
+        // A server that lacks the script (a restarted or new primary) gets it loaded, and
+        // the call again: once, rather than its 30 KB every time.
+        let answers: Vec<redis::Value> = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                scripts::ENQUEUE.load_async(&mut conn).await?;
+                pipe.query_async(&mut conn).await?
             }
-        })
+            sent => sent?,
+        };
+        let mut answers = answers.into_iter();
+        let reply = match answers.next() {
+            // EXEC's answer: the HSET's, then the script's.
+            Some(redis::Value::Array(exec)) if staged => match exec.into_iter().nth(1) {
+                // The script failed part-way (Redis does not undo a script): the records
+                // stay, as the jobs it queued need theirs; one it did not queue is known
+                // to no one (its id is fresh).
+                Some(redis::Value::ServerError(e)) => return Err(redis::RedisError::from(e).into()),
+                reply => reply,
+            },
+            reply => reply,
+        };
+        let reply = redis::from_redis_value::<Vec<redis::Value>>(reply.unwrap_or(redis::Value::Nil))?;
+        let acked = match answers.next() {
+            Some(v) => redis::from_redis_value(v)?,
+            None => 0,
+        };
+        Ok((reply, acked))
     }
 }

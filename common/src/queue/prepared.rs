@@ -62,6 +62,15 @@ pub(super) struct Group {
     pub(super) jobs: Vec<(JobId, String)>,
 }
 
+impl Group {
+    /// Whether the group's records go to Redis staged: written by a plain HSET before
+    /// enqueue.lua runs, in the same MULTI, rather than handed to the script (fresh ids
+    /// only, which cannot exist, so the HSET cannot overwrite anything).
+    pub(super) fn staged(&self) -> bool {
+        !self.token.is_empty() && self.settings.fresh
+    }
+}
+
 /// The fewest jobs of a group that wait as pending records: below that, a hash per job
 /// costs Redis little next to the call, and a single enqueue's job, often claimed or read
 /// soon after, finds its hash in place.

@@ -220,19 +220,13 @@ impl App {
             self.check_conflicts(&specs).await?;
         }
         let warnings = self.enforce_budgets(&specs).await?;
+        // Priced before the enqueue, which takes the specs (a batch can hold 10^5).
+        let estimate = self.summarise_cost(&specs).await.ok().flatten();
         let report = match chunked {
-            Some(key) if specs.len() > MAX_ATOMIC_BATCH => self.enqueue_chunks(caller, &specs, key).await?,
-            _ => {
-                self.queue()
-                    .enqueue_batch_as(specs.clone(), &caller.actor)
-                    .await?
-            }
+            Some(key) if specs.len() > MAX_ATOMIC_BATCH => self.enqueue_chunks(caller, specs, key).await?,
+            _ => self.queue().enqueue_batch_as(specs, &caller.actor).await?,
         };
-        let estimate = if report.created > 0 {
-            self.summarise_cost(&specs).await.ok().flatten()
-        } else {
-            None
-        };
+        let estimate = estimate.filter(|_| report.created > 0);
         Ok(BatchOutcome {
             report,
             warnings,
@@ -246,12 +240,12 @@ impl App {
     async fn enqueue_chunks(
         &self,
         caller: &Caller,
-        specs: &[JobSpec],
+        specs: Vec<JobSpec>,
         key: &BatchKey,
     ) -> AppResult<EnqueueReport> {
         let done = self
             .queue()
-            .enqueue_resumable_as(specs.to_vec(), &caller.actor, MAX_ATOMIC_BATCH, key)
+            .enqueue_resumable_as(specs, &caller.actor, MAX_ATOMIC_BATCH, key)
             .await;
         match done.failure {
             None => Ok(done.report),

@@ -13,11 +13,13 @@
 --          settings, in batch order. Per group:
 --            priority ("p0".."p2"), max attempts, not-before (ms; a job not due yet waits
 --            in {ns}:delayed as 'deferred'; 0 = start now), fresh ('1' when the client
---            generated the ids, so they cannot exist yet), charge (admission.lua; '' for
+--            generated the ids, so they cannot exist yet; 's' when it did and has also
+--            written the group's pending records already, see below), charge (admission.lua; '' for
 --            the default), the group's cap on running jobs ('' to leave it), who
 --            enqueues it (the actor named in its history and the store), a token ('' for
 --            none; see below), count, then per job: id, then the spec JSON, or with a
---            token the job's pending record, `@TOKEN US spec` (lib.lua)
+--            token the job's pending record, `@TOKEN US spec` (lib.lua); in an 's'
+--            group, the id alone
 -- Returns  { created_count, enqueued_at (ms, Redis time), existing_id_1, existing_id_2,
 --          ... }, { -1, outbox length } when the outbox is over its bound, { -2 } when
 --          the admission configuration changed, or { -3, jobs landed } when the chunk of
@@ -44,24 +46,43 @@
 -- ack takes them off again). Per job there is one HSET, or, in a group that comes with
 -- a token (the client gives one to a big group that starts now), one field of the
 -- single HSET of the chunk's pending records (lib.lua), whose shared head this script
--- writes once under the token: the records go in as they came. The job store's drainer
--- reads the spec (which holds the priority and attempt limit) from the record or the
+-- writes once under the token: the records go in as they came. A group of fresh ids
+-- with a token comes staged ('s'): the client wrote its records with a plain HSET just
+-- before this script, in the same MULTI, so that they never become Lua strings (Redis
+-- hashes every byte of every string a script is given: that was a third of its time
+-- per job); a refusal below deletes them again. The job store's drainer reads the spec (which holds the priority and attempt limit) from the record or the
 -- job hash, which stays until the outbox is past the job's end.
 -- An id counts as existing while it has either. The creation is not written to the
 -- job's history: it is implied by enqueued_at (and 'created' for deferred jobs), and
 -- RedisQueue::get puts it first.
 -- updated_at is absent until the first change (readers use enqueued_at).
 local prefix = ARGV[1]
+local pending = prefix .. ':pending'
+-- Deletes the records of the staged groups, for an answer that writes nothing.
+local function unstage()
+  local at = 7
+  for _ = 1, tonumber(ARGV[6]) do
+    local count = tonumber(ARGV[at + 8])
+    local staged = ARGV[at + 3] == 's'
+    local jobs = at + 9
+    at = jobs + count * (staged and 1 or 2)
+    if staged then
+      for first = jobs, at - 1, 1000 do
+        redis.call('HDEL', pending, unpack(ARGV, first, math.min(first + 999, at - 1)))
+      end
+    end
+  end
+end
 local outbox = prefix .. ':outbox'
 local batched = outbox .. ':batched'
 local backlog = redis.call('XLEN', outbox) + tonumber(redis.call('GET', batched) or '0')
-if backlog > tonumber(ARGV[2]) then return { -1, backlog } end
+if backlog > tonumber(ARGV[2]) then unstage() return { -1, backlog } end
 local admission = redis.call('GET', prefix .. ':admission')
-if (admission and redis.sha1hex(admission) or '') ~= ARGV[3] then return { -2 } end
+if (admission and redis.sha1hex(admission) or '') ~= ARGV[3] then unstage() return { -2 } end
 local resume, first_at = KEYS[2], tonumber(ARGV[4])
 if resume then
   local landed = tonumber(redis.call('HGET', resume, 'n') or '0')
-  if landed ~= first_at then return { -3, landed } end
+  if landed ~= first_at then unstage() return { -3, landed } end
 end
 index_as_list(prefix)
 local groups = tonumber(ARGV[6])
@@ -71,7 +92,6 @@ local ms_n = tonumber(ms)
 local retired = prefix .. ':retired'
 -- Values per variadic call stay well under Lua's unpack limit (LUAI_MAXCSTACK, 8000).
 local CHUNK = 1000
-local pending = prefix .. ':pending'
 local heads = pending .. ':heads'
 local created = 0
 local existing = {}
@@ -80,14 +100,18 @@ local seen = {}
 local all, nall = resume and {}, 0
 local at = 7
 for _ = 1, groups do
-  local pri, max, fresh = ARGV[at], ARGV[at + 1], ARGV[at + 3] == '1'
+  local pri, max = ARGV[at], ARGV[at + 1]
+  local staged = ARGV[at + 3] == 's'
+  local fresh = staged or ARGV[at + 3] == '1'
   local not_before, charge, cap = ARGV[at + 2], ARGV[at + 4], ARGV[at + 5]
   local state = 'queued'
   if tonumber(not_before) > ms_n then state = 'deferred' end
   local by, tok = ARGV[at + 6], ARGV[at + 7]
   local count = tonumber(ARGV[at + 8])
   local jobs = at + 9
-  at = jobs + count * 2
+  -- Values per job: the id, and its spec or record unless staged.
+  local w = staged and 1 or 2
+  at = jobs + count * w
   -- Where the group's queued jobs go: its pool's queue, or the tail of its lane while
   -- the lane is parked (FIFO within a team).
   local pool, team, gpus, group = parse_charge(charge ~= '' and charge or nil)
@@ -109,6 +133,14 @@ for _ = 1, groups do
   local cut = #tok + 3
   local as_records = tok ~= '' and state == 'queued'
   local shared = as_records and redis.call('HSETNX', heads, tok, head) == 1
+  if staged and not shared then
+    -- The staged records name a head that is another group's: each is written whole.
+    for i = 0, count - 1 do
+      local id = ARGV[jobs + i]
+      local rec = redis.call('HGET', pending, id)
+      redis.call('HSET', pending, id, head .. string.sub(rec, cut))
+    end
+  end
   local uses = 0
   for first = 0, count - 1, CHUNK do
     local last = math.min(first + CHUNK, count) - 1
@@ -119,14 +151,14 @@ for _ = 1, groups do
     -- hash costs little next to the call, and a job claimed or read soon after (a single
     -- enqueue's usual fate) finds its hash in place.
     local records = nil
-    if as_records then records = {} end
+    if as_records and not staged then records = {} end
     -- Ids the client chose may exist: as a hash, a pending record (lib.lua), or, once
     -- retention removed the job from Redis while the store keeps it, in {ns}:retired.
     local some_exist, gone = false, {}
     if not fresh then
       local ids, keys = {}, {}
       for i = first, last do
-        ids[#ids + 1] = ARGV[jobs + i * 2]
+        ids[#ids + 1] = ARGV[jobs + i * w]
         keys[#keys + 1] = prefix .. ':job:' .. ids[#ids]
       end
       some_exist = redis.call('EXISTS', unpack(keys)) > 0
@@ -142,15 +174,18 @@ for _ = 1, groups do
       end
     end
     for i = first, last do
-      local id, value = ARGV[jobs + i * 2], ARGV[jobs + i * 2 + 1]
+      local id = ARGV[jobs + i * w]
+      local value = not staged and ARGV[jobs + i * 2 + 1]
       if all then nall = nall + 1; all[nall] = id end
       -- Only a job written as a hash needs its key.
-      local jk = not records and prefix .. ':job:' .. id
+      local jk = not as_records and prefix .. ':job:' .. id
       if seen[id] or gone[id] or (some_exist and job_exists(prefix, id)) then
         existing[#existing + 1] = id
       else
         seen[id] = true
-        if records then
+        if staged then
+          if shared then uses = uses + 1 end
+        elseif records then
           records[#records + 1] = id
           -- As it came, or whole where the head could not be shared.
           records[#records + 1] = shared and value or head .. string.sub(value, cut)
