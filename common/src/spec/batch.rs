@@ -27,10 +27,10 @@ pub fn parse_batch(input: &str) -> Result<Vec<JobSpec>, SpecError> {
             .map(|(i, l)| (i + 1, l))
             .collect()
     };
-    let parsed = parse_items(&items)?;
+    // Checked where they are: a batch can hold 10^5 specs, each a few hundred bytes.
+    let specs = parse_items(&items)?;
     let mut seen: HashMap<JobId, usize> = HashMap::new();
-    let mut specs = Vec::with_capacity(items.len());
-    for ((line, _), spec) in items.into_iter().zip(parsed) {
+    for (&(line, _), spec) in items.iter().zip(&specs) {
         if let Some(id) = &spec.id {
             if let Some(first) = seen.insert(id.clone(), line) {
                 return Err(
@@ -38,7 +38,6 @@ pub fn parse_batch(input: &str) -> Result<Vec<JobSpec>, SpecError> {
                 );
             }
         }
-        specs.push(spec);
     }
     if specs.is_empty() {
         return Err(SpecError::new("", "the batch holds no job specs"));
@@ -73,7 +72,10 @@ fn parse_items(items: &[(usize, &str)]) -> Result<Vec<JobSpec>, SpecError> {
             .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             .collect()
     });
-    let mut specs = Vec::with_capacity(items.len());
+    // The first part grows to hold the others (one copy of them, not of it too).
+    let mut parts = parts.into_iter();
+    let mut specs = parts.next().expect("at least one part")?;
+    specs.reserve(items.len() - specs.len());
     for part in parts {
         specs.extend(part?);
     }
