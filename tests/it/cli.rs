@@ -515,14 +515,16 @@ async fn enqueue_off_peak_defers_to_the_next_window() {
     assert!(listed.contains("cheap-1"), "{listed}");
 }
 
-/// `scheduler batch - --chunked --json` of `input`, started.
-fn chunked_batch(env: &TestEnv, input: &str) -> std::process::Child {
+/// `scheduler batch - --chunked --json` of `input`, started, with `envs` besides the test's
+/// Redis, namespace and store.
+fn chunked_batch(env: &TestEnv, input: &str, envs: &[(&str, &str)]) -> std::process::Child {
     use std::io::Write;
     let mut child = std::process::Command::new(bin("scheduler"))
         .args(["batch", "-", "--chunked", "--json"])
         .env("REDIS_URL", crate::support::redis_url())
         .env("GPUQ_NAMESPACE", &env.ns)
         .env("DATABASE_URL", &env.database_url)
+        .envs(envs.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -547,7 +549,7 @@ async fn a_chunked_batch_killed_part_way_then_run_again_has_each_job_exactly_onc
     // chunks are in.
     let mut seen = 0;
     for _ in 0..2 {
-        let mut child = chunked_batch(&env, &input);
+        let mut child = chunked_batch(&env, &input, &[]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let queued = loop {
             let q = env.queue.status().await.unwrap().queued();
@@ -567,7 +569,7 @@ async fn a_chunked_batch_killed_part_way_then_run_again_has_each_job_exactly_onc
         seen = after;
     }
     // Run again: what landed is reported, the rest added, no job twice.
-    let out = chunked_batch(&env, &input).wait_with_output().unwrap();
+    let out = chunked_batch(&env, &input, &[]).wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let ids: std::collections::HashSet<&str> = report["ids"]
@@ -598,20 +600,9 @@ async fn a_batch_over_the_atomic_limit_needs_chunked_and_a_rerun_adds_only_what_
 
     // The outbox bound stops the second chunk: the first is in, and says so.
     let scheduler = |limit: &str| {
-        use std::io::Write;
-        let mut child = std::process::Command::new(bin("scheduler"))
-            .args(["batch", "-", "--chunked", "--json"])
-            .env("REDIS_URL", crate::support::redis_url())
-            .env("GPUQ_NAMESPACE", &env.ns)
-            .env("GPUQ_OUTBOX_LIMIT", limit)
-            .env("DATABASE_URL", &env.database_url)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+        chunked_batch(&env, &input, &[("GPUQ_OUTBOX_LIMIT", limit)])
+            .wait_with_output()
+            .unwrap()
     };
     let out = scheduler("100");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

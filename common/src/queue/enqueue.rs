@@ -1,6 +1,6 @@
 //! Enqueueing: one script call per batch, so a batch lands all-or-nothing.
 
-use super::prepared::{encode, Group, Prepared};
+use super::prepared::{encode, Group, Prepared, Resume};
 use super::{scripts, RedisQueue};
 use crate::preemption::Preemption;
 use crate::{JobId, JobSpec, Result};
@@ -110,7 +110,7 @@ impl RedisQueue {
             let next: Vec<JobSpec> = specs.by_ref().take(chunk).collect();
             let n = next.len();
             let prepared = Prepared::new(next, &actor).map(|mut p| {
-                p.resume = record.clone().map(|r| (r, at));
+                p.resume = record.clone().map(|record| Resume { record, at });
                 p
             });
             at += n;
@@ -491,7 +491,7 @@ impl RedisQueue {
         &self,
         groups: impl ExactSizeIterator<Item = &'a Group> + Clone,
         digest: &str,
-        resume: Option<&(String, usize)>,
+        resume: Option<&Resume>,
     ) -> Result<(Vec<redis::Value>, u32)> {
         let staged = groups.clone().any(Group::staged);
         // A staged group's records go first, in a MULTI with the script, which is sent
@@ -508,14 +508,14 @@ impl RedisQueue {
         script
             .arg(if resume.is_some() { 2 } else { 1 })
             .arg(self.keys.jobs());
-        if let Some((record, _)) = resume {
-            script.arg(record);
+        if let Some(r) = resume {
+            script.arg(&r.record);
         }
         script
             .arg(self.keys.prefix())
             .arg(self.outbox_limit)
             .arg(digest)
-            .arg(resume.map(|(_, at)| at.to_string()).unwrap_or_default())
+            .arg(resume.map(|r| r.at.to_string()).unwrap_or_default())
             .arg(RESUMABLE_FOR.as_secs())
             .arg(groups.len());
         let mut records = redis::cmd("HSET");
@@ -526,7 +526,8 @@ impl RedisQueue {
                 token,
                 jobs,
             } = group;
-            let fresh = match (group.staged(), g.fresh) {
+            let its_records_staged = group.staged();
+            let fresh = match (its_records_staged, g.fresh) {
                 (true, _) => "s",
                 (false, true) => "1",
                 (false, false) => "0",
@@ -543,7 +544,7 @@ impl RedisQueue {
                 .arg(jobs.len());
             for (id, json) in jobs {
                 script.arg(id.as_str());
-                if group.staged() {
+                if its_records_staged {
                     records.arg(id.as_str()).arg(json.as_str());
                 } else {
                     script.arg(json.as_str());

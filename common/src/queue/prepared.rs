@@ -11,9 +11,15 @@ pub(super) struct Prepared {
     pub(super) specs: Vec<JobSpec>,
     pub(super) groups: Vec<Group>,
     pub(super) ids: Vec<JobId>,
-    /// For a chunk of a resumable batch: the batch's record (`Keys::resume`) and where
-    /// the chunk starts in the batch.
-    pub(super) resume: Option<(String, usize)>,
+    /// For a chunk of a resumable batch: where it goes in the batch.
+    pub(super) resume: Option<Resume>,
+}
+
+/// Where a chunk of a resumable batch goes: the batch's record (`Keys::resume`) and the
+/// chunk's first position in the batch.
+pub(super) struct Resume {
+    pub(super) record: String,
+    pub(super) at: usize,
 }
 
 impl Prepared {
@@ -62,6 +68,11 @@ pub(super) struct Group {
     pub(super) jobs: Vec<(JobId, String)>,
 }
 
+/// The fewest jobs of a group that wait as pending records: below that, a hash per job
+/// costs Redis little next to the call, and a single enqueue's job, often claimed or read
+/// soon after, finds its hash in place.
+const RECORDS_FROM: usize = 32;
+
 impl Group {
     /// Whether the group's records go to Redis staged: written by a plain HSET before
     /// enqueue.lua runs, in the same MULTI, rather than handed to the script (fresh ids
@@ -69,14 +80,7 @@ impl Group {
     pub(super) fn staged(&self) -> bool {
         !self.token.is_empty() && self.settings.fresh
     }
-}
 
-/// The fewest jobs of a group that wait as pending records: below that, a hash per job
-/// costs Redis little next to the call, and a single enqueue's job, often claimed or read
-/// soon after, finds its hash in place.
-const RECORDS_FROM: usize = 32;
-
-impl Group {
     /// A group of one job, with a hash of its own (unless [`Self::as_records`]).
     pub(super) fn of(settings: Settings, id: JobId, json: String) -> Self {
         Group {

@@ -58,14 +58,19 @@
 -- updated_at is absent until the first change (readers use enqueued_at).
 local prefix = ARGV[1]
 local pending = prefix .. ':pending'
+-- The group whose header starts at ARGV[at]: whether it is staged, its job count, where
+-- its jobs' values start, how many values each job has, and where the next group starts.
+local function group_at(at)
+  local staged, count = ARGV[at + 3] == 's', tonumber(ARGV[at + 8])
+  local w = staged and 1 or 2
+  return staged, count, at + 9, w, at + 9 + count * w
+end
 -- Deletes the records of the staged groups, for an answer that writes nothing.
 local function unstage()
   local at = 7
   for _ = 1, tonumber(ARGV[6]) do
-    local count = tonumber(ARGV[at + 8])
-    local staged = ARGV[at + 3] == 's'
-    local jobs = at + 9
-    at = jobs + count * (staged and 1 or 2)
+    local staged, _, jobs, _, next_at = group_at(at)
+    at = next_at
     if staged then
       for first = jobs, at - 1, 1000 do
         redis.call('HDEL', pending, unpack(ARGV, first, math.min(first + 999, at - 1)))
@@ -101,17 +106,14 @@ local all, nall = resume and {}, 0
 local at = 7
 for _ = 1, groups do
   local pri, max = ARGV[at], ARGV[at + 1]
-  local staged = ARGV[at + 3] == 's'
-  local fresh = staged or ARGV[at + 3] == '1'
+  local fresh = ARGV[at + 3] ~= '0'
   local not_before, charge, cap = ARGV[at + 2], ARGV[at + 4], ARGV[at + 5]
   local state = 'queued'
   if tonumber(not_before) > ms_n then state = 'deferred' end
   local by, tok = ARGV[at + 6], ARGV[at + 7]
-  local count = tonumber(ARGV[at + 8])
-  local jobs = at + 9
-  -- Values per job: the id, and its spec or record unless staged.
-  local w = staged and 1 or 2
-  at = jobs + count * w
+  -- Values per job (w): the id, and its spec or record unless staged.
+  local staged, count, jobs, w
+  staged, count, jobs, w, at = group_at(at)
   -- Where the group's queued jobs go: its pool's queue, or the tail of its lane while
   -- the lane is parked (FIFO within a team).
   local pool, team, gpus, group = parse_charge(charge ~= '' and charge or nil)
@@ -175,7 +177,7 @@ for _ = 1, groups do
     end
     for i = first, last do
       local id = ARGV[jobs + i * w]
-      local value = not staged and ARGV[jobs + i * 2 + 1]
+      local value = not staged and ARGV[jobs + i * w + 1]
       if all then nall = nall + 1; all[nall] = id end
       -- Only a job written as a hash needs its key.
       local jk = not as_records and prefix .. ':job:' .. id
